@@ -1,0 +1,10 @@
+"""The wall clock, wired in only by composition roots (server, CLI)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)

@@ -1,0 +1,1 @@
+"""Pure domain: no store, HTTP, environment or wall clock in here."""

@@ -1,0 +1,21 @@
+"""Identifiers with readable prefixes (`ses_`, `hld_`, …) and random bodies."""
+
+from __future__ import annotations
+
+import secrets
+import string
+
+_ALPHABET = string.ascii_letters + string.digits
+
+SESSION = "ses"
+API_KEY = "hld"
+
+
+def random_token(length: int) -> str:
+    """A random base62 string of `length` characters (about 5.95 bits each)."""
+    return "".join(secrets.choice(_ALPHABET) for _ in range(length))
+
+
+def new_id(prefix: str) -> str:
+    """A new identifier such as `ses_3kT9…`: 22 base62 characters, about 131 random bits."""
+    return f"{prefix}_{random_token(22)}"

@@ -1,0 +1,47 @@
+"""Money: `Decimal` at the edges, integer micro-units (1e-6 USD) in storage and arithmetic."""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+from haldir.errors import InvalidAmount
+
+MICROS_PER_UNIT = 1_000_000
+MAX_AMOUNT = Decimal(1_000_000_000)  # one billion USD keeps every sum far inside a signed 64-bit column
+_MICRO = Decimal("0.000001")
+_CENT = Decimal("0.01")
+
+
+def to_micros(value: Decimal | int | str, *, field: str = "amount") -> int:
+    """Exact micro-units of a non-negative amount with at most 6 decimals; anything else raises.
+
+    Floats are refused on purpose: by the time a float arrives its value is already rounded.
+    """
+    if isinstance(value, bool) or not isinstance(value, Decimal | int | str):
+        raise InvalidAmount(f"{field} must be a decimal number, got {type(value).__name__}", field=field)
+    try:
+        amount = Decimal(value)
+    except InvalidOperation:
+        raise InvalidAmount(f"{field} must be a decimal number, got {value!r}", field=field) from None
+    if not amount.is_finite():
+        raise InvalidAmount(f"{field} must be finite, got {amount}", field=field)
+    if amount < 0:
+        raise InvalidAmount(f"{field} must not be negative, got {amount}", field=field)
+    if amount > MAX_AMOUNT:
+        raise InvalidAmount(f"{field} must be at most {MAX_AMOUNT}, got {amount}", field=field)
+    exponent = amount.normalize().as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -6:
+        raise InvalidAmount(f"{field} has more than 6 decimal places: {value}", field=field)
+    return int(amount * MICROS_PER_UNIT)
+
+
+def from_micros(micros: int) -> Decimal:
+    """The `Decimal` of `micros`, with at least two decimals: 50_000_000 → 50.00, 1 → 0.000001."""
+    amount = (Decimal(micros) / MICROS_PER_UNIT).quantize(_MICRO)
+    normal = amount.normalize()
+    return amount.quantize(_CENT) if normal == normal.quantize(_CENT) else normal
+
+
+def format_micros(micros: int) -> str:
+    """The decimal string Haldir shows for an amount, never in exponent notation."""
+    return f"{from_micros(micros):f}"

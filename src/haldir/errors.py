@@ -1,0 +1,126 @@
+"""The one exception hierarchy: every failure a caller can see, with its code, HTTP status and exit code."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class HaldirError(Exception):
+    """Base of every error Haldir raises on purpose.
+
+    `code` is the stable machine-readable name, `http_status` what the API answers, `exit_code`
+    what the CLI exits with. `details` carries extra JSON-safe fields for the error body.
+    """
+
+    code: ClassVar[str] = "haldir_error"
+    http_status: ClassVar[int] = 500
+    exit_code: ClassVar[int] = 1
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidRequest(HaldirError):
+    code = "invalid_request"
+    http_status = 400
+    exit_code = 2
+
+
+class InvalidAmount(InvalidRequest):
+    code = "invalid_amount"
+
+
+class InvalidScope(InvalidRequest):
+    code = "invalid_scope"
+
+
+class Unauthenticated(HaldirError):
+    code = "unauthenticated"
+    http_status = 401
+    exit_code = 3
+
+
+class InvalidApiKey(Unauthenticated):
+    code = "invalid_api_key"
+
+
+class InsufficientScope(HaldirError):
+    """The API key lacks the scope a route or tool needs."""
+
+    code = "insufficient_scope"
+    http_status = 403
+    exit_code = 4
+
+
+class ScopeDenied(HaldirError):
+    """The agent session lacks the scope an operation needs."""
+
+    code = "scope_denied"
+    http_status = 403
+    exit_code = 4
+
+
+class NotFound(HaldirError):
+    code = "not_found"
+    http_status = 404
+    exit_code = 5
+
+
+class Conflict(HaldirError):
+    code = "conflict"
+    http_status = 409
+    exit_code = 6
+
+
+class PayloadTooLarge(HaldirError):
+    code = "payload_too_large"
+    http_status = 413
+    exit_code = 2
+
+
+class IdempotencyKeyReused(HaldirError):
+    """The same Idempotency-Key was sent before with a different request."""
+
+    code = "idempotency_key_reused"
+    http_status = 422
+    exit_code = 6
+
+
+class SchemaOutOfDate(HaldirError):
+    code = "schema_out_of_date"
+    http_status = 503
+    exit_code = 7
+
+
+class StoreUnavailable(HaldirError):
+    code = "store_unavailable"
+    http_status = 503
+    exit_code = 7
+
+
+class ConfigurationError(HaldirError):
+    code = "configuration_error"
+    http_status = 500
+    exit_code = 8
+
+
+class InternalError(HaldirError):
+    code = "internal_error"
+    http_status = 500
+    exit_code = 1
+
+
+def error_classes() -> dict[str, type[HaldirError]]:
+    """Every concrete error class by code, so clients can turn a `code` back into its class."""
+    found: dict[str, type[HaldirError]] = {}
+    pending: list[type[HaldirError]] = [HaldirError]
+    while pending:
+        cls = pending.pop()
+        found.setdefault(cls.code, cls)
+        pending.extend(cls.__subclasses__())
+    return found

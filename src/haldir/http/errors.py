@@ -1,0 +1,78 @@
+"""The HTTP error envelope `{"error", "code", "request_id"}` and the one place errors become responses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from haldir.errors import HaldirError
+
+log = structlog.get_logger("haldir.http")
+
+_STATUS_CODES = {
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+class ErrorBody(BaseModel):
+    error: str
+    code: str
+    request_id: str
+
+
+def error_response(request: Request, *, status: int, code: str, message: str, **extra: Any) -> JSONResponse:
+    body = {"error": message, "code": code, "request_id": request_id(request), **extra}
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def request_id(request: Request) -> str:
+    return str(request.scope.get("state", {}).get("request_id", ""))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(HaldirError)
+    async def _haldir(request: Request, exc: HaldirError) -> JSONResponse:
+        if exc.http_status >= 500:
+            log.error("request_failed", code=exc.code, error=exc.message)
+        return error_response(
+            request, status=exc.http_status, code=exc.code, message=exc.message, **exc.details
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [_describe(error) for error in exc.errors()]
+        if any(error.get("type") == "json_invalid" for error in exc.errors()):
+            return error_response(
+                request, status=400, code="malformed_json", message="the request body is not valid JSON"
+            )
+        return error_response(
+            request, status=400, code="invalid_request", message="; ".join(problems), problems=problems
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _STATUS_CODES.get(exc.status_code, "http_error")
+        return error_response(request, status=exc.status_code, code=code, message=str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled_error", error_type=type(exc).__name__)
+        return error_response(
+            request, status=500, code="internal_error", message="internal error; quote the request_id"
+        )
+
+
+def _describe(error: Any) -> str:
+    """A field error without echoing the submitted value (it may be a secret)."""
+    where = ".".join(str(part) for part in error.get("loc", ()) if part != "body") or "body"
+    return f"{where}: {error.get('msg', 'invalid')}"

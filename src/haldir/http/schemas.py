@@ -1,0 +1,35 @@
+"""Shared edge types: money parsing and rendering, timestamps."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field, PlainSerializer
+
+from haldir.core.clock import isoformat
+
+
+def _decimal(value: Any) -> Any:
+    # JSON numbers arrive as floats; repr gives back the shortest text that the client sent.
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not an amount")
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    return value
+
+
+Money = Annotated[
+    Decimal,
+    BeforeValidator(_decimal),
+    # NaN and infinities get through here so that the domain refuses them with `invalid_amount`.
+    Field(
+        allow_inf_nan=True,
+        description="A USD amount: a JSON number or decimal string, at most 6 decimals, not negative.",
+    ),
+]
+Timestamp = Annotated[datetime, PlainSerializer(isoformat, return_type=str)]
+OptionalTimestamp = Annotated[
+    datetime | None, PlainSerializer(lambda v: None if v is None else isoformat(v), return_type=str | None)
+]

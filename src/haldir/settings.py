@@ -1,0 +1,63 @@
+"""Settings, read once at start-up from `HALDIR_*` environment variables and passed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+class Settings(BaseSettings):
+    """Server and operator settings. Each field is documented in the README's settings table."""
+
+    model_config = SettingsConfigDict(env_prefix="HALDIR_", extra="ignore", frozen=True)
+
+    data_dir: Path = Field(default=Path(".haldir"), description="Directory for the embedded store and keys.")
+    database_url: str | None = Field(
+        default=None,
+        description="Store URL. Unset: SQLite at <data_dir>/haldir.db. `postgresql://…` selects PostgreSQL.",
+    )
+    host: str = Field(default="127.0.0.1", description="Address the API server binds to.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port the API server listens on.")
+    log_level: LogLevel = Field(default="info", description="Minimum log level.")
+    log_json: bool = Field(default=True, description="Log JSON lines; false prints human-readable lines.")
+    session_max_ttl: int = Field(
+        default=30 * 86400, ge=1, description="Longest session TTL in seconds a caller may ask for."
+    )
+    custom_scopes: tuple[str, ...] = Field(
+        default=(),
+        description="Extra session scope names beyond the built-in ones, comma-separated (`stripe,github`).",
+    )
+    db_pool_size: int = Field(default=10, ge=1, le=200, description="PostgreSQL connections per process.")
+
+    @field_validator("custom_scopes", mode="before")
+    @classmethod
+    def _split_scopes(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_level(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @property
+    def store_url(self) -> str:
+        """The SQLAlchemy URL of the configured store."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'haldir.db').resolve()}"
+
+
+class ClientSettings(BaseSettings):
+    """What the SDK and the CLI's client commands need to reach a server."""
+
+    model_config = SettingsConfigDict(env_prefix="HALDIR_", extra="ignore", frozen=True)
+
+    url: str = Field(default="http://127.0.0.1:8000", description="Base URL of a Haldir server.")
+    api_key: str | None = Field(default=None, description="API key (`hld_…`) the client authenticates with.")

@@ -1,0 +1,1 @@
+"""Persistence: ports, the SQL store for SQLite and PostgreSQL, schema and migrations."""

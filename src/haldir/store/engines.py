@@ -1,0 +1,87 @@
+"""Engines for the two backends: SQLite (one writer, many readers) and PostgreSQL (one pool)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from haldir.errors import ConfigurationError
+
+Backend = Literal["sqlite", "postgresql"]
+
+# Durable commits (FULL) in WAL mode; a writer waits up to 10 s for another process's lock.
+_SQLITE_PRAGMAS = (
+    "PRAGMA synchronous=FULL",
+    "PRAGMA busy_timeout=10000",
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA temp_store=MEMORY",
+    "PRAGMA cache_size=-16000",
+    "PRAGMA mmap_size=268435456",
+)
+
+
+@dataclass
+class Engines:
+    backend: Backend
+    write: AsyncEngine
+    read: AsyncEngine
+
+    async def dispose(self) -> None:
+        await self.write.dispose()
+        if self.read is not self.write:
+            await self.read.dispose()
+
+
+def resolve_url(url: str) -> tuple[Backend, URL]:
+    """Map a user-facing store URL to its async driver URL."""
+    parsed = make_url(url)
+    if parsed.drivername in ("sqlite", "sqlite+aiosqlite"):
+        return "sqlite", parsed.set(drivername="sqlite+aiosqlite")
+    if parsed.drivername in ("postgresql", "postgres", "postgresql+asyncpg"):
+        return "postgresql", parsed.set(drivername="postgresql+asyncpg")
+    raise ConfigurationError(
+        f"unsupported database URL scheme {parsed.drivername!r}: use sqlite:///PATH or postgresql://HOST/DB"
+    )
+
+
+def create_engines(url: str, *, pool_size: int = 10) -> Engines:
+    backend, driver_url = resolve_url(url)
+    if backend == "postgresql":
+        engine = create_async_engine(
+            driver_url, pool_size=pool_size, max_overflow=0, pool_pre_ping=True, pool_timeout=30
+        )
+        return Engines(backend, engine, engine)
+    if not driver_url.database or driver_url.database == ":memory:":
+        raise ConfigurationError("SQLite needs a file path: an in-memory database would lose every write")
+    path = Path(driver_url.database)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # One writer connection per process: writes queue on the pool instead of fighting over the lock.
+    write = create_async_engine(driver_url, pool_size=1, max_overflow=0, pool_timeout=60)
+    read = create_async_engine(driver_url, pool_size=4, max_overflow=0, pool_timeout=30)
+    _configure_sqlite(write, begin="BEGIN IMMEDIATE", extra=("PRAGMA journal_mode=WAL",))
+    _configure_sqlite(read, begin="BEGIN", extra=("PRAGMA query_only=ON",))
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))  # never world-readable, not even briefly
+    return Engines(backend, write, read)
+
+
+def _configure_sqlite(engine: AsyncEngine, *, begin: str, extra: tuple[str, ...]) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        # Take transaction control from the driver so that we can say BEGIN IMMEDIATE ourselves.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for pragma in (*extra, *_SQLITE_PRAGMAS):
+            cursor.execute(pragma)
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql(begin)

@@ -1,0 +1,59 @@
+"""Schema migrations: apply Alembic revisions to the configured store and report where it stands."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection
+
+from haldir.store.sql import SqlStore
+
+_HERE = Path(__file__).parent / "migrations"
+_MIGRATION_LOCK = 0x48414C444952  # "HALDIR"
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(_HERE))
+    config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None, "the migrations folder has no revisions"
+    return head
+
+
+@dataclass(frozen=True)
+class MigrationStatus:
+    backend: str
+    current: str | None
+    head: str
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.current == self.head
+
+
+async def upgrade(store: SqlStore, revision: str = "head") -> MigrationStatus:
+    """Apply migrations up to `revision` in one transaction (the store's writer connection)."""
+
+    def run(connection: Connection) -> None:
+        command.upgrade(alembic_config(connection), revision)
+
+    async with store.engines.write.begin() as conn:
+        if store.backend == "postgresql":
+            # Replicas starting together take turns; the later ones find the schema already at head.
+            await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+        await conn.run_sync(run)
+    return await status(store)
+
+
+async def status(store: SqlStore) -> MigrationStatus:
+    return MigrationStatus(backend=store.backend, current=await store.schema_revision(), head=head_revision())

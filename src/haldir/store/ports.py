@@ -1,0 +1,68 @@
+"""Persistence ports. The governor depends on these Protocols; `store.sql` implements them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Protocol
+
+from haldir.core.idempotency import IdempotencyClaim, Outcome
+from haldir.core.keys import ApiKey
+from haldir.core.pagination import Page, Position
+from haldir.core.sessions import Session
+
+
+class KeyStore(Protocol):
+    async def bootstrap_tenant(self, key: ApiKey, *, key_hash: str) -> bool:
+        """Create `key.tenant_id` with `key` as its first key, only if the tenant does not exist yet."""
+        ...
+
+    async def insert_key(
+        self, key: ApiKey, *, key_hash: str, idempotency: IdempotencyClaim | None = None
+    ) -> Outcome[ApiKey]:
+        """Store a key, creating its tenant on first use; a replayed claim returns the earlier key."""
+        ...
+
+    async def find_key(self, prefix: str) -> tuple[ApiKey, str] | None:
+        """The key named `prefix` and its hash, across tenants: this is how a request's tenant is found."""
+        ...
+
+    async def list_keys(self, tenant_id: str) -> list[ApiKey]: ...
+
+    async def revoke_key(self, tenant_id: str, prefix: str, *, at: datetime) -> ApiKey | None: ...
+
+
+class SessionStore(Protocol):
+    async def insert_session(
+        self, session: Session, *, idempotency: IdempotencyClaim | None = None
+    ) -> Outcome[Session]: ...
+
+    async def get_session(self, tenant_id: str, session_id: str) -> Session | None: ...
+
+    async def list_sessions(
+        self,
+        tenant_id: str,
+        *,
+        agent_id: str | None,
+        active_at: datetime | None,
+        limit: int,
+        after: Position | None,
+    ) -> Page[Session]: ...
+
+    async def revoke_session(self, tenant_id: str, session_id: str, *, at: datetime) -> Session | None:
+        """Revoke at `at` unless already revoked; the session as stored afterwards."""
+        ...
+
+
+class HealthStore(Protocol):
+    @property
+    def backend(self) -> str: ...
+
+    async def ping(self) -> None:
+        """Raise `StoreUnavailable` unless the store answers a query."""
+        ...
+
+    async def schema_revision(self) -> str | None: ...
+
+
+class Store(KeyStore, SessionStore, HealthStore, Protocol):
+    async def close(self) -> None: ...

@@ -1,0 +1,306 @@
+"""The SQL store: one implementation of every port over SQLAlchemy Core, for SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from haldir.core.idempotency import IdempotencyClaim, Outcome
+from haldir.core.keys import ApiKey
+from haldir.core.pagination import Page, Position
+from haldir.core.scopes import Scope
+from haldir.core.sessions import Session
+from haldir.errors import IdempotencyKeyReused, StoreUnavailable
+from haldir.store.engines import Backend, Engines, create_engines
+from haldir.store.schema import api_keys, epoch_micros, idempotency_keys, sessions, tenants
+
+
+class SqlStore:
+    """Implements `haldir.store.ports.Store`. Every query names its tenant, except the key lookup
+    that finds the tenant of a request."""
+
+    def __init__(self, engines: Engines) -> None:
+        self._engines = engines
+
+    @classmethod
+    def open(cls, url: str, *, pool_size: int = 10) -> SqlStore:
+        return cls(create_engines(url, pool_size=pool_size))
+
+    @property
+    def backend(self) -> Backend:
+        return self._engines.backend
+
+    @property
+    def engines(self) -> Engines:
+        return self._engines
+
+    async def close(self) -> None:
+        await self._engines.dispose()
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        async with _unavailable_as_error(), self._engines.write.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        async with _unavailable_as_error(), self._engines.read.connect() as conn:
+            yield conn
+
+    def _insert(self, table: sa.Table) -> Any:
+        dialect = postgresql if self.backend == "postgresql" else sqlite
+        return dialect.insert(table)
+
+    # health
+
+    async def ping(self) -> None:
+        async with self._read() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+
+    async def schema_revision(self) -> str | None:
+        async with self._read() as conn:
+            try:
+                return (await conn.execute(sa.text("SELECT version_num FROM alembic_version"))).scalar()
+            except DBAPIError:
+                return None
+
+    # idempotency
+
+    async def _claim(
+        self, conn: AsyncConnection, tenant_id: str, claim: IdempotencyClaim, resource_id: str, at: datetime
+    ) -> str | None:
+        """Claim `claim.key` for `resource_id` inside the caller's transaction.
+
+        Returns None when the claim is new (the caller goes on to create the resource, and both commit
+        together), or the id of the resource an identical earlier request created. On PostgreSQL a
+        concurrent duplicate blocks on the key's row until the first transaction ends.
+        """
+        inserted = await conn.execute(
+            self._insert(idempotency_keys)
+            .values(
+                tenant_id=tenant_id,
+                key=claim.key,
+                fingerprint=claim.fingerprint,
+                resource_id=resource_id,
+                created_at=at,
+            )
+            .on_conflict_do_nothing(index_elements=["tenant_id", "key"])
+        )
+        if inserted.rowcount == 1:
+            return None
+        row = (
+            await conn.execute(
+                sa.select(idempotency_keys.c.fingerprint, idempotency_keys.c.resource_id).where(
+                    idempotency_keys.c.tenant_id == tenant_id, idempotency_keys.c.key == claim.key
+                )
+            )
+        ).one()
+        if row.fingerprint != claim.fingerprint:
+            raise IdempotencyKeyReused(
+                "this Idempotency-Key was already used for a different request; use a new key"
+            )
+        return str(row.resource_id)
+
+    # keys
+
+    async def bootstrap_tenant(self, key: ApiKey, *, key_hash: str) -> bool:
+        async with self._write() as conn:
+            created = await conn.execute(
+                self._insert(tenants)
+                .values(tenant_id=key.tenant_id, created_at=key.created_at)
+                .on_conflict_do_nothing(index_elements=["tenant_id"])
+            )
+            if created.rowcount != 1:
+                return False
+            await conn.execute(sa.insert(api_keys).values(**_key_row(key, key_hash)))
+            return True
+
+    async def insert_key(
+        self, key: ApiKey, *, key_hash: str, idempotency: IdempotencyClaim | None = None
+    ) -> Outcome[ApiKey]:
+        async with self._write() as conn:
+            await conn.execute(
+                self._insert(tenants)
+                .values(tenant_id=key.tenant_id, created_at=key.created_at)
+                .on_conflict_do_nothing(index_elements=["tenant_id"])
+            )
+            prior = None
+            if idempotency is not None:
+                prior = await self._claim(conn, key.tenant_id, idempotency, key.prefix, key.created_at)
+            if prior is None:
+                await conn.execute(sa.insert(api_keys).values(**_key_row(key, key_hash)))
+                return Outcome(key)
+            row = (
+                await conn.execute(
+                    sa.select(api_keys).where(
+                        api_keys.c.tenant_id == key.tenant_id, api_keys.c.prefix == prior
+                    )
+                )
+            ).one()
+            return Outcome(_key(row), replayed=True)
+
+    async def find_key(self, prefix: str) -> tuple[ApiKey, str] | None:
+        async with self._read() as conn:
+            row = (await conn.execute(sa.select(api_keys).where(api_keys.c.prefix == prefix))).first()
+        return None if row is None else (_key(row), row.key_hash)
+
+    async def list_keys(self, tenant_id: str) -> list[ApiKey]:
+        async with self._read() as conn:
+            rows = await conn.execute(
+                sa.select(api_keys)
+                .where(api_keys.c.tenant_id == tenant_id)
+                .order_by(api_keys.c.created_at, api_keys.c.prefix)
+            )
+            return [_key(row) for row in rows]
+
+    async def revoke_key(self, tenant_id: str, prefix: str, *, at: datetime) -> ApiKey | None:
+        where = (api_keys.c.tenant_id == tenant_id, api_keys.c.prefix == prefix)
+        async with self._write() as conn:
+            await conn.execute(
+                sa.update(api_keys).where(*where, api_keys.c.revoked_at.is_(None)).values(revoked_at=at)
+            )
+            row = (await conn.execute(sa.select(api_keys).where(*where))).first()
+        return None if row is None else _key(row)
+
+    # sessions
+
+    async def insert_session(
+        self, session: Session, *, idempotency: IdempotencyClaim | None = None
+    ) -> Outcome[Session]:
+        async with self._write() as conn:
+            prior = None
+            if idempotency is not None:
+                prior = await self._claim(
+                    conn, session.tenant_id, idempotency, session.session_id, session.created_at
+                )
+            if prior is None:
+                await conn.execute(sa.insert(sessions).values(**_session_row(session)))
+                return Outcome(session)
+            row = (
+                await conn.execute(
+                    sa.select(sessions).where(
+                        sessions.c.tenant_id == session.tenant_id, sessions.c.session_id == prior
+                    )
+                )
+            ).one()
+            return Outcome(_session(row), replayed=True)
+
+    async def get_session(self, tenant_id: str, session_id: str) -> Session | None:
+        async with self._read() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(sessions).where(
+                        sessions.c.tenant_id == tenant_id, sessions.c.session_id == session_id
+                    )
+                )
+            ).first()
+        return None if row is None else _session(row)
+
+    async def list_sessions(
+        self,
+        tenant_id: str,
+        *,
+        agent_id: str | None,
+        active_at: datetime | None,
+        limit: int,
+        after: Position | None,
+    ) -> Page[Session]:
+        query = sa.select(sessions).where(sessions.c.tenant_id == tenant_id)
+        if agent_id is not None:
+            query = query.where(sessions.c.agent_id == agent_id)
+        if active_at is not None:
+            query = query.where(sessions.c.revoked_at.is_(None), sessions.c.expires_at > active_at)
+        if after is not None:
+            created = sessions.c.created_at
+            query = query.where(
+                sa.or_(
+                    created < after.created_us,
+                    sa.and_(created == after.created_us, sessions.c.session_id < after.id),
+                )
+            )
+        query = query.order_by(sessions.c.created_at.desc(), sessions.c.session_id.desc()).limit(limit + 1)
+        async with self._read() as conn:
+            rows = (await conn.execute(query)).all()
+        items = [_session(row) for row in rows[:limit]]
+        more = len(rows) > limit
+        last = items[-1] if more else None
+        position = None if last is None else Position(epoch_micros(last.created_at), last.session_id)
+        return Page(items, position)
+
+    async def revoke_session(self, tenant_id: str, session_id: str, *, at: datetime) -> Session | None:
+        where = (sessions.c.tenant_id == tenant_id, sessions.c.session_id == session_id)
+        async with self._write() as conn:
+            await conn.execute(
+                sa.update(sessions).where(*where, sessions.c.revoked_at.is_(None)).values(revoked_at=at)
+            )
+            row = (await conn.execute(sa.select(sessions).where(*where))).first()
+        return None if row is None else _session(row)
+
+
+@asynccontextmanager
+async def _unavailable_as_error() -> AsyncIterator[None]:
+    try:
+        yield
+    except (OperationalError, OSError, ConnectionError) as exc:
+        raise StoreUnavailable(
+            f"the store did not answer ({type(exc).__name__}): check HALDIR_DATABASE_URL and the server"
+        ) from exc
+
+
+def _key_row(key: ApiKey, key_hash: str) -> dict[str, Any]:
+    return {
+        "prefix": key.prefix,
+        "tenant_id": key.tenant_id,
+        "key_hash": key_hash,
+        "name": key.name,
+        "scopes": sorted(key.scopes),
+        "created_at": key.created_at,
+        "revoked_at": key.revoked_at,
+    }
+
+
+def _key(row: sa.Row[Any]) -> ApiKey:
+    return ApiKey(
+        tenant_id=row.tenant_id,
+        prefix=row.prefix,
+        name=row.name,
+        scopes=frozenset(row.scopes),
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+    )
+
+
+def _session_row(session: Session) -> dict[str, Any]:
+    return {
+        "tenant_id": session.tenant_id,
+        "session_id": session.session_id,
+        "agent_id": session.agent_id,
+        "scopes": [str(scope) for scope in session.scopes],
+        "spend_limit": session.spend_limit_micros,
+        "spent": session.spent_micros,
+        "ttl": session.ttl,
+        "created_at": session.created_at,
+        "expires_at": session.expires_at,
+        "revoked_at": session.revoked_at,
+    }
+
+
+def _session(row: sa.Row[Any]) -> Session:
+    return Session(
+        tenant_id=row.tenant_id,
+        session_id=row.session_id,
+        agent_id=row.agent_id,
+        scopes=tuple(Scope.from_text(text) for text in row.scopes),
+        spend_limit_micros=row.spend_limit,
+        spent_micros=row.spent,
+        ttl=row.ttl,
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+    )
