@@ -1,18 +1,34 @@
-"""The Typer application and the one place CLI errors become exit codes."""
+"""The Typer application and the one place CLI errors become messages and exit codes."""
 
 from __future__ import annotations
 
-import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from typer._click.core import Context  # Typer vendors click; its Group.invoke is typed with this Context
 
 from haldir.cli import keys, migrate, serve
 from haldir.errors import HaldirError
 
+
+class _HaldirGroup(typer.core.TyperGroup):
+    """Turns a `HaldirError` into one red line and its exit code; tracebacks only with --verbose."""
+
+    def invoke(self, ctx: Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except HaldirError as exc:
+            stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+            if ctx.meta.get("haldir.verbose"):
+                stderr.print_exception()
+            stderr.print(f"[bold red]error:[/] {exc.message}")
+            raise typer.Exit(exc.exit_code) from None
+
+
 app = typer.Typer(
     name="haldir",
+    cls=_HaldirGroup,
     help="Haldir: governance for AI agents.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -22,37 +38,14 @@ app.command("serve")(serve.serve)
 app.add_typer(migrate.app, name="migrate")
 app.add_typer(keys.app, name="keys")
 
-_state = {"verbose": False}
-
 
 @app.callback()
 def _options(
+    ctx: typer.Context,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks on errors.")] = False,
 ) -> None:
-    _state["verbose"] = verbose
+    ctx.meta["haldir.verbose"] = verbose
 
 
 def main() -> None:
-    try:
-        app(standalone_mode=False)
-    except HaldirError as exc:
-        if _state["verbose"]:
-            Console(stderr=True).print_exception()
-        Console(stderr=True).print(f"[bold red]error:[/] {exc.message}", highlight=False)
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except Exception as exc:  # the click usage errors and the unexpected
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if _state["verbose"]:
-            raise
-        Console(stderr=True).print(
-            f"[bold red]error:[/] {type(exc).__name__}: {exc} (run with --verbose for details)"
-        )
-        sys.exit(1)
+    app()

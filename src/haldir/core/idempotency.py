@@ -29,7 +29,7 @@ def claim(key: str | None, *, operation: str, payload: Any) -> IdempotencyClaim 
         return None
     if not _KEY.fullmatch(key):
         raise InvalidRequest("Idempotency-Key must be 1 to 255 printable ASCII characters without spaces")
-    body = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    body = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     digest = hashlib.sha256(f"{operation}\n{body}".encode()).hexdigest()
     return IdempotencyClaim(key=key, fingerprint=digest)
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+import re
+from decimal import Decimal, Inexact, localcontext
 
 from haldir.errors import InvalidAmount
 
@@ -10,6 +11,7 @@ MICROS_PER_UNIT = 1_000_000
 MAX_AMOUNT = Decimal(1_000_000_000)  # one billion USD keeps every sum far inside a signed 64-bit column
 _MICRO = Decimal("0.000001")
 _CENT = Decimal("0.01")
+_NUMBER = re.compile(r"[+-]?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?")
 
 
 def to_micros(value: Decimal | int | str, *, field: str = "amount") -> int:
@@ -19,20 +21,26 @@ def to_micros(value: Decimal | int | str, *, field: str = "amount") -> int:
     """
     if isinstance(value, bool) or not isinstance(value, Decimal | int | str):
         raise InvalidAmount(f"{field} must be a decimal number, got {type(value).__name__}", field=field)
-    try:
-        amount = Decimal(value)
-    except InvalidOperation:
-        raise InvalidAmount(f"{field} must be a decimal number, got {value!r}", field=field) from None
+    if isinstance(value, str) and not _NUMBER.fullmatch(value):
+        raise InvalidAmount(f"{field} must be a decimal number such as '12.50', got {value!r}", field=field)
+    amount = Decimal(value)  # exact: constructing a Decimal never rounds
     if not amount.is_finite():
         raise InvalidAmount(f"{field} must be finite, got {amount}", field=field)
     if amount < 0:
         raise InvalidAmount(f"{field} must not be negative, got {amount}", field=field)
     if amount > MAX_AMOUNT:
         raise InvalidAmount(f"{field} must be at most {MAX_AMOUNT}, got {amount}", field=field)
-    exponent = amount.normalize().as_tuple().exponent
-    if isinstance(exponent, int) and exponent < -6:
+    with localcontext() as exact:
+        exact.prec = 40  # wide enough for any amount up to MAX_AMOUNT in micros
+        exact.traps[Inexact] = True
+        try:
+            micros = amount.scaleb(6)
+            whole = micros == micros.to_integral_value()
+        except Inexact:
+            whole = False
+    if not whole:
         raise InvalidAmount(f"{field} has more than 6 decimal places: {value}", field=field)
-    return int(amount * MICROS_PER_UNIT)
+    return int(micros)
 
 
 def from_micros(micros: int) -> Decimal:

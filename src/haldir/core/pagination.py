@@ -42,8 +42,8 @@ def decode_cursor(cursor: str | None) -> Position | None:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created_us, ident = json.loads(raw)
-        if not isinstance(created_us, int) or not isinstance(ident, str):
+        if type(created_us) is not int or not isinstance(ident, str):
             raise ValueError
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError, RecursionError):
         raise InvalidRequest("malformed cursor: pass back the next_cursor of a previous page") from None
     return Position(created_us, ident)

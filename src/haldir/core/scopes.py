@@ -19,6 +19,7 @@ SPEND = "spend"
 
 _NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 _QUALIFIER = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
+_SPEND_AMOUNT = re.compile(r"[0-9]{1,10}(\.[0-9]{1,6})?")
 
 
 @dataclass(frozen=True, order=True)
@@ -60,6 +61,10 @@ def parse_scope(text: str, *, known: frozenset[str]) -> Scope:
     if not sep:
         return Scope(name)
     if name == SPEND:
+        if not _SPEND_AMOUNT.fullmatch(qualifier):
+            raise InvalidScope(
+                f"malformed scope {text!r}: expected 'spend:<amount>' such as 'spend:50' or 'spend:2.50'"
+            )
         try:
             to_micros(qualifier, field="spend scope")
         except InvalidAmount as exc:

@@ -81,7 +81,9 @@ class EdgeMiddleware:
             if response_started:
                 raise
             message = f"request body is larger than {self.max_body_bytes} bytes"
-            await _reject(send_with_headers, request_id, status=413, code="payload_too_large", message=message)
+            await _reject(
+                send_with_headers, request_id, status=413, code="payload_too_large", message=message
+            )
         finally:
             log.info(
                 "request",
@@ -106,7 +108,7 @@ def _json_body(scope: Scope) -> bool:
     """Whether a request's body, if any, is JSON. A body without a Content-Type is taken as JSON."""
     if scope["method"] in ("GET", "HEAD", "DELETE", "OPTIONS"):
         return True
-    headers = dict(scope["headers"])
+    headers: dict[bytes, bytes] = dict(scope["headers"])
     declared = headers.get(b"content-type")
     if declared is None:
         scope["headers"] = [*scope["headers"], (b"content-type", b"application/json")]

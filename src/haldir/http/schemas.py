@@ -22,12 +22,12 @@ def _decimal(value: Any) -> Any:
 
 Money = Annotated[
     Decimal,
-    BeforeValidator(_decimal),
     # NaN and infinities get through here so that the domain refuses them with `invalid_amount`.
     Field(
         allow_inf_nan=True,
         description="A USD amount: a JSON number or decimal string, at most 6 decimals, not negative.",
     ),
+    BeforeValidator(_decimal),
 ]
 Timestamp = Annotated[datetime, PlainSerializer(isoformat, return_type=str)]
 OptionalTimestamp = Annotated[

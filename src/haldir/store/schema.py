@@ -29,6 +29,10 @@ def epoch_micros(moment: datetime) -> int:
     return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
+def from_epoch_micros(value: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=value)
+
+
 class Micros(sa.TypeDecorator[datetime]):
     """An aware UTC datetime stored as integer microseconds since the epoch: exact and portable."""
 
@@ -39,7 +43,7 @@ class Micros(sa.TypeDecorator[datetime]):
         return None if value is None else epoch_micros(value)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
-        return None if value is None else _EPOCH + timedelta(microseconds=int(value))
+        return None if value is None else from_epoch_micros(int(value))
 
 
 tenants = sa.Table(

@@ -19,7 +19,7 @@ from haldir.core.scopes import Scope
 from haldir.core.sessions import Session
 from haldir.errors import IdempotencyKeyReused, StoreUnavailable
 from haldir.store.engines import Backend, Engines, create_engines
-from haldir.store.schema import api_keys, epoch_micros, idempotency_keys, sessions, tenants
+from haldir.store.schema import api_keys, epoch_micros, from_epoch_micros, idempotency_keys, sessions, tenants
 
 
 class SqlStore:
@@ -218,12 +218,9 @@ class SqlStore:
         if active_at is not None:
             query = query.where(sessions.c.revoked_at.is_(None), sessions.c.expires_at > active_at)
         if after is not None:
-            created = sessions.c.created_at
+            created, at = sessions.c.created_at, from_epoch_micros(after.created_us)
             query = query.where(
-                sa.or_(
-                    created < after.created_us,
-                    sa.and_(created == after.created_us, sessions.c.session_id < after.id),
-                )
+                sa.or_(created < at, sa.and_(created == at, sessions.c.session_id < after.id))
             )
         query = query.order_by(sessions.c.created_at.desc(), sessions.c.session_id.desc()).limit(limit + 1)
         async with self._read() as conn:

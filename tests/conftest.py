@@ -1,0 +1,154 @@
+"""Fixtures: stores on SQLite and PostgreSQL, a governor on a fake clock, and the app in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy.engine import make_url
+
+from haldir.core.keys import Principal
+from haldir.governor import Governor
+from haldir.http.app import create_app
+from haldir.settings import Settings
+from haldir.store.migrate import upgrade
+from haldir.store.sql import SqlStore
+from tests.support import FakeClock
+
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def _postgres_base() -> str:
+    url = os.environ.get("HALDIR_TEST_POSTGRES_URL")
+    if not url:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true but HALDIR_TEST_POSTGRES_URL is not set: PostgreSQL tests must run in CI")
+        pytest.skip("HALDIR_TEST_POSTGRES_URL is not set")
+    return url
+
+
+async def _admin(base: str, *statements: str) -> None:
+    conn = await asyncpg.connect(base)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[str]:
+    """A migrated template database; each test clones it (fast) instead of migrating from scratch."""
+    base = _postgres_base()
+    name = f"haldir_tpl_{uuid.uuid4().hex[:12]}"
+    try:
+        asyncio.run(_admin(base, f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.fail(f"PostgreSQL at {base} is not reachable: {exc}")
+    url = make_url(base).set(database=name).render_as_string(hide_password=False)
+
+    async def migrate() -> None:
+        store = SqlStore.open(url, pool_size=1)
+        try:
+            await upgrade(store)
+        finally:
+            await store.close()
+
+    asyncio.run(migrate())
+    yield name
+    asyncio.run(_admin(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def postgres_url(postgres_template: str) -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for one test."""
+    base = _postgres_base()
+    name = f"haldir_t_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(base, f'CREATE DATABASE "{name}" TEMPLATE "{postgres_template}"'))
+    yield make_url(base).set(database=name).render_as_string(hide_password=False)
+    asyncio.run(_admin(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> Iterator[str]:
+    """A fresh, migrated SQLite database file for one test."""
+    url = f"sqlite:///{tmp_path / 'haldir.db'}"
+
+    async def migrate() -> None:
+        store = SqlStore.open(url, pool_size=1)
+        try:
+            await upgrade(store)
+        finally:
+            await store.close()
+
+    asyncio.run(migrate())
+    return url
+
+
+@pytest.fixture(params=BACKENDS)
+def store_url(request: pytest.FixtureRequest) -> str:
+    """A migrated store URL, once per backend."""
+    name = "sqlite_url" if request.param == "sqlite" else "postgres_url"
+    return str(request.getfixturevalue(name))
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[SqlStore]:
+    opened = SqlStore.open(store_url, pool_size=5)
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+def governor(store: SqlStore, clock: FakeClock) -> Governor:
+    return Governor(store=store, clock=clock, custom_scopes=frozenset({"stripe"}))
+
+
+@dataclass
+class Api:
+    """The app in-process, with an admin key of tenant `acme` and helpers to make more keys."""
+
+    app: FastAPI
+    client: httpx.AsyncClient
+    governor: Governor
+    clock: FakeClock
+    admin_key: str
+
+    async def key(self, *scopes: str, tenant: str = "acme") -> str:
+        created = await self.governor.create_key(Principal.operator(tenant), name="test", scopes=list(scopes))
+        assert created.value.value is not None
+        return created.value.value
+
+    def auth(self, key: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture
+async def api(store_url: str, clock: FakeClock, tmp_path: Path) -> AsyncIterator[Api]:
+    settings = Settings(data_dir=tmp_path, database_url=store_url, custom_scopes=("stripe",))
+    app = create_app(settings, clock=clock)
+    async with app.router.lifespan_context(app):
+        governor: Governor = app.state.governor
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://haldir.test") as client:
+            api = Api(app=app, client=client, governor=governor, clock=clock, admin_key="")
+            api.admin_key = await api.key("*")
+            yield api
