@@ -108,7 +108,7 @@ class Governor:
             raise InsufficientScope(
                 f"cannot create a key wider than your own: asked for {sorted(wanted)}, "
                 f"you have {sorted(principal.scopes)}",
-                required=sorted(wanted),
+                requested=sorted(wanted),
                 granted=sorted(principal.scopes),
             )
         name = _text(name, field="name", max_length=200)
@@ -170,9 +170,9 @@ class Governor:
             operation="sessions.create",
             payload={
                 "agent_id": agent_id,
-                "scopes": sorted(scopes),
+                "scopes": [str(scope) for scope in parsed.scopes],
                 "ttl": ttl,
-                "spend_limit": None if spend_limit is None else str(spend_limit),
+                "spend_limit_micros": limit,
             },
         )
         session = Session(
@@ -206,7 +206,8 @@ class Governor:
         return await self._store.list_sessions(
             principal.tenant_id,
             agent_id=agent_id,
-            active_at=self._clock.now() if active else None,
+            active=active,
+            now=self._clock.now(),
             limit=limit,
             after=decode_cursor(cursor),
         )

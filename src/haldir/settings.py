@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+_SCOPE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 
 LogLevel = Literal["debug", "info", "warning", "error"]
 
@@ -28,7 +31,7 @@ class Settings(BaseSettings):
     session_max_ttl: int = Field(
         default=30 * 86400, ge=1, description="Longest session TTL in seconds a caller may ask for."
     )
-    custom_scopes: tuple[str, ...] = Field(
+    custom_scopes: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(),
         description="Extra session scope names beyond the built-in ones, comma-separated (`stripe,github`).",
     )
@@ -39,6 +42,14 @@ class Settings(BaseSettings):
     def _split_scopes(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("custom_scopes")
+    @classmethod
+    def _check_scope_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [name for name in value if not _SCOPE_NAME.fullmatch(name)]
+        if bad:
+            raise ValueError(f"scope names must be lowercase letters, digits, '_' or '-': {bad}")
         return value
 
     @field_validator("log_level", mode="before")

@@ -220,3 +220,44 @@ async def test_unknown_sessions_are_404(api: Api) -> None:
         response = await api.client.request(method, path, headers=api.auth(api.admin_key))
         assert response.status_code == 404
         assert "ses_nope" in response.json()["error"]
+
+
+async def test_checking_spend_with_an_amount_compares_the_remaining_budget(api: Api) -> None:
+    funded = await _create(api, scopes=["spend:20"])
+    unfunded = await _create(api, scopes=["spend"])
+    assert (await _check(api, funded["session_id"], "spend:20"))["allowed"] is True
+    over = await _check(api, funded["session_id"], "spend:20.000001")
+    assert over["allowed"] is False
+    assert "20.00 USD of budget left" in over["reason"]
+    assert (await _check(api, unfunded["session_id"], "spend"))["allowed"] is True
+    assert (await _check(api, unfunded["session_id"], "spend:10"))["allowed"] is False
+
+
+async def test_a_scope_and_its_qualified_form_can_be_given_together(api: Api) -> None:
+    body = await _create(api, scopes=["stripe:refund", "stripe", "read", "read:x"])
+    assert body["scopes"] == ["read", "read:x", "stripe", "stripe:refund"]
+
+
+async def test_active_false_lists_only_revoked_or_expired_sessions(api: Api) -> None:
+    live = await _create(api, ttl=600)
+    short = await _create(api, ttl=10)
+    gone = await _create(api)
+    await api.client.delete(f"/v1/sessions/{gone['session_id']}", headers=api.auth(api.admin_key))
+    api.clock.advance(10)
+    inactive = await api.client.get(
+        "/v1/sessions", params={"active": "false"}, headers=api.auth(api.admin_key)
+    )
+    assert {s["session_id"] for s in inactive.json()["sessions"]} == {short["session_id"], gone["session_id"]}
+    assert live["session_id"] not in inactive.text
+
+
+async def test_equivalent_bodies_replay_under_one_idempotency_key(api: Api) -> None:
+    headers = {**api.auth(api.admin_key), "Idempotency-Key": "same-meaning"}
+    first = await api.client.post(
+        "/v1/sessions", json={"agent_id": "a", "scopes": ["read", "read"], "spend_limit": 50}, headers=headers
+    )
+    second = await api.client.post(
+        "/v1/sessions", json={"agent_id": "a", "scopes": ["read"], "spend_limit": "50.00"}, headers=headers
+    )
+    assert second.status_code == 201
+    assert second.json() == first.json()

@@ -72,7 +72,7 @@ async def test_sessions_are_invisible_to_other_tenants(store: SqlStore) -> None:
     await store.insert_session(_session("ses_1", tenant="acme"))
     assert await store.get_session("other", "ses_1") is None
     assert await store.revoke_session("other", "ses_1", at=T0) is None
-    page = await store.list_sessions("other", agent_id=None, active_at=None, limit=10, after=None)
+    page = await store.list_sessions("other", agent_id=None, active=None, now=T0, limit=10, after=None)
     assert page.items == []
     assert (await store.get_session("acme", "ses_1")) is not None
 
@@ -94,7 +94,7 @@ async def test_listing_pages_newest_first_without_gaps_or_repeats(store: SqlStor
     seen: list[str] = []
     after = None
     while True:
-        page = await store.list_sessions("acme", agent_id=None, active_at=None, limit=3, after=after)
+        page = await store.list_sessions("acme", agent_id=None, active=None, now=T0, limit=3, after=after)
         seen += [s.session_id for s in page.items]
         if page.next is None:
             break
@@ -113,12 +113,13 @@ async def test_listing_filters_by_agent_and_by_activity(store: SqlStore) -> None
     await store.insert_session(_session("ses_gone", agent="alpha"))
     await store.revoke_session("acme", "ses_gone", at=T0)
 
-    alpha = await store.list_sessions("acme", agent_id="alpha", active_at=None, limit=10, after=None)
+    alpha = await store.list_sessions("acme", agent_id="alpha", active=None, now=T0, limit=10, after=None)
     assert {s.session_id for s in alpha.items} == {"ses_a", "ses_old", "ses_gone"}
-    active = await store.list_sessions(
-        "acme", agent_id=None, active_at=T0 + timedelta(seconds=1), limit=10, after=None
-    )
+    later = T0 + timedelta(seconds=1)
+    active = await store.list_sessions("acme", agent_id=None, active=True, now=later, limit=10, after=None)
     assert {s.session_id for s in active.items} == {"ses_a", "ses_b"}
+    inactive = await store.list_sessions("acme", agent_id=None, active=False, now=later, limit=10, after=None)
+    assert {s.session_id for s in inactive.items} == {"ses_old", "ses_gone"}
 
 
 async def test_keys_are_found_by_prefix_listed_per_tenant_and_revoked(store: SqlStore) -> None:

@@ -22,7 +22,7 @@ _QUALIFIER = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 _SPEND_AMOUNT = re.compile(r"[0-9]{1,10}(\.[0-9]{1,6})?")
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class Scope:
     name: str
     qualifier: str | None = None
@@ -95,7 +95,8 @@ def parse_session_scopes(texts: Iterable[str], *, known: frozenset[str]) -> Sess
         parsed.add(scope)
     if len(limits) > 1:
         raise InvalidScope("conflicting spend scopes: give one 'spend:<amount>' or an explicit spend_limit")
-    return SessionScopes(tuple(sorted(parsed)), limits.pop() if limits else None)
+    ordered = sorted(parsed, key=lambda scope: (scope.name, scope.qualifier or ""))
+    return SessionScopes(tuple(ordered), limits.pop() if limits else None)
 
 
 def grants(held: Iterable[Scope], wanted: Scope) -> bool:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from haldir.core.scopes import Scope, grants
+from haldir.core.money import format_micros, to_micros
+from haldir.core.scopes import SPEND, Scope, grants
 
 
 @dataclass(frozen=True)
@@ -55,4 +56,12 @@ def check_scope(session: Session, wanted: Scope, *, now: datetime) -> Decision:
     if not grants(session.scopes, wanted):
         held = [str(s) for s in session.scopes]
         return Decision(False, f"session {session.session_id} lacks scope '{wanted}'; it has {held}")
+    if wanted.name == SPEND and wanted.qualifier is not None:
+        amount = to_micros(wanted.qualifier)
+        if amount > session.remaining_micros:
+            return Decision(
+                False,
+                f"session {session.session_id} has {format_micros(session.remaining_micros)} USD of budget left, "
+                f"less than {format_micros(amount)}",
+            )
     return Decision(True)

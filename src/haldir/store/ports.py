@@ -43,7 +43,8 @@ class SessionStore(Protocol):
         tenant_id: str,
         *,
         agent_id: str | None,
-        active_at: datetime | None,
+        active: bool | None,
+        now: datetime,
         limit: int,
         after: Position | None,
     ) -> Page[Session]: ...

@@ -208,15 +208,17 @@ class SqlStore:
         tenant_id: str,
         *,
         agent_id: str | None,
-        active_at: datetime | None,
+        active: bool | None,
+        now: datetime,
         limit: int,
         after: Position | None,
     ) -> Page[Session]:
         query = sa.select(sessions).where(sessions.c.tenant_id == tenant_id)
         if agent_id is not None:
             query = query.where(sessions.c.agent_id == agent_id)
-        if active_at is not None:
-            query = query.where(sessions.c.revoked_at.is_(None), sessions.c.expires_at > active_at)
+        live = sa.and_(sessions.c.revoked_at.is_(None), sessions.c.expires_at > now)
+        if active is not None:
+            query = query.where(live if active else sa.not_(live))
         if after is not None:
             created, at = sessions.c.created_at, from_epoch_micros(after.created_us)
             query = query.where(

@@ -1,0 +1,43 @@
+"""The public surface is pinned: changing it must be a deliberate edit here."""
+
+from __future__ import annotations
+
+import haldir
+from haldir.errors import HaldirError, error_classes
+
+
+def test_exported_members_are_pinned() -> None:
+    assert sorted(haldir.__all__) == [
+        "Conflict",
+        "HaldirError",
+        "IdempotencyKeyReused",
+        "InsufficientScope",
+        "InvalidAmount",
+        "InvalidApiKey",
+        "InvalidRequest",
+        "InvalidScope",
+        "NotFound",
+        "PayloadTooLarge",
+        "ScopeDenied",
+        "StoreUnavailable",
+        "Unauthenticated",
+        "__version__",
+    ]
+    for name in haldir.__all__:
+        assert hasattr(haldir, name)
+
+
+def test_every_error_code_is_unique_and_maps_back_to_its_class() -> None:
+    classes = error_classes()
+    seen: dict[str, type[HaldirError]] = {}
+    pending: list[type[HaldirError]] = [HaldirError]
+    while pending:
+        cls = pending.pop()
+        assert cls.code not in seen or seen[cls.code] is cls, f"{cls.code} is used twice"
+        seen[cls.code] = cls
+        pending.extend(cls.__subclasses__())
+    assert classes == seen
+    for code, cls in classes.items():
+        assert code.islower() and " " not in code
+        assert 400 <= cls.http_status <= 599
+        assert cls.exit_code > 0

@@ -1,0 +1,50 @@
+"""Settings come from HALDIR_* variables, read when asked, never at import."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from haldir.settings import Settings
+
+
+def test_custom_scopes_are_read_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HALDIR_CUSTOM_SCOPES", "stripe, github,")
+    assert Settings().custom_scopes == ("stripe", "github")
+
+
+def test_malformed_custom_scope_names_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HALDIR_CUSTOM_SCOPES", "Stripe")
+    with pytest.raises(ValidationError, match="lowercase"):
+        Settings()
+
+
+def test_the_default_store_is_sqlite_in_the_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("HALDIR_DATABASE_URL", raising=False)
+    monkeypatch.setenv("HALDIR_DATA_DIR", str(tmp_path))
+    assert Settings().store_url == f"sqlite:///{tmp_path.resolve() / 'haldir.db'}"
+
+
+def test_a_database_url_selects_that_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HALDIR_DATABASE_URL", "postgresql://db.internal/haldir")
+    assert Settings().store_url == "postgresql://db.internal/haldir"
+
+
+def test_importing_haldir_reads_no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+    import os
+
+    reads: list[str] = []
+    original = os.environ.get
+
+    def spy(key: str, default: object = None) -> object:
+        reads.append(key)
+        return original(key, default)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os.environ, "get", spy)
+    import haldir.http.app
+
+    importlib.reload(haldir.http.app)
+    assert [key for key in reads if key.startswith("HALDIR_")] == []
