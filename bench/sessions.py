@@ -120,7 +120,7 @@ def wait_ready(proc: subprocess.Popen[bytes], base: str, log: Path) -> dict[str,
         if proc.poll() is not None:
             sys.exit(f"server exited with {proc.returncode} before ready:\n{log.read_text()}")
         with contextlib.suppress(httpx.TransportError):
-            response = httpx.get(f"{base}/readyz", timeout=1.0)
+            response = httpx.get(f"{base}/readyz", timeout=1.0, trust_env=False)
             if response.status_code == 200:
                 ready: dict[str, Any] = response.json()
                 return ready
@@ -183,7 +183,7 @@ async def run_scenarios(base: str, key: str, *, count: int, warmup: int, concurr
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     headers = {"Authorization": f"Bearer {key}"}
     async with httpx.AsyncClient(
-        base_url=base, headers=headers, limits=limits, timeout=REQUEST_TIMEOUT_S
+        base_url=base, headers=headers, limits=limits, timeout=REQUEST_TIMEOUT_S, trust_env=False
     ) as client:
         warm = Result("warm-up")
         send = create_sender("warmup", [""] * warmup)
@@ -240,7 +240,7 @@ def proc_field(path: str, key: str) -> str | None:
     return None
 
 
-def machine() -> str:
+def machine(load: tuple[float, float, float]) -> str:
     memory = proc_field("/proc/meminfo", "MemTotal")
     memory_gib = f"{int(memory.split()[0]) / 1024**2:.1f} GiB" if memory else "unknown"
     return "\n".join(
@@ -249,6 +249,7 @@ def machine() -> str:
             f"- logical CPUs: {os.cpu_count()}, memory: {memory_gib}",
             f"- platform: {platform.platform()}",
             f"- Python {platform.python_version()} ({platform.python_implementation()})",
+            f"- load average before the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (1, 5, 15 min)",
         ]
     )
 
@@ -273,6 +274,7 @@ def bench(args: argparse.Namespace, data_dir: Path) -> tuple[dict[str, Any], lis
 
 def main() -> None:
     args = parse_args()
+    load = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="haldir-bench-") as tmp:
         ready, results = bench(args, Path(tmp))
     print(
@@ -280,7 +282,7 @@ def main() -> None:
         f"{args.warmup} warm-up requests, {time.strftime('%Y-%m-%d')}\n"
     )
     print(report(results))
-    print(f"\n{machine()}")
+    print(f"\n{machine(load)}")
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ def test_every_error_code_is_unique_and_maps_back_to_its_class() -> None:
         pending.extend(cls.__subclasses__())
     assert classes == seen
     for code, cls in classes.items():
-        assert code.islower() and " " not in code
+        assert code.islower()
+        assert " " not in code
         assert 400 <= cls.http_status <= 599
         assert cls.exit_code > 0

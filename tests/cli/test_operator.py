@@ -58,7 +58,8 @@ def test_keys_create_json_prints_the_documented_fields(data_dir: Path) -> None:
     )
     created = json.loads(out)
     assert set(created) == {"key", "prefix", "tenant_id", "name", "scopes"}
-    assert created["tenant_id"] == "acme" and created["name"] == "ci"
+    assert created["tenant_id"] == "acme"
+    assert created["name"] == "ci"
     assert created["scopes"] == ["audit:read", "sessions:write"]
     assert created["key"].startswith(created["prefix"])
 

@@ -16,7 +16,8 @@ async def test_a_created_key_is_shown_once_and_works(api: Api) -> None:
     assert response.status_code == 201, response.text
     body = response.json()
     assert set(body) == {"key", "prefix", "tenant_id", "name", "scopes", "created_at", "revoked_at"}
-    assert body["key"].startswith(body["prefix"]) and body["prefix"].startswith("hld_")
+    assert body["key"].startswith(body["prefix"])
+    assert body["prefix"].startswith("hld_")
     assert body["tenant_id"] == "acme"
     assert body["scopes"] == ["sessions:read"]
     assert (await api.client.get("/v1/sessions", headers=api.auth(body["key"]))).status_code == 200

@@ -55,4 +55,6 @@ async def test_each_request_logs_one_json_line_with_context_and_no_secrets(
     assert first["request_id"] == "trace-1"
     assert first["tenant_id"] == "acme"
     assert first["key"] == api.admin_key[:12]
-    assert first["status"] == 201 and first["path"] == "/v1/sessions" and first["method"] == "POST"
+    assert first["status"] == 201
+    assert first["path"] == "/v1/sessions"
+    assert first["method"] == "POST"

@@ -58,10 +58,11 @@ def check_scope(session: Session, wanted: Scope, *, now: datetime) -> Decision:
         return Decision(False, f"session {session.session_id} lacks scope '{wanted}'; it has {held}")
     if wanted.name == SPEND and wanted.qualifier is not None:
         amount = to_micros(wanted.qualifier)
-        if amount > session.remaining_micros:
+        left = session.remaining_micros
+        if amount > left:
             return Decision(
                 False,
-                f"session {session.session_id} has {format_micros(session.remaining_micros)} USD of budget left, "
+                f"session {session.session_id} has {format_micros(left)} USD of budget left, "
                 f"less than {format_micros(amount)}",
             )
     return Decision(True)
