@@ -129,7 +129,7 @@ class Governor:
 
     async def key_tenant(self, prefix: str) -> str | None:
         """The tenant of a key prefix, for operator commands that name a key but not its tenant."""
-        found = await self._store.find_key(prefix)
+        found = await self._store.find_key(prefix) if ids.is_id(ids.API_KEY, prefix) else None
         return None if found is None else found[0].tenant_id
 
     async def list_keys(self, principal: Principal) -> list[ApiKey]:
@@ -138,7 +138,9 @@ class Governor:
 
     async def revoke_key(self, principal: Principal, prefix: str) -> ApiKey:
         principal.require("admin:write")
-        key = await self._store.revoke_key(principal.tenant_id, prefix, at=self._clock.now())
+        key = None
+        if ids.is_id(ids.API_KEY, prefix):
+            key = await self._store.revoke_key(principal.tenant_id, prefix, at=self._clock.now())
         if key is None:
             raise NotFound(f"no API key {prefix!r} in this tenant")
         return key
@@ -203,6 +205,8 @@ class Governor:
         principal.require("sessions:read")
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidRequest(f"limit must be from 1 to {MAX_PAGE}, got {limit}")
+        if agent_id is not None:
+            agent_id = _text(agent_id, field="agent_id", max_length=200)
         return await self._store.list_sessions(
             principal.tenant_id,
             agent_id=agent_id,
@@ -214,7 +218,9 @@ class Governor:
 
     async def revoke_session(self, principal: Principal, session_id: str) -> Session:
         principal.require("sessions:write")
-        session = await self._store.revoke_session(principal.tenant_id, session_id, at=self._clock.now())
+        session = None
+        if ids.is_id(ids.SESSION, session_id):
+            session = await self._store.revoke_session(principal.tenant_id, session_id, at=self._clock.now())
         if session is None:
             raise NotFound(f"no session {session_id!r} in this tenant")
         return session
@@ -226,7 +232,9 @@ class Governor:
         return PermissionCheck(session, wanted, check_scope(session, wanted, now=self._clock.now()))
 
     async def _session(self, principal: Principal, session_id: str) -> Session:
-        session = await self._store.get_session(principal.tenant_id, session_id)
+        session = None
+        if ids.is_id(ids.SESSION, session_id):
+            session = await self._store.get_session(principal.tenant_id, session_id)
         if session is None:
             raise NotFound(f"no session {session_id!r} in this tenant")
         return session

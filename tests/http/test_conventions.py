@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import sqlalchemy as sa
 
 from haldir.http.middleware import MAX_BODY_BYTES, SECURITY_HEADERS
 from tests.conftest import Api
@@ -149,6 +150,17 @@ async def test_health_probes_answer_without_a_key(api: Api) -> None:
         body = (await api.client.get(path)).json()
         assert body["status"] == "ok"
         assert body["schema_revision"] == body["schema_head"]
+
+
+async def test_readiness_fails_when_the_schema_falls_behind(api: Api) -> None:
+    store = api.app.state.store
+    async with store.engines.write.begin() as conn:
+        await conn.execute(sa.text("UPDATE alembic_version SET version_num = 'older'"))
+    for path in ("/readyz", "/healthz"):
+        response = await api.client.get(path)
+        assert response.status_code == 503
+        assert "haldir migrate up" in response.json()["error"]
+    assert (await api.client.get("/livez")).status_code == 200
 
 
 async def test_openapi_31_documents_request_and_response_schemas_for_every_route(api: Api) -> None:

@@ -16,6 +16,12 @@ def random_token(length: int) -> str:
     return "".join(secrets.choice(_ALPHABET) for _ in range(length))
 
 
+def is_id(prefix: str, value: str) -> bool:
+    """Whether `value` has the shape of an id with `prefix`; anything else cannot name a stored row."""
+    body = value[len(prefix) + 1 :]
+    return value.startswith(f"{prefix}_") and 0 < len(body) <= 64 and body.isascii() and body.isalnum()
+
+
 def new_id(prefix: str) -> str:
     """A new identifier such as `ses_3kT9…`: 22 base62 characters, about 131 random bits."""
     return f"{prefix}_{random_token(22)}"
