@@ -49,6 +49,14 @@ async def _admin(base: str, *statements: str) -> None:
         await conn.close()
 
 
+async def _migrate(url: str) -> None:
+    store = SqlStore.open(url, pool_size=1)
+    try:
+        await upgrade(store)
+    finally:
+        await store.close()
+
+
 @pytest.fixture(scope="session")
 def postgres_template() -> Iterator[str]:
     """A migrated template database; each test clones it (fast) instead of migrating from scratch."""
@@ -58,16 +66,7 @@ def postgres_template() -> Iterator[str]:
         asyncio.run(_admin(base, f'CREATE DATABASE "{name}"'))
     except (OSError, asyncpg.PostgresError) as exc:
         pytest.fail(f"PostgreSQL at {base} is not reachable: {exc}")
-    url = make_url(base).set(database=name).render_as_string(hide_password=False)
-
-    async def migrate() -> None:
-        store = SqlStore.open(url, pool_size=1)
-        try:
-            await upgrade(store)
-        finally:
-            await store.close()
-
-    asyncio.run(migrate())
+    asyncio.run(_migrate(make_url(base).set(database=name).render_as_string(hide_password=False)))
     yield name
     asyncio.run(_admin(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
@@ -83,18 +82,10 @@ def postgres_url(postgres_template: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def sqlite_url(tmp_path: Path) -> Iterator[str]:
+def sqlite_url(tmp_path: Path) -> str:
     """A fresh, migrated SQLite database file for one test."""
     url = f"sqlite:///{tmp_path / 'haldir.db'}"
-
-    async def migrate() -> None:
-        store = SqlStore.open(url, pool_size=1)
-        try:
-            await upgrade(store)
-        finally:
-            await store.close()
-
-    asyncio.run(migrate())
+    asyncio.run(_migrate(url))
     return url
 
 

@@ -1,4 +1,4 @@
-"""Shared plumbing for operator commands: settings, the store and a governor, opened and closed."""
+"""Shared plumbing for operator commands: the store or a governor, opened and closed around the work."""
 
 from __future__ import annotations
 
@@ -8,19 +8,20 @@ from typing import TypeVar
 
 import anyio
 
-from haldir.clock import SystemClock
-from haldir.errors import SchemaOutOfDate
 from haldir.governor import Governor
+from haldir.runtime import open_runtime
 from haldir.settings import Settings
-from haldir.store.migrate import status
 from haldir.store.sql import SqlStore
 
 T = TypeVar("T")
 
+_POOL = 2  # one command at a time: a small pool is plenty
+
 
 @asynccontextmanager
 async def open_store(settings: Settings) -> AsyncIterator[SqlStore]:
-    store = SqlStore.open(settings.store_url, pool_size=2)
+    """The store without a schema check, for the migration commands."""
+    store = SqlStore.open(settings.store_url, pool_size=_POOL)
     try:
         yield store
     finally:
@@ -29,19 +30,8 @@ async def open_store(settings: Settings) -> AsyncIterator[SqlStore]:
 
 @asynccontextmanager
 async def open_governor(settings: Settings) -> AsyncIterator[Governor]:
-    async with open_store(settings) as store:
-        migrations = await status(store)
-        if not migrations.up_to_date:
-            raise SchemaOutOfDate(
-                f"the schema is at {migrations.current or 'nothing'}, this version needs {migrations.head}: "
-                "run 'haldir migrate up'"
-            )
-        yield Governor(
-            store=store,
-            clock=SystemClock(),
-            custom_scopes=frozenset(settings.custom_scopes),
-            max_ttl=settings.session_max_ttl,
-        )
+    async with open_runtime(settings, pool_size=_POOL) as runtime:
+        yield runtime.governor
 
 
 def run(work: Callable[[], Awaitable[T]]) -> T:

@@ -8,16 +8,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from haldir import __version__
-from haldir.clock import SystemClock
 from haldir.core.clock import Clock
-from haldir.errors import SchemaOutOfDate
-from haldir.governor import Governor
 from haldir.http.errors import ErrorBody, install_error_handlers
 from haldir.http.middleware import EdgeMiddleware
 from haldir.http.routes import health, keys, sessions
+from haldir.runtime import open_runtime
 from haldir.settings import Settings
-from haldir.store.migrate import status
-from haldir.store.sql import SqlStore
 
 _ERRORS: dict[int | str, dict[str, object]] = {
     status_code: {"model": ErrorBody} for status_code in (400, 401, 403, 404, 413, 422, 503)
@@ -29,24 +25,10 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = SqlStore.open(settings.store_url, pool_size=settings.db_pool_size)
-        try:
-            migrations = await status(store)
-            if not migrations.up_to_date:
-                raise SchemaOutOfDate(
-                    f"the {store.backend} schema is at {migrations.current or 'nothing'}, "
-                    f"this version needs {migrations.head}: run 'haldir migrate up'"
-                )
-            app.state.store = store
-            app.state.governor = Governor(
-                store=store,
-                clock=clock or SystemClock(),
-                custom_scopes=frozenset(settings.custom_scopes),
-                max_ttl=settings.session_max_ttl,
-            )
+        async with open_runtime(settings, clock=clock) as runtime:
+            app.state.store = runtime.store
+            app.state.governor = runtime.governor
             yield
-        finally:
-            await store.close()
 
     app = FastAPI(
         title="Haldir",

@@ -11,6 +11,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 
+from haldir.errors import SchemaOutOfDate
 from haldir.store.sql import SqlStore
 
 _HERE = Path(__file__).parent / "migrations"
@@ -57,3 +58,13 @@ async def upgrade(store: SqlStore, revision: str = "head") -> MigrationStatus:
 
 async def status(store: SqlStore) -> MigrationStatus:
     return MigrationStatus(backend=store.backend, current=await store.schema_revision(), head=head_revision())
+
+
+async def require_latest_schema(store: SqlStore) -> None:
+    """Raise `SchemaOutOfDate`, saying what to run, unless the store is at the latest migration."""
+    found = await status(store)
+    if not found.up_to_date:
+        raise SchemaOutOfDate(
+            f"the {found.backend} schema is at {found.current or 'nothing'}, "
+            f"this version needs {found.head}: run 'haldir migrate up'"
+        )
