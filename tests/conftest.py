@@ -11,6 +11,7 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+import hypothesis
 import pytest
 from fastapi import FastAPI
 from sqlalchemy.engine import make_url
@@ -24,6 +25,10 @@ from haldir.store.sql import SqlStore
 from tests.support import FakeClock
 
 BACKENDS = ["sqlite", "postgresql"]
+
+# No per-example deadline: timing depends on the machine's load, and tests never assert on wall-clock time.
+hypothesis.settings.register_profile("haldir", deadline=None, print_blob=True)
+hypothesis.settings.load_profile("haldir")
 
 
 @pytest.fixture

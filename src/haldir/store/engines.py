@@ -64,15 +64,19 @@ def create_engines(url: str, *, pool_size: int = 10) -> Engines:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     # One writer connection per process: writes queue on the pool instead of fighting over the lock.
     write = create_async_engine(driver_url, pool_size=1, max_overflow=0, pool_timeout=60)
-    read = create_async_engine(driver_url, pool_size=4, max_overflow=0, pool_timeout=30)
+    # Readers run each statement in autocommit: one statement is one consistent snapshot, and there is
+    # nothing to roll back when a connection goes back to the pool (each round trip is a thread hop).
+    read = create_async_engine(
+        driver_url, pool_size=4, max_overflow=0, pool_timeout=30, pool_reset_on_return=None
+    )
     _configure_sqlite(write, begin="BEGIN IMMEDIATE", extra=("PRAGMA journal_mode=WAL",))
-    _configure_sqlite(read, begin="BEGIN", extra=("PRAGMA query_only=ON",))
+    _configure_sqlite(read, begin=None, extra=("PRAGMA query_only=ON",))
     if not path.exists():
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))  # never world-readable, not even briefly
     return Engines(backend, write, read)
 
 
-def _configure_sqlite(engine: AsyncEngine, *, begin: str, extra: tuple[str, ...]) -> None:
+def _configure_sqlite(engine: AsyncEngine, *, begin: str | None, extra: tuple[str, ...]) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
         # Take transaction control from the driver so that we can say BEGIN IMMEDIATE ourselves.
@@ -81,6 +85,9 @@ def _configure_sqlite(engine: AsyncEngine, *, begin: str, extra: tuple[str, ...]
         for pragma in (*extra, *_SQLITE_PRAGMAS):
             cursor.execute(pragma)
         cursor.close()
+
+    if begin is None:
+        return
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:

@@ -1,0 +1,240 @@
+"""Ledger entry encoding: canonical record bytes, leaf hashes and the per-tenant hash chain.
+
+This is the contract third-party verifiers rely on: leaf bytes are the RFC 8785 canonical JSON of the
+record, `leaf_hash = SHA-256(0x00 || leaf bytes)` (the RFC 6962 leaf hash) and
+`entry_hash = SHA-256(prev_entry_hash || leaf_hash)`, starting from 32 zero bytes for a tenant's first entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import rfc8785
+
+from haldir.core.clock import utc
+from haldir.core.money import format_micros, to_micros
+from haldir.errors import InvalidRequest
+
+HASH_SIZE = 32
+GENESIS = bytes(HASH_SIZE)
+LEAF_PREFIX = b"\x00"
+STATUSES = frozenset({"ok", "denied", "error"})
+
+_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+class ChainError(ValueError):
+    """A ledger entry does not match its record or does not link to the entry before it."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ChainLink:
+    """The chain fields stored with a ledger entry."""
+
+    leaf_index: int
+    leaf_hash: bytes
+    prev_hash: bytes
+    entry_hash: bytes
+
+
+def canonical_bytes(record: Mapping[str, Any]) -> bytes:
+    """The RFC 8785 canonical JSON of `record`: the exact bytes a ledger leaf commits to.
+
+    Floats are refused anywhere in the record: their text is where JSON implementations disagree,
+    and money already travels as a decimal string.
+    """
+    if not isinstance(record, dict):
+        raise InvalidRequest(f"a ledger record must be a JSON object, got {type(record).__name__}")
+    _refuse_floats(record)
+    try:
+        return rfc8785.dumps(record)
+    except rfc8785.CanonicalizationError as exc:
+        raise InvalidRequest(f"a ledger record must be plain JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidRequest("a ledger record is nested too deeply to canonicalize") from None
+
+
+def _refuse_floats(record: dict[str, Any]) -> None:
+    pending: list[tuple[str, Any]] = [("record", record)]
+    while pending:
+        path, value = pending.pop()
+        if isinstance(value, float):
+            raise InvalidRequest(
+                f"ledger records cannot hold floats: {path} is {value!r}; "
+                "send numbers with a fraction as decimal strings such as '12.50'",
+                field=path,
+            )
+        if isinstance(value, dict):
+            pending.extend((f"{path}.{key}", item) for key, item in value.items())
+        elif isinstance(value, list | tuple):
+            pending.extend((f"{path}[{index}]", item) for index, item in enumerate(value))
+
+
+def hash_leaf(record: Mapping[str, Any]) -> bytes:
+    """SHA-256(0x00 || canonical bytes): the RFC 6962 Merkle leaf hash of `record`."""
+    return hashlib.sha256(LEAF_PREFIX + canonical_bytes(record)).digest()
+
+
+def hash_entry(prev_hash: bytes, leaf_hash: bytes) -> bytes:
+    """SHA-256(prev_hash || leaf_hash): the entry hash that links an entry to the one before it."""
+    _require_hash("prev_hash", prev_hash)
+    _require_hash("leaf_hash", leaf_hash)
+    return hashlib.sha256(prev_hash + leaf_hash).digest()
+
+
+def chain(
+    records: Iterable[Mapping[str, Any]], *, prev: bytes = GENESIS, first_index: int = 0
+) -> list[ChainLink]:
+    """The chain fields of consecutive `records`, appended after the entry whose hash is `prev`."""
+    _require_hash("prev", prev)
+    if first_index < 0:
+        raise ValueError(f"first_index must not be negative, got {first_index}")
+    links: list[ChainLink] = []
+    for index, record in enumerate(records, start=first_index):
+        leaf = hash_leaf(record)
+        link = ChainLink(leaf_index=index, leaf_hash=leaf, prev_hash=prev, entry_hash=hash_entry(prev, leaf))
+        links.append(link)
+        prev = link.entry_hash
+    return links
+
+
+def verify_entry(
+    record: Mapping[str, Any],
+    *,
+    leaf_index: int,
+    leaf_hash: bytes,
+    prev_hash: bytes,
+    entry_hash: bytes,
+    expected_prev: bytes,
+    expected_index: int | None = None,
+) -> None:
+    """Check one stored entry against its record and its predecessor; raise `ChainError` naming the mismatch.
+
+    Steps:
+      1. every stored hash is 32 bytes and the index is a non-negative integer;
+      2. the index is the one expected, when the caller knows it (walking an export from its start);
+      3. `prev_hash` equals `expected_prev`, the entry hash of the entry before (GENESIS for the first);
+      4. the record's canonical bytes hash to the stored `leaf_hash`;
+      5. SHA-256(prev_hash || leaf_hash) equals the stored `entry_hash`.
+    """
+    # Step 1: well-formed stored fields.
+    if type(leaf_index) is not int or leaf_index < 0:
+        raise ChainError(f"entry has a malformed leaf_index {leaf_index!r}: expected a non-negative integer")
+    where = f"entry {leaf_index}"
+    for name, value in (
+        ("leaf_hash", leaf_hash),
+        ("prev_hash", prev_hash),
+        ("entry_hash", entry_hash),
+        ("expected_prev", expected_prev),
+    ):
+        if not isinstance(value, bytes) or len(value) != HASH_SIZE:
+            raise ChainError(f"{where}: {name} is not a {HASH_SIZE}-byte hash")
+    # Step 2: position.
+    if expected_index is not None and leaf_index != expected_index:
+        raise ChainError(
+            f"{where}: leaf_index is {leaf_index}, expected {expected_index} (a gap or reordering)"
+        )
+    # Step 3: link to the previous entry.
+    if prev_hash != expected_prev:
+        raise ChainError(
+            f"{where}: prev_hash {to_hex(prev_hash)} does not match the previous entry hash "
+            f"{to_hex(expected_prev)} (an entry was removed, inserted or reordered)"
+        )
+    # Step 4: the record is what the leaf committed to.
+    try:
+        computed_leaf = hash_leaf(record)
+    except InvalidRequest as exc:  # no such record was ever appended, so it was changed
+        raise ChainError(f"{where}: record cannot be canonicalized ({exc.message}): it was changed") from None
+    if computed_leaf != leaf_hash:
+        raise ChainError(
+            f"{where}: record does not match its leaf_hash: stored {to_hex(leaf_hash)}, "
+            f"record hashes to {to_hex(computed_leaf)} (the record was changed)"
+        )
+    # Step 5: the chain link.
+    computed_entry = hash_entry(prev_hash, leaf_hash)
+    if computed_entry != entry_hash:
+        raise ChainError(
+            f"{where}: entry_hash {to_hex(entry_hash)} does not match "
+            f"SHA-256(prev_hash || leaf_hash) = {to_hex(computed_entry)}"
+        )
+
+
+def to_hex(digest: bytes) -> str:
+    """A hash as lowercase hex, the form hashes take in JSON."""
+    return digest.hex()
+
+
+def from_hex(text: str, *, field: str = "hash") -> bytes:
+    """A 32-byte hash from 64 lowercase hex characters; anything else raises `InvalidRequest`."""
+    if not isinstance(text, str) or not _HEX.fullmatch(text):
+        shown = text if isinstance(text, str) and len(text) <= 80 else type(text).__name__
+        raise InvalidRequest(
+            f"{field} must be a SHA-256 hash as 64 lowercase hex characters, got {shown!r}", field=field
+        )
+    return bytes.fromhex(text)
+
+
+def timestamp_text(moment: datetime) -> str:
+    """ISO-8601 UTC with exactly six fractional digits and `Z`, e.g. `2026-04-05T19:00:00.000000Z`."""
+    return utc(moment).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+def audit_record(
+    *,
+    entry_id: str,
+    tenant_id: str,
+    session_id: str | None,
+    agent_id: str | None,
+    tool: str,
+    action: str,
+    status: str,
+    cost_usd: Decimal | int | str,
+    details: dict[str, Any],
+    flagged: bool,
+    flag_reason: str | None,
+    timestamp: datetime,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The canonical record of an audit entry; every field of it, tenant and flags included, is hashed.
+
+    `cost_usd` is normalised to Haldir's decimal text (`0.5` and `0.500` both become `"0.50"`) so equal
+    amounts always hash alike. `extra` carries later fields (policy ids, decisions) verbatim.
+    """
+    if status not in STATUSES:
+        raise ValueError(f"status must be one of {sorted(STATUSES)}, got {status!r}")
+    if type(flagged) is not bool:
+        raise ValueError(f"flagged must be a bool, got {flagged!r}")
+    if not isinstance(details, dict):
+        raise InvalidRequest(f"details must be a JSON object, got {type(details).__name__}", field="details")
+    record: dict[str, Any] = {
+        "entry_id": entry_id,
+        "tenant_id": tenant_id,
+        "session_id": session_id,
+        "agent_id": agent_id,
+        "tool": tool,
+        "action": action,
+        "status": status,
+        "cost_usd": format_micros(to_micros(cost_usd, field="cost_usd")),
+        "details": details,
+        "flagged": flagged,
+        "flag_reason": flag_reason,
+        "timestamp": timestamp_text(timestamp),
+        **extra,
+    }
+    canonical_bytes(record)  # refuse what could not be hashed now, not when the entry is appended
+    return record
+
+
+def _require_hash(name: str, value: bytes) -> None:
+    if not isinstance(value, bytes) or len(value) != HASH_SIZE:
+        raise ValueError(f"{name} must be a {HASH_SIZE}-byte hash")
