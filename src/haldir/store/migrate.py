@@ -48,7 +48,7 @@ async def upgrade(store: SqlStore, revision: str = "head") -> MigrationStatus:
     def run(connection: Connection) -> None:
         command.upgrade(alembic_config(connection), revision)
 
-    async with store.engines.write.begin() as conn:
+    async with store.write_transaction() as conn:
         if store.backend == "postgresql":
             # Replicas starting together take turns; the later ones find the schema already at head.
             await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})

@@ -45,7 +45,8 @@ class SqlStore:
         await self._engines.dispose()
 
     @asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncConnection]:
+    async def write_transaction(self) -> AsyncIterator[AsyncConnection]:
+        """A transaction on the writer; an unreachable store raises `StoreUnavailable`."""
         async with _unavailable_as_error(), self._engines.write.begin() as conn:
             yield conn
 
@@ -111,7 +112,7 @@ class SqlStore:
     # keys
 
     async def bootstrap_tenant(self, key: ApiKey, *, key_hash: str) -> bool:
-        async with self._write() as conn:
+        async with self.write_transaction() as conn:
             created = await conn.execute(
                 self._insert(tenants)
                 .values(tenant_id=key.tenant_id, created_at=key.created_at)
@@ -125,7 +126,7 @@ class SqlStore:
     async def insert_key(
         self, key: ApiKey, *, key_hash: str, idempotency: IdempotencyClaim | None = None
     ) -> Outcome[ApiKey]:
-        async with self._write() as conn:
+        async with self.write_transaction() as conn:
             await conn.execute(
                 self._insert(tenants)
                 .values(tenant_id=key.tenant_id, created_at=key.created_at)
@@ -162,7 +163,7 @@ class SqlStore:
 
     async def revoke_key(self, tenant_id: str, prefix: str, *, at: datetime) -> ApiKey | None:
         where = (api_keys.c.tenant_id == tenant_id, api_keys.c.prefix == prefix)
-        async with self._write() as conn:
+        async with self.write_transaction() as conn:
             await conn.execute(
                 sa.update(api_keys).where(*where, api_keys.c.revoked_at.is_(None)).values(revoked_at=at)
             )
@@ -174,7 +175,7 @@ class SqlStore:
     async def insert_session(
         self, session: Session, *, idempotency: IdempotencyClaim | None = None
     ) -> Outcome[Session]:
-        async with self._write() as conn:
+        async with self.write_transaction() as conn:
             prior = None
             if idempotency is not None:
                 prior = await self._claim(
@@ -235,7 +236,7 @@ class SqlStore:
 
     async def revoke_session(self, tenant_id: str, session_id: str, *, at: datetime) -> Session | None:
         where = (sessions.c.tenant_id == tenant_id, sessions.c.session_id == session_id)
-        async with self._write() as conn:
+        async with self.write_transaction() as conn:
             await conn.execute(
                 sa.update(sessions).where(*where, sessions.c.revoked_at.is_(None)).values(revoked_at=at)
             )
