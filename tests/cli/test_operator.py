@@ -105,7 +105,9 @@ def test_an_unsupported_database_url_is_a_configuration_error(
     assert "unsupported database URL" in result.output
 
 
-def test_an_unreachable_store_is_one_line_and_exit_code_7(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unreachable_store_is_one_line_and_exit_code_7(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HALDIR_DATABASE_URL", "postgresql://postgres@127.0.0.1:1/nothing")
     for command in (["migrate", "up"], ["migrate", "status"], ["keys", "list"]):
         result = runner.invoke(app, command)

@@ -8,6 +8,7 @@ record, `leaf_hash = SHA-256(0x00 || leaf bytes)` (the RFC 6962 leaf hash) and
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -50,12 +51,13 @@ class ChainLink:
 def canonical_bytes(record: Mapping[str, Any]) -> bytes:
     """The RFC 8785 canonical JSON of `record`: the exact bytes a ledger leaf commits to.
 
-    Floats are refused anywhere in the record: their text is where JSON implementations disagree,
-    and money already travels as a decimal string.
+    Finite floats are allowed (tool arguments carry them) and serialised as RFC 8785 prescribes, the
+    shortest text that reads back as the same double; NaN and infinities are refused. Money never travels
+    as a float: costs are decimal strings.
     """
     if not isinstance(record, dict):
         raise InvalidRequest(f"a ledger record must be a JSON object, got {type(record).__name__}")
-    _refuse_floats(record)
+    _refuse_non_finite(record)
     try:
         return rfc8785.dumps(record)
     except rfc8785.CanonicalizationError as exc:
@@ -64,15 +66,13 @@ def canonical_bytes(record: Mapping[str, Any]) -> bytes:
         raise InvalidRequest("a ledger record is nested too deeply to canonicalize") from None
 
 
-def _refuse_floats(record: dict[str, Any]) -> None:
+def _refuse_non_finite(record: dict[str, Any]) -> None:
     pending: list[tuple[str, Any]] = [("record", record)]
     while pending:
         path, value = pending.pop()
-        if isinstance(value, float):
+        if isinstance(value, float) and not math.isfinite(value):
             raise InvalidRequest(
-                f"ledger records cannot hold floats: {path} is {value!r}; "
-                "send numbers with a fraction as decimal strings such as '12.50'",
-                field=path,
+                f"ledger records cannot hold NaN or infinities: {path} is {value!r}", field=path
             )
         if isinstance(value, dict):
             pending.extend((f"{path}.{key}", item) for key, item in value.items())
