@@ -93,3 +93,66 @@ idempotency_keys = sa.Table(
     sa.Column("resource_id", sa.String(64), nullable=False),
     sa.Column("created_at", Micros(), nullable=False),
 )
+
+# The ledger. `record` holds the canonical JSON bytes of an entry (RFC 8785) exactly as hashed; the
+# filter columns beside it are copies of record fields, and verification checks that they still agree.
+ledger_entries = sa.Table(
+    "ledger_entries",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.tenant_id"), primary_key=True),
+    sa.Column("leaf_index", sa.BigInteger(), primary_key=True, autoincrement=False),
+    sa.Column("entry_id", sa.String(64), nullable=False),
+    sa.Column("record", sa.Text(), nullable=False),
+    sa.Column("leaf_hash", sa.LargeBinary(32), nullable=False),
+    sa.Column("prev_hash", sa.LargeBinary(32), nullable=False),
+    sa.Column("entry_hash", sa.LargeBinary(32), nullable=False),
+    sa.Column("session_id", sa.String(64), nullable=True),
+    sa.Column("agent_id", sa.String(200), nullable=True),
+    sa.Column("tool", sa.String(200), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("flagged", sa.Boolean(), nullable=False),
+    sa.Column("cost", sa.BigInteger(), nullable=False),
+    sa.Column("created_at", Micros(), nullable=False),
+    sa.UniqueConstraint("tenant_id", "entry_id"),
+    sa.Index(None, "tenant_id", "session_id", "leaf_index"),
+    sa.Index(None, "tenant_id", "agent_id", "leaf_index"),
+    sa.Index(None, "tenant_id", "created_at"),
+)
+
+# Complete Merkle subtrees: node (level, idx) is the hash of leaves [idx * 2^level, (idx + 1) * 2^level).
+merkle_nodes = sa.Table(
+    "merkle_nodes",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.tenant_id"), primary_key=True),
+    sa.Column("level", sa.SmallInteger(), primary_key=True, autoincrement=False),
+    sa.Column("idx", sa.BigInteger(), primary_key=True, autoincrement=False),
+    sa.Column("hash", sa.LargeBinary(32), nullable=False),
+)
+
+# One row per tenant: the size of its log and the hash of its last entry. Appenders lock it.
+ledger_heads = sa.Table(
+    "ledger_heads",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.tenant_id"), primary_key=True),
+    sa.Column("size", sa.BigInteger(), nullable=False),
+    sa.Column("head_hash", sa.LargeBinary(32), nullable=False),
+)
+
+checkpoints = sa.Table(
+    "checkpoints",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.tenant_id"), primary_key=True),
+    sa.Column("tree_size", sa.BigInteger(), primary_key=True, autoincrement=False),
+    sa.Column("root_hash", sa.LargeBinary(32), nullable=False),
+    sa.Column("note", sa.Text(), nullable=False),
+    sa.Column("signed_at", Micros(), nullable=False),
+)
+
+# The deployment's log key, recorded on first start so that a replica with another key refuses to sign.
+log_keys = sa.Table(
+    "log_keys",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), primary_key=True),  # "*": one key for the whole deployment
+    sa.Column("vkey", sa.Text(), nullable=False),
+    sa.Column("created_at", Micros(), nullable=False),
+)

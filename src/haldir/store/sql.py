@@ -19,6 +19,7 @@ from haldir.core.scopes import Scope
 from haldir.core.sessions import Session
 from haldir.errors import IdempotencyKeyReused, StoreUnavailable
 from haldir.store.engines import Backend, Engines, create_engines
+from haldir.store.ledger import SqlLedger
 from haldir.store.schema import api_keys, epoch_micros, from_epoch_micros, idempotency_keys, sessions, tenants
 
 
@@ -28,6 +29,7 @@ class SqlStore:
 
     def __init__(self, engines: Engines) -> None:
         self._engines = engines
+        self.ledger = SqlLedger(self)
 
     @classmethod
     def open(cls, url: str, *, pool_size: int = 10) -> SqlStore:
@@ -42,6 +44,7 @@ class SqlStore:
         return self._engines
 
     async def close(self) -> None:
+        await self.ledger.aclose()
         await self._engines.dispose()
 
     @asynccontextmanager
@@ -51,22 +54,24 @@ class SqlStore:
             yield conn
 
     @asynccontextmanager
-    async def _read(self) -> AsyncIterator[AsyncConnection]:
+    async def read_connection(self) -> AsyncIterator[AsyncConnection]:
+        """A reader connection; each statement sees one consistent snapshot."""
         async with _unavailable_as_error(), self._engines.read.connect() as conn:
             yield conn
 
-    def _insert(self, table: sa.Table) -> Any:
+    def insert(self, table: sa.Table) -> Any:
+        """An INSERT in the backend's dialect, which supports `on_conflict_do_nothing`."""
         dialect = postgresql if self.backend == "postgresql" else sqlite
         return dialect.insert(table)
 
     # health
 
     async def ping(self) -> None:
-        async with self._read() as conn:
+        async with self.read_connection() as conn:
             await conn.execute(sa.text("SELECT 1"))
 
     async def schema_revision(self) -> str | None:
-        async with self._read() as conn:
+        async with self.read_connection() as conn:
             try:
                 return (await conn.execute(sa.text("SELECT version_num FROM alembic_version"))).scalar()
             except DBAPIError:
@@ -84,7 +89,7 @@ class SqlStore:
         concurrent duplicate blocks on the key's row until the first transaction ends.
         """
         inserted = await conn.execute(
-            self._insert(idempotency_keys)
+            self.insert(idempotency_keys)
             .values(
                 tenant_id=tenant_id,
                 key=claim.key,
@@ -114,7 +119,7 @@ class SqlStore:
     async def bootstrap_tenant(self, key: ApiKey, *, key_hash: str) -> bool:
         async with self.write_transaction() as conn:
             created = await conn.execute(
-                self._insert(tenants)
+                self.insert(tenants)
                 .values(tenant_id=key.tenant_id, created_at=key.created_at)
                 .on_conflict_do_nothing(index_elements=["tenant_id"])
             )
@@ -128,7 +133,7 @@ class SqlStore:
     ) -> Outcome[ApiKey]:
         async with self.write_transaction() as conn:
             await conn.execute(
-                self._insert(tenants)
+                self.insert(tenants)
                 .values(tenant_id=key.tenant_id, created_at=key.created_at)
                 .on_conflict_do_nothing(index_elements=["tenant_id"])
             )
@@ -148,12 +153,12 @@ class SqlStore:
             return Outcome(_key(row), replayed=True)
 
     async def find_key(self, prefix: str) -> tuple[ApiKey, str] | None:
-        async with self._read() as conn:
+        async with self.read_connection() as conn:
             row = (await conn.execute(sa.select(api_keys).where(api_keys.c.prefix == prefix))).first()
         return None if row is None else (_key(row), row.key_hash)
 
     async def list_keys(self, tenant_id: str) -> list[ApiKey]:
-        async with self._read() as conn:
+        async with self.read_connection() as conn:
             rows = await conn.execute(
                 sa.select(api_keys)
                 .where(api_keys.c.tenant_id == tenant_id)
@@ -194,7 +199,7 @@ class SqlStore:
             return Outcome(_session(row), replayed=True)
 
     async def get_session(self, tenant_id: str, session_id: str) -> Session | None:
-        async with self._read() as conn:
+        async with self.read_connection() as conn:
             row = (
                 await conn.execute(
                     sa.select(sessions).where(
@@ -226,7 +231,7 @@ class SqlStore:
                 sa.or_(created < at, sa.and_(created == at, sessions.c.session_id < after.id))
             )
         query = query.order_by(sessions.c.created_at.desc(), sessions.c.session_id.desc()).limit(limit + 1)
-        async with self._read() as conn:
+        async with self.read_connection() as conn:
             rows = (await conn.execute(query)).all()
         items = [_session(row) for row in rows[:limit]]
         more = len(rows) > limit

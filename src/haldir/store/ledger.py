@@ -1,0 +1,336 @@
+"""The ledger in SQL: group-committed appends that never fork, Merkle nodes, checkpoints, reads."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from haldir.core import merkle
+from haldir.core.ledger import GENESIS, hash_entry
+from haldir.core.money import to_micros
+from haldir.store.schema import (
+    checkpoints,
+    from_epoch_micros,
+    ledger_entries,
+    ledger_heads,
+    log_keys,
+    merkle_nodes,
+)
+from haldir.store.writer import GroupCommitWriter
+
+if TYPE_CHECKING:
+    from haldir.store.sql import SqlStore
+
+
+@dataclass(frozen=True)
+class NewEntry:
+    """An entry to append: its record and the canonical bytes that the leaf commits to."""
+
+    tenant_id: str
+    record: dict[str, Any]
+    canonical: bytes
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    """An entry as stored: every column, so that verification can compare each with the record."""
+
+    tenant_id: str
+    leaf_index: int
+    entry_id: str
+    record_text: str
+    leaf_hash: bytes
+    prev_hash: bytes
+    entry_hash: bytes
+    columns: dict[str, Any]
+
+    @property
+    def record(self) -> dict[str, Any]:
+        parsed: dict[str, Any] = json.loads(self.record_text)
+        return parsed
+
+
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    tree_size: int
+    root_hash: bytes
+    note: str
+    signed_at: datetime
+
+
+@dataclass(frozen=True)
+class EntryFilter:
+    session_id: str | None = None
+    agent_id: str | None = None
+    tool: str | None = None
+    status: str | None = None
+    flagged: bool | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+def filter_columns(record: dict[str, Any]) -> dict[str, Any]:
+    """The indexed copies of record fields. Verification recomputes these and compares."""
+    return {
+        "entry_id": record["entry_id"],
+        "session_id": record.get("session_id"),
+        "agent_id": record.get("agent_id"),
+        "tool": record["tool"],
+        "status": record["status"],
+        "flagged": record["flagged"],
+        "cost": to_micros(record["cost_usd"]),
+        "created_at": datetime.fromisoformat(record["timestamp"]),
+    }
+
+
+class SqlLedger:
+    def __init__(self, store: SqlStore, *, max_batch: int = 500) -> None:
+        self._store = store
+        self._writer: GroupCommitWriter[NewEntry, StoredEntry] = GroupCommitWriter(
+            self._commit, max_batch=max_batch
+        )
+
+    async def aclose(self) -> None:
+        await self._writer.aclose()
+
+    async def append(self, entry: NewEntry) -> StoredEntry:
+        """Append after every entry committed before; returns once the entry is durable."""
+        return await self._writer.submit(entry)
+
+    async def _commit(self, batch: Sequence[NewEntry]) -> list[StoredEntry]:
+        results: dict[int, StoredEntry] = {}
+        order = sorted(range(len(batch)), key=lambda i: batch[i].tenant_id)
+        async with self._store.write_transaction() as conn:
+            for tenant_id, group in itertools.groupby(order, key=lambda i: batch[i].tenant_id):
+                positions = list(group)
+                stored = await self._append_tenant(conn, tenant_id, [batch[i] for i in positions])
+                results.update(zip(positions, stored, strict=True))
+        return [results[i] for i in range(len(batch))]
+
+    async def _append_tenant(
+        self, conn: AsyncConnection, tenant_id: str, entries: list[NewEntry]
+    ) -> list[StoredEntry]:
+        # The head row serialises appenders of one tenant across processes and replicas: on PostgreSQL
+        # the row lock is held until this transaction ends; SQLite's writer holds the database lock.
+        await conn.execute(
+            self._store.insert(ledger_heads)
+            .values(tenant_id=tenant_id, size=0, head_hash=GENESIS)
+            .on_conflict_do_nothing(index_elements=["tenant_id"])
+        )
+        head = (
+            await conn.execute(
+                sa.select(ledger_heads.c.size, ledger_heads.c.head_hash)
+                .where(ledger_heads.c.tenant_id == tenant_id)
+                .with_for_update()
+            )
+        ).one()
+        first, prev = int(head.size), bytes(head.head_hash)
+        leaves = [merkle.leaf_hash(entry.canonical) for entry in entries]
+        stored_nodes = await self._nodes(conn, tenant_id, merkle.batch_reads(first, len(entries)))
+        new_nodes = merkle.batch_completed_nodes(first, leaves, stored=stored_nodes)
+
+        rows, stored = [], []
+        for offset, (entry, leaf) in enumerate(zip(entries, leaves, strict=True)):
+            entry_hash = hash_entry(prev, leaf)
+            text = entry.canonical.decode()
+            columns = filter_columns(entry.record)
+            row = {
+                "tenant_id": tenant_id,
+                "leaf_index": first + offset,
+                "record": text,
+                "leaf_hash": leaf,
+                "prev_hash": prev,
+                "entry_hash": entry_hash,
+                **columns,
+            }
+            rows.append(row)
+            stored.append(_stored(row))
+            prev = entry_hash
+        await conn.execute(sa.insert(ledger_entries), rows)
+        await conn.execute(
+            sa.insert(merkle_nodes),
+            [{"tenant_id": tenant_id, "level": n.level, "idx": n.index, "hash": h} for n, h in new_nodes],
+        )
+        await conn.execute(
+            sa.update(ledger_heads)
+            .where(ledger_heads.c.tenant_id == tenant_id)
+            .values(size=first + len(entries), head_hash=prev)
+        )
+        return stored
+
+    # reads
+
+    async def _nodes(
+        self, conn: AsyncConnection, tenant_id: str, wanted: Sequence[merkle.NodeId] | set[merkle.NodeId]
+    ) -> dict[merkle.NodeId, bytes]:
+        if not wanted:
+            return {}
+        pairs = [(node.level, node.index) for node in wanted]
+        rows = await conn.execute(
+            sa.select(merkle_nodes.c.level, merkle_nodes.c.idx, merkle_nodes.c.hash).where(
+                merkle_nodes.c.tenant_id == tenant_id,
+                sa.tuple_(merkle_nodes.c.level, merkle_nodes.c.idx).in_(pairs),
+            )
+        )
+        return {merkle.NodeId(row.level, row.idx): bytes(row.hash) for row in rows}
+
+    async def nodes(self, tenant_id: str, wanted: set[merkle.NodeId]) -> dict[merkle.NodeId, bytes]:
+        async with self._store.read_connection() as conn:
+            return await self._nodes(conn, tenant_id, wanted)
+
+    async def size(self, tenant_id: str) -> int:
+        async with self._store.read_connection() as conn:
+            size = (
+                await conn.execute(
+                    sa.select(ledger_heads.c.size).where(ledger_heads.c.tenant_id == tenant_id)
+                )
+            ).scalar()
+        return int(size or 0)
+
+    async def get(self, tenant_id: str, entry_id: str) -> StoredEntry | None:
+        async with self._store.read_connection() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(ledger_entries).where(
+                        ledger_entries.c.tenant_id == tenant_id, ledger_entries.c.entry_id == entry_id
+                    )
+                )
+            ).first()
+        return None if row is None else _stored(row._asdict())
+
+    async def page(
+        self, tenant_id: str, *, where: EntryFilter, limit: int, before: int | None
+    ) -> list[StoredEntry]:
+        """Newest first, `limit` entries with a leaf index below `before`."""
+        c = ledger_entries.c
+        query = sa.select(ledger_entries).where(c.tenant_id == tenant_id)
+        for column, value in (
+            (c.session_id, where.session_id),
+            (c.agent_id, where.agent_id),
+            (c.tool, where.tool),
+            (c.status, where.status),
+            (c.flagged, where.flagged),
+        ):
+            if value is not None:
+                query = query.where(column == value)
+        if where.since is not None:
+            query = query.where(c.created_at >= where.since)
+        if where.until is not None:
+            query = query.where(c.created_at < where.until)
+        if before is not None:
+            query = query.where(c.leaf_index < before)
+        query = query.order_by(c.leaf_index.desc()).limit(limit)
+        async with self._store.read_connection() as conn:
+            return [_stored(row._asdict()) for row in await conn.execute(query)]
+
+    async def scan(self, tenant_id: str, *, start: int = 0, chunk: int = 1000) -> AsyncIterator[StoredEntry]:
+        """Every entry from `start` in leaf order, read `chunk` at a time (no row cap, bounded memory)."""
+        c = ledger_entries.c
+        position = start
+        while True:
+            async with self._store.read_connection() as conn:
+                rows = (
+                    await conn.execute(
+                        sa.select(ledger_entries)
+                        .where(c.tenant_id == tenant_id, c.leaf_index >= position)
+                        .order_by(c.leaf_index)
+                        .limit(chunk)
+                    )
+                ).all()
+            for row in rows:
+                yield _stored(row._asdict())
+            if len(rows) < chunk:
+                return
+            position = int(rows[-1].leaf_index) + 1
+
+    async def spend(
+        self, tenant_id: str, *, where: EntryFilter
+    ) -> list[tuple[str | None, str | None, str, int, int]]:
+        """(session_id, agent_id, tool, total cost micros, count) per group, for the entries selected."""
+        c = ledger_entries.c
+        query = (
+            sa.select(c.session_id, c.agent_id, c.tool, sa.func.sum(c.cost), sa.func.count())
+            .where(c.tenant_id == tenant_id)
+            .group_by(c.session_id, c.agent_id, c.tool)
+        )
+        if where.session_id is not None:
+            query = query.where(c.session_id == where.session_id)
+        if where.agent_id is not None:
+            query = query.where(c.agent_id == where.agent_id)
+        if where.since is not None:
+            query = query.where(c.created_at >= where.since)
+        if where.until is not None:
+            query = query.where(c.created_at < where.until)
+        async with self._store.read_connection() as conn:
+            return [(r[0], r[1], r[2], int(r[3] or 0), int(r[4])) for r in await conn.execute(query)]
+
+    # checkpoints and the log key
+
+    async def latest_checkpoint(self, tenant_id: str) -> StoredCheckpoint | None:
+        async with self._store.read_connection() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(checkpoints)
+                    .where(checkpoints.c.tenant_id == tenant_id)
+                    .order_by(checkpoints.c.tree_size.desc())
+                    .limit(1)
+                )
+            ).first()
+        if row is None:
+            return None
+        return StoredCheckpoint(int(row.tree_size), bytes(row.root_hash), row.note, row.signed_at)
+
+    async def save_checkpoint(self, tenant_id: str, checkpoint: StoredCheckpoint) -> None:
+        """Store a signed checkpoint; one for the same size may already exist (signatures are
+        deterministic, so it is the same note)."""
+        async with self._store.write_transaction() as conn:
+            await conn.execute(
+                self._store.insert(checkpoints)
+                .values(
+                    tenant_id=tenant_id,
+                    tree_size=checkpoint.tree_size,
+                    root_hash=checkpoint.root_hash,
+                    note=checkpoint.note,
+                    signed_at=checkpoint.signed_at,
+                )
+                .on_conflict_do_nothing(index_elements=["tenant_id", "tree_size"])
+            )
+
+    async def record_log_key(self, vkey: str, *, at: datetime) -> str:
+        """Record `vkey` as the deployment's log key unless one is recorded; return the recorded one."""
+        async with self._store.write_transaction() as conn:
+            await conn.execute(
+                self._store.insert(log_keys)
+                .values(tenant_id="*", vkey=vkey, created_at=at)
+                .on_conflict_do_nothing(index_elements=["tenant_id"])
+            )
+            return str(
+                (await conn.execute(sa.select(log_keys.c.vkey).where(log_keys.c.tenant_id == "*"))).scalar()
+            )
+
+
+def _stored(row: dict[str, Any]) -> StoredEntry:
+    columns = {
+        name: row[name]
+        for name in ("entry_id", "session_id", "agent_id", "tool", "status", "flagged", "cost", "created_at")
+    }
+    created = columns["created_at"]
+    if isinstance(created, int):  # rows built before insert hold what was bound, already a datetime
+        columns["created_at"] = from_epoch_micros(created)
+    return StoredEntry(
+        tenant_id=row["tenant_id"],
+        leaf_index=int(row["leaf_index"]),
+        entry_id=row["entry_id"],
+        record_text=row["record"],
+        leaf_hash=bytes(row["leaf_hash"]),
+        prev_hash=bytes(row["prev_hash"]),
+        entry_hash=bytes(row["entry_hash"]),
+        columns=columns,
+    )
