@@ -1,0 +1,50 @@
+"""What every part of the governor shares: the store, the clock and the configured limits."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from haldir.core.checkpoints import Signer
+from haldir.core.clock import Clock
+from haldir.core.scopes import BUILTIN_SCOPES
+from haldir.errors import InvalidRequest
+from haldir.store.ports import Store
+
+DEFAULT_TENANT = "default"
+_TENANT = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+
+
+class GovernorBase:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        clock: Clock,
+        custom_scopes: frozenset[str] = frozenset(),
+        max_ttl: int = 30 * 86400,
+        log_signer: Signer | None = None,
+        log_origin: str = "haldir.local",
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._known_scopes = BUILTIN_SCOPES | custom_scopes
+        self._max_ttl = max_ttl
+        self._log_signer = log_signer
+        self._log_origin = log_origin
+
+    def now(self) -> datetime:
+        """The governor's clock, for adapters that render time-dependent fields such as `is_valid`."""
+        return self._clock.now()
+
+
+def text_field(value: str, *, field: str, max_length: int) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > max_length or not value.isprintable():
+        raise InvalidRequest(f"{field} must be 1 to {max_length} printable characters")
+    return value
+
+
+def valid_tenant_id(tenant_id: str) -> str:
+    if not _TENANT.fullmatch(tenant_id):
+        raise InvalidRequest(f"tenant id {tenant_id!r} must be 1 to 64 lowercase letters, digits, '_' or '-'")
+    return tenant_id

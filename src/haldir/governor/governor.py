@@ -1,0 +1,10 @@
+"""The governor: the one place that authenticates, authorizes and decides. Each concern is a module."""
+
+from __future__ import annotations
+
+from haldir.governor.keys import KeysMixin
+from haldir.governor.sessions import SessionsMixin
+
+
+class Governor(KeysMixin, SessionsMixin):
+    """Every use case, over the store ports. Adapters call one method each."""
