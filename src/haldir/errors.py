@@ -115,6 +115,14 @@ class InternalError(HaldirError):
     exit_code = 1
 
 
+class LedgerTampered(HaldirError):
+    """Stored ledger data no longer matches what was hashed and signed."""
+
+    code = "ledger_tampered"
+    http_status = 500
+    exit_code = 9
+
+
 def error_classes() -> dict[str, type[HaldirError]]:
     """Every concrete error class by code, so clients can turn a `code` back into its class."""
     found: dict[str, type[HaldirError]] = {}

@@ -7,7 +7,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from haldir.clock import SystemClock
+from haldir.core.checkpoints import Signer
 from haldir.core.clock import Clock
+from haldir.errors import ConfigurationError
 from haldir.governor import Governor
 from haldir.settings import Settings
 from haldir.store.migrate import require_latest_schema
@@ -22,17 +24,35 @@ class Runtime:
 
 @asynccontextmanager
 async def open_runtime(
-    settings: Settings, *, clock: Clock | None = None, pool_size: int | None = None
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    pool_size: int | None = None,
+    log_signer: Signer | None = None,
 ) -> AsyncIterator[Runtime]:
-    """Open the configured store, refuse an out-of-date schema, and wire a governor over it."""
+    """Open the configured store, refuse an out-of-date schema, and wire a governor over it.
+
+    With a `log_signer`, refuse it unless it is the key this deployment's logs are signed with: the
+    first signer to start pins its public key in the store.
+    """
+    clock = clock or SystemClock()
     store = SqlStore.open(settings.store_url, pool_size=pool_size or settings.db_pool_size)
     try:
         await require_latest_schema(store)
+        if log_signer is not None:
+            pinned = await store.ledger.record_log_key(log_signer.vkey, at=clock.now())
+            if pinned != log_signer.vkey:
+                raise ConfigurationError(
+                    f"this deployment's logs are signed with {pinned}, but the configured log key is "
+                    f"{log_signer.vkey}: set HALDIR_LOG_SIGNING_KEY to the matching private key"
+                )
         governor = Governor(
             store=store,
-            clock=clock or SystemClock(),
+            clock=clock,
             custom_scopes=frozenset(settings.custom_scopes),
             max_ttl=settings.session_max_ttl,
+            log_signer=log_signer,
+            log_origin=settings.log_origin,
         )
         yield Runtime(store, governor)
     finally:

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _SCOPE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}")
@@ -34,6 +34,15 @@ class Settings(BaseSettings):
     custom_scopes: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(),
         description="Extra session scope names beyond the built-in ones, comma-separated (`stripe,github`).",
+    )
+    log_origin: str = Field(
+        default="haldir.local",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,200}$",
+        description="Name of this deployment's logs; a tenant's checkpoint origin is `<log_origin>/<tenant>`",
+    )
+    log_signing_key: SecretStr | None = Field(
+        default=None,
+        description="The log's Ed25519 signing key (`PRIVATE+KEY+…`); unset: generated into the data dir.",
     )
     db_pool_size: int = Field(default=10, ge=1, le=200, description="PostgreSQL connections per process.")
 

@@ -20,6 +20,7 @@ from haldir.core.merkle import (
     HASH_SIZE,
     NodeId,
     ProofError,
+    RootBuilder,
     batch_completed_nodes,
     batch_reads,
     completed_nodes,
@@ -691,3 +692,13 @@ def test_a_proof_hash_of_the_wrong_length_is_rejected_before_any_hashing() -> No
     short = leaf_hash(b"x")[:-1]  # a one-leaf tree's root is its leaf hash, whatever its length
     with pytest.raises(ProofError, match="leaf hash is 31 bytes"):
         verify_inclusion(leaf_hash=short, index=0, size=1, proof=[], root=short)
+
+
+@given(st.lists(st.binary(max_size=8), max_size=200))
+def test_a_streaming_root_builder_agrees_with_the_reference_at_every_size(data: list[bytes]) -> None:
+    builder = RootBuilder()
+    assert builder.root() == EMPTY_ROOT
+    for size in range(1, len(data) + 1):
+        builder.push(leaf_hash(data[size - 1]))
+        assert builder.size == size
+        assert builder.root() == ref_mth(data[:size])

@@ -16,7 +16,7 @@ from haldir.errors import InvalidRequest
 
 positions = st.builds(
     Position,
-    created_us=st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    sort_key=st.integers(min_value=-(2**63), max_value=2**63 - 1),
     id=st.text(),
 )
 json_values = st.recursive(
@@ -48,7 +48,7 @@ def test_missing_or_empty_cursor_decodes_to_the_first_page() -> None:
 
 
 def test_cursor_decodes_back_to_its_position() -> None:
-    position = Position(created_us=1_775_415_600_000_000, id="ses_3kT9")
+    position = Position(sort_key=1_775_415_600_000_000, id="ses_3kT9")
     assert decode_cursor(encode_cursor(position)) == position
 
 

@@ -5,21 +5,37 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import Api
-from tests.http.routes import PUBLIC, SAMPLES, api_routes, fill
+from tests.http.routes import PUBLIC, SAMPLES, api_routes, body_for, fill
 
 pytestmark = pytest.mark.anyio
 
 
-async def test_every_route_is_public_or_has_a_sample_in_the_walker(api: Api) -> None:
-    missing = [route for route in api_routes(api.app) if route not in PUBLIC and route not in SAMPLES]
+async def _resources(api: Api) -> dict[str, str]:
+    """One of each resource a route can name, owned by the admin's tenant."""
+    owner = api.auth(api.admin_key)
+    session = await api.client.post("/v1/sessions", json={"agent_id": "a", "scopes": ["read"]}, headers=owner)
+    session_id = session.json()["session_id"]
+    entry = await api.client.post(
+        "/v1/audit", json={"session_id": session_id, "tool": "t", "action": "a"}, headers=owner
+    )
+    return {"session_id": session_id, "entry_id": entry.json()["entry_id"], "prefix": api.admin_key[:12]}
+
+
+async def test_every_documented_route_is_public_or_has_a_sample_in_the_walker(api: Api) -> None:
+    routes = api_routes(api.app)
+    assert ("POST", "/v1/sessions") in routes
+    missing = [route for route in routes if route not in PUBLIC and route not in SAMPLES]
     assert missing == [], "add these routes to tests/http/routes.py SAMPLES with their required scope"
 
 
 async def test_every_route_refuses_a_key_without_its_scope(api: Api) -> None:
     weak = await api.key("webhooks:read")
-    ids = {"session_id": "ses_x", "prefix": "hld_x"}
-    for (method, path), (required, body) in SAMPLES.items():
-        response = await api.client.request(method, fill(path, ids), json=body, headers=api.auth(weak))
+    ids = await _resources(api)
+    for method, path in SAMPLES:
+        required = SAMPLES[(method, path)][0]
+        response = await api.client.request(
+            method, fill(method, path, ids), json=body_for(method, path, ids), headers=api.auth(weak)
+        )
         assert response.status_code == 403, (method, path, response.text)
         error = response.json()
         assert error["code"] == "insufficient_scope"
@@ -30,13 +46,14 @@ async def test_every_route_refuses_a_key_without_its_scope(api: Api) -> None:
 
 
 async def test_every_route_accepts_a_key_with_exactly_its_scope(api: Api) -> None:
-    owner = api.auth(api.admin_key)
-    created = await api.client.post("/v1/sessions", json={"agent_id": "a"}, headers=owner)
-    ids = {"session_id": created.json()["session_id"]}
-    for (method, path), (required, body) in SAMPLES.items():
-        key = await api.key(required)
-        ids["prefix"] = key[:12]
-        response = await api.client.request(method, fill(path, ids), json=body, headers=api.auth(key))
+    ids = await _resources(api)
+    for method, path in SAMPLES:
+        key = await api.key(SAMPLES[(method, path)][0])
+        if "{prefix}" in path:
+            ids["prefix"] = key[:12]
+        response = await api.client.request(
+            method, fill(method, path, ids), json=body_for(method, path, ids), headers=api.auth(key)
+        )
         assert response.status_code < 400, (method, path, response.text)
 
 
@@ -50,24 +67,25 @@ async def test_write_scope_implies_read_but_not_the_reverse(api: Api) -> None:
 
 async def test_another_tenant_gets_404_for_every_route_that_takes_an_id(api: Api) -> None:
     owner = api.auth(api.admin_key)
-    created = await api.client.post("/v1/sessions", json={"agent_id": "a", "scopes": ["read"]}, headers=owner)
-    session_id = created.json()["session_id"]
+    ids = await _resources(api)
     victim_key = await api.key("sessions:read")
-    ids = {"session_id": session_id, "prefix": victim_key[:12]}
+    ids["prefix"] = victim_key[:12]
     intruder = api.auth(await api.key("*", tenant="intruder"))
 
-    with_ids = [(m, p) for (m, p) in SAMPLES if "{" in p]
-    assert with_ids, "the walker found no routes with ids"
+    with_ids = [(m, p) for (m, p) in SAMPLES if "{" in p or body_for(m, p, {}) != body_for(m, p, ids)]
+    assert len(with_ids) >= 6, "the walker found too few routes with ids"
     for method, path in with_ids:
-        body = SAMPLES[(method, path)][1]
-        response = await api.client.request(method, fill(path, ids), json=body, headers=intruder)
+        response = await api.client.request(
+            method, fill(method, path, ids), json=body_for(method, path, ids), headers=intruder
+        )
         assert response.status_code == 404, (method, path, response.text)
         assert response.json()["code"] == "not_found"
 
     # Nothing was changed by the intruder's attempts, and lists do not leak across tenants.
-    still = await api.client.get(f"/v1/sessions/{session_id}", headers=owner)
+    still = await api.client.get(f"/v1/sessions/{ids['session_id']}", headers=owner)
     assert still.json()["revoked_at"] is None
     assert (await api.client.get("/v1/sessions", headers=intruder)).json()["sessions"] == []
+    assert (await api.client.get("/v1/audit", headers=intruder)).json()["entries"] == []
     listed = (await api.client.get("/v1/keys", headers=intruder)).json()["keys"]
     assert all(key["tenant_id"] == "intruder" for key in listed)
     assert (await api.client.get("/v1/sessions", headers=api.auth(victim_key))).status_code == 200

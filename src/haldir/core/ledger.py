@@ -8,6 +8,7 @@ record, `leaf_hash = SHA-256(0x00 || leaf bytes)` (the RFC 6962 leaf hash) and
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -238,3 +239,65 @@ def audit_record(
 def _require_hash(name: str, value: bytes) -> None:
     if not isinstance(value, bytes) or len(value) != HASH_SIZE:
         raise ValueError(f"{name} must be a {HASH_SIZE}-byte hash")
+
+
+@dataclass(frozen=True)
+class NewEntry:
+    """An entry to append: its record and the canonical bytes that the leaf commits to."""
+
+    tenant_id: str
+    record: dict[str, Any]
+    canonical: bytes
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    """An entry as stored: every column, so that verification can compare each with the record."""
+
+    tenant_id: str
+    leaf_index: int
+    entry_id: str
+    record_text: str
+    leaf_hash: bytes
+    prev_hash: bytes
+    entry_hash: bytes
+    columns: dict[str, Any]
+
+    @property
+    def record(self) -> dict[str, Any]:
+        parsed: dict[str, Any] = json.loads(self.record_text)
+        return parsed
+
+
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    tree_size: int
+    root_hash: bytes
+    note: str
+    signed_at: datetime
+
+
+@dataclass(frozen=True)
+class EntryFilter:
+    session_id: str | None = None
+    agent_id: str | None = None
+    tool: str | None = None
+    status: str | None = None
+    flagged: bool | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+def indexed_fields(record: dict[str, Any]) -> dict[str, Any]:
+    """The copies of record fields a store keeps beside the record to filter on; verification
+    recomputes them from the record and compares."""
+    return {
+        "entry_id": record["entry_id"],
+        "session_id": record.get("session_id"),
+        "agent_id": record.get("agent_id"),
+        "tool": record["tool"],
+        "status": record["status"],
+        "flagged": record["flagged"],
+        "cost": to_micros(record["cost_usd"]),
+        "created_at": datetime.fromisoformat(record["timestamp"]),
+    }

@@ -322,3 +322,31 @@ def verify_consistency(
         raise ProofError(f"consistency proof from {first} to {second} does not lead to the first root")
     if sr != second_root:
         raise ProofError(f"consistency proof from {first} to {second} does not lead to the second root")
+
+
+class RootBuilder:
+    """The root of a growing tree from its leaves alone, in O(log n) memory: for streaming verification.
+
+    It keeps the hashes of the complete subtrees along the right edge, left to right.
+    """
+
+    def __init__(self) -> None:
+        self._edge: list[tuple[int, bytes]] = []
+        self.size = 0
+
+    def push(self, leaf: bytes) -> None:
+        level, value = 0, leaf
+        while self._edge and self._edge[-1][0] == level:
+            _, left = self._edge.pop()
+            value = node_hash(left, value)
+            level += 1
+        self._edge.append((level, value))
+        self.size += 1
+
+    def root(self) -> bytes:
+        if not self._edge:
+            return EMPTY_ROOT
+        value = self._edge[-1][1]
+        for _, left in reversed(self._edge[:-1]):
+            value = node_hash(left, value)
+        return value

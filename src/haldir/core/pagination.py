@@ -17,9 +17,9 @@ MAX_PAGE = 200
 
 @dataclass(frozen=True)
 class Position:
-    """Where a page ends: the sort key of its last item."""
+    """Where a page ends: the sort key (a time in microseconds, or a leaf index) and id of its last item."""
 
-    created_us: int
+    sort_key: int
     id: str
 
 
@@ -32,7 +32,7 @@ class Page(Generic[T]):
 def encode_cursor(position: Position | None) -> str | None:
     if position is None:
         return None
-    raw = json.dumps([position.created_us, position.id], separators=(",", ":")).encode()
+    raw = json.dumps([position.sort_key, position.id], separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
@@ -41,9 +41,9 @@ def decode_cursor(cursor: str | None) -> Position | None:
         return None
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created_us, ident = json.loads(raw)
-        if type(created_us) is not int or not isinstance(ident, str):
+        sort_key, ident = json.loads(raw)
+        if type(sort_key) is not int or not isinstance(ident, str):
             raise ValueError
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError, RecursionError):
         raise InvalidRequest("malformed cursor: pass back the next_cursor of a previous page") from None
-    return Position(created_us, ident)
+    return Position(sort_key, ident)

@@ -5,10 +5,13 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
+from haldir.core import ids
 from haldir.core.checkpoints import Signer
 from haldir.core.clock import Clock
+from haldir.core.keys import Principal
 from haldir.core.scopes import BUILTIN_SCOPES
-from haldir.errors import InvalidRequest
+from haldir.core.sessions import Session
+from haldir.errors import InvalidRequest, NotFound
 from haldir.store.ports import Store
 
 DEFAULT_TENANT = "default"
@@ -32,6 +35,14 @@ class GovernorBase:
         self._max_ttl = max_ttl
         self._log_signer = log_signer
         self._log_origin = log_origin
+
+    async def _session(self, principal: Principal, session_id: str) -> Session:
+        session = None
+        if ids.is_id(ids.SESSION, session_id):
+            session = await self._store.get_session(principal.tenant_id, session_id)
+        if session is None:
+            raise NotFound(f"no session {session_id!r} in this tenant")
+        return session
 
     def now(self) -> datetime:
         """The governor's clock, for adapters that render time-dependent fields such as `is_valid`."""

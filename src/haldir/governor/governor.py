@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from haldir.governor.keys import KeysMixin
 from haldir.governor.sessions import SessionsMixin
+from haldir.governor.verification import VerificationMixin
 
 
-class Governor(KeysMixin, SessionsMixin):
+class Governor(KeysMixin, SessionsMixin, VerificationMixin):
     """Every use case, over the store ports. Adapters call one method each."""

@@ -109,11 +109,3 @@ class SessionsMixin(GovernorBase):
         wanted = parse_scope(scope, known=self._known_scopes)
         session = await self._session(principal, session_id)
         return PermissionCheck(session, wanted, check_scope(session, wanted, now=self._clock.now()))
-
-    async def _session(self, principal: Principal, session_id: str) -> Session:
-        session = None
-        if ids.is_id(ids.SESSION, session_id):
-            session = await self._store.get_session(principal.tenant_id, session_id)
-        if session is None:
-            raise NotFound(f"no session {session_id!r} in this tenant")
-        return session

@@ -11,7 +11,8 @@ from haldir import __version__
 from haldir.core.clock import Clock
 from haldir.http.errors import ErrorBody, install_error_handlers
 from haldir.http.middleware import EdgeMiddleware
-from haldir.http.routes import health, keys, sessions
+from haldir.http.routes import audit, health, keys, sessions
+from haldir.logkey import load_log_signer
 from haldir.runtime import open_runtime
 from haldir.settings import Settings
 
@@ -25,7 +26,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_runtime(settings, clock=clock) as runtime:
+        signer, _ = load_log_signer(settings)
+        async with open_runtime(settings, clock=clock, log_signer=signer) as runtime:
             app.state.store = runtime.store
             app.state.governor = runtime.governor
             yield
@@ -41,6 +43,6 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(EdgeMiddleware)
-    for module in (health, keys, sessions):
+    for module in (health, keys, sessions, audit):
         app.include_router(module.router)
     return app

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -13,8 +11,15 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from haldir.core import merkle
-from haldir.core.ledger import GENESIS, hash_entry
-from haldir.core.money import to_micros
+from haldir.core.ledger import (
+    GENESIS,
+    EntryFilter,
+    NewEntry,
+    StoredCheckpoint,
+    StoredEntry,
+    hash_entry,
+    indexed_fields,
+)
 from haldir.store.schema import (
     checkpoints,
     from_epoch_micros,
@@ -27,67 +32,6 @@ from haldir.store.writer import GroupCommitWriter
 
 if TYPE_CHECKING:
     from haldir.store.sql import SqlStore
-
-
-@dataclass(frozen=True)
-class NewEntry:
-    """An entry to append: its record and the canonical bytes that the leaf commits to."""
-
-    tenant_id: str
-    record: dict[str, Any]
-    canonical: bytes
-
-
-@dataclass(frozen=True)
-class StoredEntry:
-    """An entry as stored: every column, so that verification can compare each with the record."""
-
-    tenant_id: str
-    leaf_index: int
-    entry_id: str
-    record_text: str
-    leaf_hash: bytes
-    prev_hash: bytes
-    entry_hash: bytes
-    columns: dict[str, Any]
-
-    @property
-    def record(self) -> dict[str, Any]:
-        parsed: dict[str, Any] = json.loads(self.record_text)
-        return parsed
-
-
-@dataclass(frozen=True)
-class StoredCheckpoint:
-    tree_size: int
-    root_hash: bytes
-    note: str
-    signed_at: datetime
-
-
-@dataclass(frozen=True)
-class EntryFilter:
-    session_id: str | None = None
-    agent_id: str | None = None
-    tool: str | None = None
-    status: str | None = None
-    flagged: bool | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-
-
-def filter_columns(record: dict[str, Any]) -> dict[str, Any]:
-    """The indexed copies of record fields. Verification recomputes these and compares."""
-    return {
-        "entry_id": record["entry_id"],
-        "session_id": record.get("session_id"),
-        "agent_id": record.get("agent_id"),
-        "tool": record["tool"],
-        "status": record["status"],
-        "flagged": record["flagged"],
-        "cost": to_micros(record["cost_usd"]),
-        "created_at": datetime.fromisoformat(record["timestamp"]),
-    }
 
 
 class SqlLedger:
@@ -140,7 +84,7 @@ class SqlLedger:
         for offset, (entry, leaf) in enumerate(zip(entries, leaves, strict=True)):
             entry_hash = hash_entry(prev, leaf)
             text = entry.canonical.decode()
-            columns = filter_columns(entry.record)
+            columns = indexed_fields(entry.record)
             row = {
                 "tenant_id": tenant_id,
                 "leaf_index": first + offset,

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Protocol
 
 from haldir.core.idempotency import IdempotencyClaim, Outcome
 from haldir.core.keys import ApiKey
+from haldir.core.ledger import EntryFilter, NewEntry, StoredCheckpoint, StoredEntry
+from haldir.core.merkle import NodeId
 from haldir.core.pagination import Page, Position
 from haldir.core.sessions import Session
 
@@ -54,6 +57,36 @@ class SessionStore(Protocol):
         ...
 
 
+class LedgerStore(Protocol):
+    """Per-tenant append-only logs: entries, complete Merkle subtree nodes, signed checkpoints."""
+
+    async def append(self, entry: NewEntry) -> StoredEntry:
+        """Append after every committed entry of the tenant; return once durable. Never forks."""
+        ...
+
+    async def size(self, tenant_id: str) -> int: ...
+
+    async def get(self, tenant_id: str, entry_id: str) -> StoredEntry | None: ...
+
+    async def page(
+        self, tenant_id: str, *, where: EntryFilter, limit: int, before: int | None
+    ) -> list[StoredEntry]: ...
+
+    def scan(self, tenant_id: str, *, start: int = 0, chunk: int = 1000) -> AsyncIterator[StoredEntry]: ...
+
+    async def nodes(self, tenant_id: str, wanted: set[NodeId]) -> dict[NodeId, bytes]: ...
+
+    async def spend(
+        self, tenant_id: str, *, where: EntryFilter
+    ) -> list[tuple[str | None, str | None, str, int, int]]: ...
+
+    async def latest_checkpoint(self, tenant_id: str) -> StoredCheckpoint | None: ...
+
+    async def save_checkpoint(self, tenant_id: str, checkpoint: StoredCheckpoint) -> None: ...
+
+    async def record_log_key(self, vkey: str, *, at: datetime) -> str: ...
+
+
 class HealthStore(Protocol):
     @property
     def backend(self) -> str: ...
@@ -66,4 +99,7 @@ class HealthStore(Protocol):
 
 
 class Store(KeyStore, SessionStore, HealthStore, Protocol):
+    @property
+    def ledger(self) -> LedgerStore: ...
+
     async def close(self) -> None: ...

@@ -226,7 +226,7 @@ class SqlStore:
         if active is not None:
             query = query.where(live if active else sa.not_(live))
         if after is not None:
-            created, at = sessions.c.created_at, from_epoch_micros(after.created_us)
+            created, at = sessions.c.created_at, from_epoch_micros(after.sort_key)
             query = query.where(
                 sa.or_(created < at, sa.and_(created == at, sessions.c.session_id < after.id))
             )

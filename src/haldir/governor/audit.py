@@ -1,0 +1,248 @@
+"""Watch: append audit entries, read them back, prove them, sign checkpoints and verify the whole log."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from haldir.core import ids, merkle
+from haldir.core.checkpoints import Checkpoint, Signer, sign_checkpoint
+from haldir.core.keys import Principal
+from haldir.core.ledger import (
+    STATUSES,
+    EntryFilter,
+    NewEntry,
+    StoredCheckpoint,
+    StoredEntry,
+    audit_record,
+    canonical_bytes,
+)
+from haldir.core.pagination import MAX_PAGE, Position, decode_cursor, encode_cursor
+from haldir.errors import ConfigurationError, InvalidRequest, LedgerTampered, NotFound
+from haldir.governor.base import GovernorBase, text_field
+
+AUDIT = "aud"
+MAX_DETAILS_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class EntryPage:
+    entries: list[StoredEntry]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class InclusionProof:
+    leaf_index: int
+    tree_size: int
+    leaf_hash: bytes
+    root_hash: bytes
+    proof: list[bytes]
+
+
+@dataclass(frozen=True)
+class ConsistencyProof:
+    first: int
+    second: int
+    first_root: bytes
+    second_root: bytes
+    proof: list[bytes]
+
+
+@dataclass(frozen=True)
+class LogKey:
+    origin: str
+    vkey: str
+    public_key: bytes
+
+
+class AuditMixin(GovernorBase):
+    async def log_action(
+        self,
+        principal: Principal,
+        *,
+        session_id: str,
+        tool: str,
+        action: str,
+        cost_usd: Decimal | int | str = "0",
+        details: dict[str, Any] | None = None,
+        status: str = "ok",
+        **extra: Any,
+    ) -> StoredEntry:
+        """Append an action of a session to its tenant's ledger; returns once the entry is durable."""
+        principal.require("audit:write")
+        session = await self._session(principal, session_id)
+        if status not in STATUSES:
+            raise InvalidRequest(f"status must be one of {sorted(STATUSES)}, got {status!r}")
+        details = {} if details is None else details
+        if len(canonical_bytes({"details": details})) > MAX_DETAILS_BYTES:
+            raise InvalidRequest(f"details must be at most {MAX_DETAILS_BYTES} bytes as canonical JSON")
+        return await self._append(
+            principal.tenant_id,
+            session_id=session.session_id,
+            agent_id=session.agent_id,
+            tool=text_field(tool, field="tool", max_length=200),
+            action=text_field(action, field="action", max_length=200),
+            status=status,
+            cost_usd=cost_usd,
+            details=details,
+            **extra,
+        )
+
+    async def _append(
+        self, tenant_id: str, *, session_id: str | None, agent_id: str | None, **fields: Any
+    ) -> StoredEntry:
+        """Record anything in the ledger: the one door every governed action and decision goes through."""
+        now = self._clock.now()
+        flag_reason = await self._anomaly(tenant_id, session_id=session_id, fields=fields, now=now)
+        record = audit_record(
+            entry_id=ids.new_id(AUDIT),
+            tenant_id=tenant_id,
+            session_id=session_id,
+            agent_id=agent_id,
+            flagged=flag_reason is not None,
+            flag_reason=flag_reason,
+            timestamp=now,
+            **fields,
+        )
+        return await self._store.ledger.append(
+            NewEntry(tenant_id=tenant_id, record=record, canonical=canonical_bytes(record))
+        )
+
+    async def _anomaly(
+        self, tenant_id: str, *, session_id: str | None, fields: dict[str, Any], now: datetime
+    ) -> str | None:
+        """Why this entry looks anomalous, or None. Built-in detectors and tenant rules come in later."""
+        return None
+
+    async def get_entry(self, principal: Principal, entry_id: str) -> StoredEntry:
+        principal.require("audit:read")
+        found = (
+            await self._store.ledger.get(principal.tenant_id, entry_id)
+            if ids.is_id(AUDIT, entry_id)
+            else None
+        )
+        if found is None:
+            raise NotFound(f"no audit entry {entry_id!r} in this tenant")
+        return found
+
+    async def list_entries(
+        self, principal: Principal, *, where: EntryFilter, limit: int = 50, cursor: str | None = None
+    ) -> EntryPage:
+        principal.require("audit:read")
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidRequest(f"limit must be from 1 to {MAX_PAGE}, got {limit}")
+        after = decode_cursor(cursor)
+        entries = await self._store.ledger.page(
+            principal.tenant_id,
+            where=where,
+            limit=limit + 1,
+            before=None if after is None else after.sort_key,
+        )
+        more = len(entries) > limit
+        entries = entries[:limit]
+        position = Position(entries[-1].leaf_index, "ledger") if more else None
+        return EntryPage(entries, encode_cursor(position))
+
+    # proofs
+
+    async def inclusion_proof(
+        self, principal: Principal, entry_id: str, *, tree_size: int | None = None
+    ) -> InclusionProof:
+        entry = await self.get_entry(principal, entry_id)
+        size = await self._size_within(principal.tenant_id, tree_size)
+        if entry.leaf_index >= size:
+            raise InvalidRequest(f"entry {entry_id} is leaf {entry.leaf_index}, not in a tree of size {size}")
+        ranges = merkle.inclusion_ranges(entry.leaf_index, size)
+        nodes = await self._store.ledger.nodes(principal.tenant_id, merkle.nodes_for([*ranges, (0, size)]))
+        return InclusionProof(
+            leaf_index=entry.leaf_index,
+            tree_size=size,
+            leaf_hash=entry.leaf_hash,
+            root_hash=merkle.root(size, nodes),
+            proof=merkle.inclusion_proof(entry.leaf_index, size, nodes=nodes),
+        )
+
+    async def consistency_proof(self, principal: Principal, *, first: int, second: int) -> ConsistencyProof:
+        principal.require("audit:read")
+        size = await self._store.ledger.size(principal.tenant_id)
+        if not 1 <= first <= second <= size:
+            raise InvalidRequest(
+                f"need 1 <= first <= second <= {size} (the tree size), got {first} and {second}"
+            )
+        return await self._consistency(principal.tenant_id, first, second)
+
+    async def _consistency(self, tenant_id: str, first: int, second: int) -> ConsistencyProof:
+        ranges = merkle.consistency_ranges(first, second)
+        nodes = await self._store.ledger.nodes(
+            tenant_id, merkle.nodes_for([*ranges, (0, first), (0, second)])
+        )
+        return ConsistencyProof(
+            first=first,
+            second=second,
+            first_root=merkle.root(first, nodes),
+            second_root=merkle.root(second, nodes),
+            proof=merkle.consistency_proof(first, second, nodes=nodes),
+        )
+
+    async def _size_within(self, tenant_id: str, tree_size: int | None) -> int:
+        size = await self._store.ledger.size(tenant_id)
+        if tree_size is None:
+            return size
+        if not 1 <= tree_size <= size:
+            raise InvalidRequest(f"tree_size must be from 1 to {size} (the current size), got {tree_size}")
+        return tree_size
+
+    # checkpoints
+
+    def log_key(self, principal: Principal) -> LogKey:
+        principal.require("audit:read")
+        signer = self._signer()
+        return LogKey(self._origin(principal.tenant_id), signer.vkey, signer.verifier.public_key)
+
+    async def checkpoint(self, principal: Principal) -> StoredCheckpoint:
+        """The tenant's latest checkpoint, signing one for the current size when the log has grown.
+
+        A new checkpoint is signed only over committed leaves, and only after its tree is proven to
+        extend the previous checkpoint's: the log never signs two inconsistent checkpoints.
+        """
+        principal.require("audit:read")
+        tenant_id = principal.tenant_id
+        size = await self._store.ledger.size(tenant_id)
+        latest = await self._store.ledger.latest_checkpoint(tenant_id)
+        if latest is not None and latest.tree_size >= size:
+            return latest
+        if latest is not None and latest.tree_size > 0:
+            link = await self._consistency(tenant_id, latest.tree_size, size)
+            try:
+                merkle.verify_consistency(
+                    first=latest.tree_size,
+                    second=size,
+                    first_root=latest.root_hash,
+                    second_root=link.second_root,
+                    proof=link.proof,
+                )
+            except merkle.ProofError as exc:
+                raise LedgerTampered(
+                    f"the stored tree of size {size} does not extend checkpoint {latest.tree_size}: {exc}; "
+                    "refusing to sign"
+                ) from None
+            root = link.second_root
+        else:
+            root = merkle.root(
+                size, await self._store.ledger.nodes(tenant_id, set(merkle.range_nodes(0, size)))
+            )
+        note = sign_checkpoint(Checkpoint(self._origin(tenant_id), size, root), self._signer())
+        signed = StoredCheckpoint(tree_size=size, root_hash=root, note=note, signed_at=self._clock.now())
+        await self._store.ledger.save_checkpoint(tenant_id, signed)
+        return signed
+
+    def _origin(self, tenant_id: str) -> str:
+        return f"{self._log_origin}/{tenant_id}"
+
+    def _signer(self) -> Signer:
+        if self._log_signer is None:
+            raise ConfigurationError("no log signing key is configured: checkpoints are signed by the server")
+        return self._log_signer
