@@ -8,7 +8,12 @@ from haldir.errors import HaldirError, error_classes
 
 def test_exported_members_are_pinned() -> None:
     assert sorted(haldir.__all__) == [
+        "AsyncHaldirClient",
+        "Checkpoint",
+        "CheckpointError",
         "Conflict",
+        "ExportReport",
+        "HaldirClient",
         "HaldirError",
         "IdempotencyKeyReused",
         "InsufficientScope",
@@ -16,12 +21,20 @@ def test_exported_members_are_pinned() -> None:
         "InvalidApiKey",
         "InvalidRequest",
         "InvalidScope",
+        "LedgerTampered",
         "NotFound",
         "PayloadTooLarge",
+        "ProofError",
         "ScopeDenied",
+        "ServerUnavailable",
         "StoreUnavailable",
         "Unauthenticated",
+        "Verifier",
         "__version__",
+        "parse_checkpoint",
+        "verify_consistency",
+        "verify_export",
+        "verify_inclusion",
     ]
     for name in haldir.__all__:
         assert hasattr(haldir, name)

@@ -1,5 +1,9 @@
 """Haldir: a governance layer for AI agents."""
 
+from haldir.client import AsyncHaldirClient, HaldirClient
+from haldir.core.checkpoints import Checkpoint, CheckpointError, Verifier, parse_checkpoint
+from haldir.core.export import ExportReport, verify_export
+from haldir.core.merkle import ProofError, verify_consistency, verify_inclusion
 from haldir.errors import (
     Conflict,
     HaldirError,
@@ -9,9 +13,11 @@ from haldir.errors import (
     InvalidApiKey,
     InvalidRequest,
     InvalidScope,
+    LedgerTampered,
     NotFound,
     PayloadTooLarge,
     ScopeDenied,
+    ServerUnavailable,
     StoreUnavailable,
     Unauthenticated,
 )
@@ -19,7 +25,12 @@ from haldir.errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncHaldirClient",
+    "Checkpoint",
+    "CheckpointError",
     "Conflict",
+    "ExportReport",
+    "HaldirClient",
     "HaldirError",
     "IdempotencyKeyReused",
     "InsufficientScope",
@@ -27,10 +38,18 @@ __all__ = [
     "InvalidApiKey",
     "InvalidRequest",
     "InvalidScope",
+    "LedgerTampered",
     "NotFound",
     "PayloadTooLarge",
+    "ProofError",
     "ScopeDenied",
+    "ServerUnavailable",
     "StoreUnavailable",
     "Unauthenticated",
+    "Verifier",
     "__version__",
+    "parse_checkpoint",
+    "verify_consistency",
+    "verify_export",
+    "verify_inclusion",
 ]

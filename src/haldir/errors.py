@@ -103,6 +103,14 @@ class StoreUnavailable(HaldirError):
     exit_code = 7
 
 
+class ServerUnavailable(HaldirError):
+    """The SDK or a client command could not reach a Haldir server, or a proxy answered for it."""
+
+    code = "server_unavailable"
+    http_status = 503
+    exit_code = 7
+
+
 class ConfigurationError(HaldirError):
     code = "configuration_error"
     http_status = 500

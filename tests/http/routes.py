@@ -28,6 +28,9 @@ SAMPLES: dict[tuple[str, str], tuple[str, Any]] = {
     ("GET", "/v1/audit/consistency-proof"): ("audit:read", None),
     ("GET", "/v1/audit/verify"): ("audit:read", None),
     ("GET", "/v1/audit/spend"): ("audit:read", None),
+    ("POST", "/v1/audit/rules"): ("audit:write", {"type": "tool_match", "pattern": "delete_*"}),
+    ("GET", "/v1/audit/rules"): ("audit:read", None),
+    ("DELETE", "/v1/audit/rules/{rule_id}"): ("audit:write", None),
 }
 
 # Query strings a route needs to get past validation and reach its scope check.

@@ -287,3 +287,22 @@ async def test_details_over_64_kib_are_refused(api: Api) -> None:
     response = await api.client.post("/v1/audit", json=body, headers=api.auth(api.admin_key))
     assert response.status_code == 400
     assert json.loads(response.text)["code"] == "invalid_request"
+
+
+async def test_listing_in_leaf_order_pages_oldest_first_and_keeps_cursors_to_their_order(api: Api) -> None:
+    session_id = await _session(api)
+    ids = [(await _log(api, session_id))["entry_id"] for _ in range(5)]
+    first = await _get(api, "/v1/audit", order="asc", limit=2)
+    assert [e["entry_id"] for e in first["entries"]] == ids[:2]
+    rest = await _get(api, "/v1/audit", order="asc", limit=10, cursor=first["next_cursor"])
+    assert [e["leaf_index"] for e in rest["entries"]] == [2, 3, 4]
+    assert rest["next_cursor"] is None
+    newest = await _get(api, "/v1/audit", limit=2)
+    for order, cursor in (("desc", first["next_cursor"]), ("asc", newest["next_cursor"])):
+        response = await api.client.get(
+            "/v1/audit", params={"order": order, "cursor": cursor}, headers=api.auth(api.admin_key)
+        )
+        assert response.status_code == 400, response.text
+        assert "other order" in response.json()["error"]
+    bad = await api.client.get("/v1/audit", params={"order": "sideways"}, headers=api.auth(api.admin_key))
+    assert bad.status_code == 400

@@ -18,7 +18,15 @@ async def _resources(api: Api) -> dict[str, str]:
     entry = await api.client.post(
         "/v1/audit", json={"session_id": session_id, "tool": "t", "action": "a"}, headers=owner
     )
-    return {"session_id": session_id, "entry_id": entry.json()["entry_id"], "prefix": api.admin_key[:12]}
+    rule = await api.client.post(
+        "/v1/audit/rules", json={"type": "tool_match", "pattern": "t"}, headers=owner
+    )
+    return {
+        "session_id": session_id,
+        "entry_id": entry.json()["entry_id"],
+        "rule_id": rule.json()["rule_id"],
+        "prefix": api.admin_key[:12],
+    }
 
 
 async def test_every_documented_route_is_public_or_has_a_sample_in_the_walker(api: Api) -> None:
@@ -86,6 +94,9 @@ async def test_another_tenant_gets_404_for_every_route_that_takes_an_id(api: Api
     assert still.json()["revoked_at"] is None
     assert (await api.client.get("/v1/sessions", headers=intruder)).json()["sessions"] == []
     assert (await api.client.get("/v1/audit", headers=intruder)).json()["entries"] == []
+    assert (await api.client.get("/v1/audit/rules", headers=intruder)).json()["rules"] == []
+    owned = (await api.client.get("/v1/audit/rules", headers=owner)).json()["rules"]
+    assert ids["rule_id"] in [rule["rule_id"] for rule in owned]
     listed = (await api.client.get("/v1/keys", headers=intruder)).json()["keys"]
     assert all(key["tenant_id"] == "intruder" for key in listed)
     assert (await api.client.get("/v1/sessions", headers=api.auth(victim_key))).status_code == 200

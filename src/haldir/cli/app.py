@@ -6,9 +6,10 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer._click.core import Context  # Typer vendors click; its Group.invoke is typed with this Context
 
-from haldir.cli import keys, migrate, serve
+from haldir.cli import audit, keys, migrate, serve
 from haldir.errors import HaldirError
 
 
@@ -22,7 +23,7 @@ class _HaldirGroup(typer.core.TyperGroup):
             stderr = Console(stderr=True, highlight=False, soft_wrap=True)
             if ctx.meta.get("haldir.verbose"):
                 stderr.print_exception()
-            stderr.print(f"[bold red]error:[/] {exc.message}")
+            stderr.print(f"[bold red]error:[/] {escape(exc.message)}")
             raise typer.Exit(exc.exit_code) from None
 
 
@@ -37,6 +38,7 @@ app = typer.Typer(
 app.command("serve")(serve.serve)
 app.add_typer(migrate.app, name="migrate")
 app.add_typer(keys.app, name="keys")
+app.add_typer(audit.app, name="audit")
 
 
 @app.callback()

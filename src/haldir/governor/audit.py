@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from haldir.core import ids, merkle
+from haldir.core.anomalies import Candidate, detect, lookback
 from haldir.core.checkpoints import Checkpoint, Signer, sign_checkpoint
 from haldir.core.keys import Principal
 from haldir.core.ledger import (
@@ -19,12 +20,16 @@ from haldir.core.ledger import (
     audit_record,
     canonical_bytes,
 )
+from haldir.core.money import to_micros
 from haldir.core.pagination import MAX_PAGE, Position, decode_cursor, encode_cursor
 from haldir.errors import ConfigurationError, InvalidRequest, LedgerTampered, NotFound
 from haldir.governor.base import GovernorBase, text_field
 
 AUDIT = "aud"
 MAX_DETAILS_BYTES = 64 * 1024
+_ASCENDING = "ledger-asc"  # the cursor id of oldest-first pages, so a cursor is never reused across orders
+
+Order = Literal["asc", "desc"]
 
 
 @dataclass(frozen=True)
@@ -114,8 +119,26 @@ class AuditMixin(GovernorBase):
     async def _anomaly(
         self, tenant_id: str, *, session_id: str | None, fields: dict[str, Any], now: datetime
     ) -> str | None:
-        """Why this entry looks anomalous, or None. Built-in detectors and tenant rules come in later."""
-        return None
+        """Why this entry looks anomalous, or None: the built-in detectors and the tenant's rules.
+
+        Detectors see the session's entries committed before this one; entries of the same session that
+        commit in the same batch do not see each other.
+        """
+        candidate = Candidate(
+            session_id=session_id,
+            tool=fields["tool"],
+            action=fields["action"],
+            status=fields["status"],
+            cost_micros=to_micros(fields.get("cost_usd", 0), field="cost_usd"),
+            timestamp=now,
+        )
+        rules = await self._store.ledger.list_rules(tenant_id)
+        recent = (
+            []
+            if session_id is None
+            else await self._store.ledger.recent(tenant_id, session_id, limit=lookback(rules))
+        )
+        return detect(candidate, recent, rules, now)
 
     async def get_entry(self, principal: Principal, entry_id: str) -> StoredEntry:
         principal.require("audit:read")
@@ -129,22 +152,36 @@ class AuditMixin(GovernorBase):
         return found
 
     async def list_entries(
-        self, principal: Principal, *, where: EntryFilter, limit: int = 50, cursor: str | None = None
+        self,
+        principal: Principal,
+        *,
+        where: EntryFilter,
+        limit: int = 50,
+        cursor: str | None = None,
+        order: Order = "desc",
     ) -> EntryPage:
+        """A page of entries, newest first; `order="asc"` pages oldest first, in leaf order (for exports)."""
         principal.require("audit:read")
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidRequest(f"limit must be from 1 to {MAX_PAGE}, got {limit}")
-        after = decode_cursor(cursor)
+        if order not in ("asc", "desc"):
+            raise InvalidRequest(f"order must be 'asc' or 'desc', got {order!r}")
+        marker = _ASCENDING if order == "asc" else "ledger"
+        position = decode_cursor(cursor)
+        if position is not None and (position.id == _ASCENDING) != (order == "asc"):
+            raise InvalidRequest("this cursor belongs to a listing in the other order; pass the same order")
+        last = None if position is None else position.sort_key
         entries = await self._store.ledger.page(
             principal.tenant_id,
             where=where,
             limit=limit + 1,
-            before=None if after is None else after.sort_key,
+            before=last if order == "desc" else None,
+            after=(-1 if last is None else last) if order == "asc" else None,
         )
         more = len(entries) > limit
         entries = entries[:limit]
-        position = Position(entries[-1].leaf_index, "ledger") if more else None
-        return EntryPage(entries, encode_cursor(position))
+        next_position = Position(entries[-1].leaf_index, marker) if more else None
+        return EntryPage(entries, encode_cursor(next_position))
 
     # proofs
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from haldir.governor.keys import KeysMixin
+from haldir.governor.rules import RulesMixin
 from haldir.governor.sessions import SessionsMixin
 from haldir.governor.verification import VerificationMixin
 
 
-class Governor(KeysMixin, SessionsMixin, VerificationMixin):
+class Governor(KeysMixin, SessionsMixin, VerificationMixin, RulesMixin):
     """Every use case, over the store ports. Adapters call one method each."""

@@ -11,7 +11,7 @@ from haldir import __version__
 from haldir.core.clock import Clock
 from haldir.http.errors import ErrorBody, install_error_handlers
 from haldir.http.middleware import EdgeMiddleware
-from haldir.http.routes import audit, health, keys, sessions
+from haldir.http.routes import audit, audit_rules, health, keys, sessions
 from haldir.logkey import load_log_signer
 from haldir.runtime import open_runtime
 from haldir.settings import Settings
@@ -43,6 +43,6 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(EdgeMiddleware)
-    for module in (health, keys, sessions, audit):
+    for module in (health, keys, sessions, audit_rules, audit):
         app.include_router(module.router)
     return app

@@ -1,4 +1,5 @@
-"""The ledger in SQL: group-committed appends that never fork, Merkle nodes, checkpoints, reads."""
+"""The ledger in SQL: group-committed appends that never fork, Merkle nodes, checkpoints, reads,
+anomaly rules, and the `audit.flagged` events recorded with flagged entries."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from haldir.core import merkle
+from haldir.core import ids, merkle
+from haldir.core.anomalies import EVENT, FLAGGED_EVENT, RecentEntry, Rule, flagged_event, parse_condition
 from haldir.core.ledger import (
     GENESIS,
     EntryFilter,
@@ -21,7 +23,9 @@ from haldir.core.ledger import (
     indexed_fields,
 )
 from haldir.store.schema import (
+    anomaly_rules,
     checkpoints,
+    events,
     from_epoch_micros,
     ledger_entries,
     ledger_heads,
@@ -80,7 +84,7 @@ class SqlLedger:
         stored_nodes = await self._nodes(conn, tenant_id, merkle.batch_reads(first, len(entries)))
         new_nodes = merkle.batch_completed_nodes(first, leaves, stored=stored_nodes)
 
-        rows, stored = [], []
+        rows, stored, flagged = [], [], []
         for offset, (entry, leaf) in enumerate(zip(entries, leaves, strict=True)):
             entry_hash = hash_entry(prev, leaf)
             text = entry.canonical.decode()
@@ -96,8 +100,12 @@ class SqlLedger:
             }
             rows.append(row)
             stored.append(_stored(row))
+            if entry.record["flagged"] is True:
+                flagged.append(_flagged_event(tenant_id, row, entry.record))
             prev = entry_hash
         await conn.execute(sa.insert(ledger_entries), rows)
+        if flagged:  # the outbox: an event commits with its entry, or neither does
+            await conn.execute(sa.insert(events), flagged)
         await conn.execute(
             sa.insert(merkle_nodes),
             [{"tenant_id": tenant_id, "level": n.level, "idx": n.index, "hash": h} for n, h in new_nodes],
@@ -150,9 +158,10 @@ class SqlLedger:
         return None if row is None else _stored(row._asdict())
 
     async def page(
-        self, tenant_id: str, *, where: EntryFilter, limit: int, before: int | None
+        self, tenant_id: str, *, where: EntryFilter, limit: int, before: int | None, after: int | None = None
     ) -> list[StoredEntry]:
-        """Newest first, `limit` entries with a leaf index below `before`."""
+        """Newest first, `limit` entries with a leaf index below `before`; or, when `after` is given
+        (-1 for the start), oldest first above it."""
         c = ledger_entries.c
         query = sa.select(ledger_entries).where(c.tenant_id == tenant_id)
         for column, value in (
@@ -170,7 +179,11 @@ class SqlLedger:
             query = query.where(c.created_at < where.until)
         if before is not None:
             query = query.where(c.leaf_index < before)
-        query = query.order_by(c.leaf_index.desc()).limit(limit)
+        if after is not None:
+            query = query.where(c.leaf_index > after).order_by(c.leaf_index)
+        else:
+            query = query.order_by(c.leaf_index.desc())
+        query = query.limit(limit)
         async with self._store.read_connection() as conn:
             return [_stored(row._asdict()) for row in await conn.execute(query)]
 
@@ -194,6 +207,23 @@ class SqlLedger:
                 return
             position = int(rows[-1].leaf_index) + 1
 
+    async def recent(self, tenant_id: str, session_id: str, *, limit: int) -> list[RecentEntry]:
+        """The latest `limit` entries of a session, newest first: what anomaly detectors look back on."""
+        c = ledger_entries.c
+        query = (
+            sa.select(c.created_at, c.cost, c.status, c.tool)
+            .where(c.tenant_id == tenant_id, c.session_id == session_id)
+            .order_by(c.leaf_index.desc())
+            .limit(limit)
+        )
+        async with self._store.read_connection() as conn:
+            return [
+                RecentEntry(
+                    timestamp=row.created_at, cost_micros=int(row.cost), status=row.status, tool=row.tool
+                )
+                for row in await conn.execute(query)
+            ]
+
     async def spend(
         self, tenant_id: str, *, where: EntryFilter
     ) -> list[tuple[str | None, str | None, str, int, int]]:
@@ -214,6 +244,39 @@ class SqlLedger:
             query = query.where(c.created_at < where.until)
         async with self._store.read_connection() as conn:
             return [(r[0], r[1], r[2], int(r[3] or 0), int(r[4])) for r in await conn.execute(query)]
+
+    # anomaly rules
+
+    async def add_rule(self, tenant_id: str, rule: Rule) -> None:
+        async with self._store.write_transaction() as conn:
+            await conn.execute(
+                sa.insert(anomaly_rules).values(
+                    tenant_id=tenant_id,
+                    rule_id=rule.rule_id,
+                    type=rule.type,
+                    params=rule.params(),
+                    created_at=rule.created_at,
+                )
+            )
+
+    async def list_rules(self, tenant_id: str) -> list[Rule]:
+        """The tenant's rules, oldest first."""
+        async with self._store.read_connection() as conn:
+            rows = await conn.execute(
+                sa.select(anomaly_rules)
+                .where(anomaly_rules.c.tenant_id == tenant_id)
+                .order_by(anomaly_rules.c.created_at, anomaly_rules.c.rule_id)
+            )
+            return [_rule(row._asdict()) for row in rows]
+
+    async def delete_rule(self, tenant_id: str, rule_id: str) -> Rule | None:
+        """Delete a rule; the rule as it was, or None when the tenant has no such rule."""
+        where = (anomaly_rules.c.tenant_id == tenant_id, anomaly_rules.c.rule_id == rule_id)
+        async with self._store.write_transaction() as conn:
+            row = (
+                await conn.execute(sa.delete(anomaly_rules).where(*where).returning(*anomaly_rules.c))
+            ).first()
+        return None if row is None else _rule(row._asdict())
 
     # checkpoints and the log key
 
@@ -258,6 +321,25 @@ class SqlLedger:
             return str(
                 (await conn.execute(sa.select(log_keys.c.vkey).where(log_keys.c.tenant_id == "*"))).scalar()
             )
+
+
+def _flagged_event(tenant_id: str, row: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "tenant_id": tenant_id,
+        "event_id": ids.new_id(EVENT),
+        "type": FLAGGED_EVENT,
+        "payload": flagged_event(record, leaf_index=row["leaf_index"]),
+        "created_at": row["created_at"],
+        "delivered_at": None,
+    }
+
+
+def _rule(row: dict[str, Any]) -> Rule:
+    return Rule(
+        rule_id=row["rule_id"],
+        condition=parse_condition(row["type"], row["params"]),
+        created_at=row["created_at"],
+    )
 
 
 def _stored(row: dict[str, Any]) -> StoredEntry:

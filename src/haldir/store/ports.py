@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Protocol
 
+from haldir.core.anomalies import RecentEntry, Rule
 from haldir.core.idempotency import IdempotencyClaim, Outcome
 from haldir.core.keys import ApiKey
 from haldir.core.ledger import EntryFilter, NewEntry, StoredCheckpoint, StoredEntry
@@ -58,10 +59,26 @@ class SessionStore(Protocol):
 
 
 class LedgerStore(Protocol):
-    """Per-tenant append-only logs: entries, complete Merkle subtree nodes, signed checkpoints."""
+    """Per-tenant append-only logs: entries, complete Merkle subtree nodes, signed checkpoints,
+    and the anomaly rules that flag entries."""
 
     async def append(self, entry: NewEntry) -> StoredEntry:
-        """Append after every committed entry of the tenant; return once durable. Never forks."""
+        """Append after every committed entry of the tenant; return once durable. Never forks.
+
+        A flagged entry commits together with one `audit.flagged` event in the outbox.
+        """
+        ...
+
+    async def recent(self, tenant_id: str, session_id: str, *, limit: int) -> list[RecentEntry]:
+        """The latest `limit` entries of a session, newest first."""
+        ...
+
+    async def add_rule(self, tenant_id: str, rule: Rule) -> None: ...
+
+    async def list_rules(self, tenant_id: str) -> list[Rule]: ...
+
+    async def delete_rule(self, tenant_id: str, rule_id: str) -> Rule | None:
+        """Delete a rule of the tenant; the deleted rule, or None when there was none."""
         ...
 
     async def size(self, tenant_id: str) -> int: ...
@@ -69,8 +86,10 @@ class LedgerStore(Protocol):
     async def get(self, tenant_id: str, entry_id: str) -> StoredEntry | None: ...
 
     async def page(
-        self, tenant_id: str, *, where: EntryFilter, limit: int, before: int | None
-    ) -> list[StoredEntry]: ...
+        self, tenant_id: str, *, where: EntryFilter, limit: int, before: int | None, after: int | None = None
+    ) -> list[StoredEntry]:
+        """Newest first below `before`; oldest first above `after` when it is given (-1 for the start)."""
+        ...
 
     def scan(self, tenant_id: str, *, start: int = 0, chunk: int = 1000) -> AsyncIterator[StoredEntry]: ...
 

@@ -156,3 +156,27 @@ log_keys = sa.Table(
     sa.Column("vkey", sa.Text(), nullable=False),
     sa.Column("created_at", Micros(), nullable=False),
 )
+
+# A tenant's anomaly rules; `params` holds the rule's parameters as the API shows them.
+anomaly_rules = sa.Table(
+    "anomaly_rules",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.tenant_id"), primary_key=True),
+    sa.Column("rule_id", sa.String(64), primary_key=True),
+    sa.Column("type", sa.String(32), nullable=False),
+    sa.Column("params", sa.JSON(), nullable=False),
+    sa.Column("created_at", Micros(), nullable=False),
+)
+
+# The outbox: events recorded in the transaction that caused them, delivered (to webhooks) afterwards.
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.tenant_id"), primary_key=True),
+    sa.Column("event_id", sa.String(64), primary_key=True),
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("payload", sa.JSON(), nullable=False),
+    sa.Column("created_at", Micros(), nullable=False),
+    sa.Column("delivered_at", Micros(), nullable=True),
+    sa.Index(None, "tenant_id", "delivered_at"),
+)

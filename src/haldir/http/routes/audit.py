@@ -10,6 +10,7 @@ from fastapi.responses import PlainTextResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from haldir.core.ledger import EntryFilter, StoredEntry, to_hex
+from haldir.governor.audit import Order
 from haldir.http.auth import GovernorDep, PrincipalDep
 from haldir.http.schemas import Money, Timestamp
 
@@ -135,9 +136,12 @@ async def list_entries(
     until: Until = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
+    order: Annotated[
+        Order, Query(description="`desc` (newest first, default) or `asc` (leaf order).")
+    ] = "desc",
 ) -> EntryList:
     where = EntryFilter(session_id, agent_id, tool, status, flagged, since, until)
-    page = await gov.list_entries(who, where=where, limit=limit, cursor=cursor)
+    page = await gov.list_entries(who, where=where, limit=limit, cursor=cursor, order=order)
     return EntryList(entries=[_flat(entry) for entry in page.entries], next_cursor=page.next_cursor)
 
 

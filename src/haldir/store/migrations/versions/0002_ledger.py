@@ -1,4 +1,5 @@
-"""The ledger: entries, Merkle subtree nodes, per-tenant heads, signed checkpoints, the log key.
+"""The ledger: entries, Merkle subtree nodes, per-tenant heads, signed checkpoints, the log key,
+anomaly rules and the event outbox.
 
 Revision ID: 0002
 Revises: 0001
@@ -93,9 +94,43 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("tenant_id", "level", "idx", name=op.f("pk_merkle_nodes")),
     )
+    op.create_table(
+        "anomaly_rules",
+        sa.Column("tenant_id", sa.String(length=64), nullable=False),
+        sa.Column("rule_id", sa.String(length=64), nullable=False),
+        sa.Column("type", sa.String(length=32), nullable=False),
+        sa.Column("params", sa.JSON(), nullable=False),
+        sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"], ["tenants.tenant_id"], name=op.f("fk_anomaly_rules_tenant_id_tenants")
+        ),
+        sa.PrimaryKeyConstraint("tenant_id", "rule_id", name=op.f("pk_anomaly_rules")),
+    )
+    op.create_table(
+        "events",
+        sa.Column("tenant_id", sa.String(length=64), nullable=False),
+        sa.Column("event_id", sa.String(length=64), nullable=False),
+        sa.Column("type", sa.String(length=64), nullable=False),
+        sa.Column("payload", sa.JSON(), nullable=False),
+        sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.Column("delivered_at", sa.BigInteger(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"], ["tenants.tenant_id"], name=op.f("fk_events_tenant_id_tenants")
+        ),
+        sa.PrimaryKeyConstraint("tenant_id", "event_id", name=op.f("pk_events")),
+    )
+    with op.batch_alter_table("events", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_events_tenant_id_delivered_at"), ["tenant_id", "delivered_at"], unique=False
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("events", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_events_tenant_id_delivered_at"))
+
+    op.drop_table("events")
+    op.drop_table("anomaly_rules")
     op.drop_table("merkle_nodes")
     op.drop_table("ledger_heads")
     with op.batch_alter_table("ledger_entries", schema=None) as batch_op:

@@ -1,0 +1,266 @@
+"""What the sync and async clients share: settings, how each method becomes a request, how errors come back.
+
+Each method of the API is a function returning a `Call`; the two clients only send it. An error response
+`{"error", "code", "request_id"}` becomes the `HaldirError` subclass of its code, and a failed connection
+becomes `ServerUnavailable`: callers never see a raw httpx error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Generic, Literal, TypeVar
+from urllib.parse import quote
+
+import httpx
+
+from haldir.errors import HaldirError, ServerUnavailable, error_classes
+from haldir.settings import ClientSettings
+
+T = TypeVar("T")
+Json = dict[str, Any]
+Amount = Decimal | int | str
+Time = datetime | str
+Order = Literal["asc", "desc"]
+
+DEFAULT_TIMEOUT = 30.0
+MAX_PAGE = 200
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    """One request and how to read its successful response."""
+
+    method: str
+    path: str
+    parse: Callable[[httpx.Response], T]
+    params: dict[str, str] | None = None
+    body: Json | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def result(self, response: httpx.Response) -> T:
+        if not response.is_success:
+            raise error_from(response)
+        return self.parse(response)
+
+
+def resolve(url: str | None, api_key: str | None) -> tuple[str, str | None]:
+    """The server URL and API key: the arguments, or else `HALDIR_URL` and `HALDIR_API_KEY`."""
+    if url is None or api_key is None:
+        settings = ClientSettings()
+        url = settings.url if url is None else url
+        api_key = settings.api_key if api_key is None else api_key
+    return url.rstrip("/"), api_key or None
+
+
+def headers(api_key: str | None) -> dict[str, str]:
+    found = {"Accept": "application/json"}
+    if api_key:
+        found["Authorization"] = f"Bearer {api_key}"
+    return found
+
+
+@contextmanager
+def mapped_errors(url: str) -> Iterator[None]:
+    """Turn httpx's exceptions raised while sending into Haldir's."""
+    try:
+        yield
+    except httpx.TransportError as exc:
+        raise ServerUnavailable(
+            f"cannot reach the Haldir server at {url}: {exc or type(exc).__name__}; "
+            "check that it is running and that HALDIR_URL points at it"
+        ) from None
+    except httpx.HTTPError as exc:
+        raise HaldirError(f"request to {url} failed: {exc or type(exc).__name__}") from None
+
+
+def error_from(response: httpx.Response) -> HaldirError:
+    """The `HaldirError` an error response stands for: its code's class, or the base class for codes
+    this client does not know (with the HTTP status in `details["status"]`)."""
+    status = response.status_code
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not (
+        isinstance(body, dict) and isinstance(body.get("code"), str) and isinstance(body.get("error"), str)
+    ):
+        excerpt = response.text[:200]
+        if status in (502, 503, 504):
+            return ServerUnavailable(f"the server at {response.url.host} answered {status}: {excerpt}")
+        return HaldirError(f"the server answered {status} without an error body: {excerpt}", status=status)
+    code, message = body["code"], body["error"]
+    extra = {key: value for key, value in body.items() if key not in ("error", "code", "message")}
+    cls = error_classes().get(code)
+    if cls is None:
+        return HaldirError(message, status=status, code=code, **extra)
+    return cls(message, **extra)
+
+
+def json_object(response: httpx.Response) -> Json:
+    try:
+        found = response.json()
+    except ValueError:
+        found = None
+    if not isinstance(found, dict):
+        raise HaldirError(f"expected a JSON object from {response.url.path}, got {response.text[:200]!r}")
+    return found
+
+
+def text(response: httpx.Response) -> str:
+    return response.text
+
+
+def _query(values: Mapping[str, object]) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for name, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            params[name] = "true" if value else "false"
+        elif isinstance(value, datetime):
+            params[name] = value.isoformat()
+        else:
+            params[name] = str(value)
+    return params
+
+
+def _amount(value: Amount | None) -> str | None:
+    """Amounts travel as decimal strings, never as floats."""
+    if value is None or isinstance(value, str):
+        return value
+    return f"{value:f}" if isinstance(value, Decimal) else str(value)
+
+
+def _segment(value: str) -> str:
+    return quote(value, safe="")
+
+
+# sessions
+
+
+def create_session(
+    *,
+    agent_id: str,
+    scopes: list[str],
+    ttl: int | None,
+    spend_limit: Amount | None,
+    idempotency_key: str | None,
+) -> Call[Json]:
+    body: Json = {"agent_id": agent_id, "scopes": scopes}
+    if ttl is not None:
+        body["ttl"] = ttl
+    if spend_limit is not None:
+        body["spend_limit"] = _amount(spend_limit)
+    extra = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    return Call("POST", "/v1/sessions", json_object, body=body, headers=extra)
+
+
+def get_session(session_id: str) -> Call[Json]:
+    return Call("GET", f"/v1/sessions/{_segment(session_id)}", json_object)
+
+
+def list_sessions(*, agent_id: str | None, active: bool | None, limit: int, cursor: str | None) -> Call[Json]:
+    params = _query({"agent_id": agent_id, "active": active, "limit": limit, "cursor": cursor})
+    return Call("GET", "/v1/sessions", json_object, params=params)
+
+
+def revoke_session(session_id: str) -> Call[Json]:
+    return Call("DELETE", f"/v1/sessions/{_segment(session_id)}", json_object)
+
+
+def check_permission(session_id: str, scope: str) -> Call[Json]:
+    return Call("POST", f"/v1/sessions/{_segment(session_id)}/check", json_object, body={"scope": scope})
+
+
+# audit
+
+
+def log_action(
+    *,
+    session_id: str,
+    tool: str,
+    action: str,
+    cost_usd: Amount,
+    details: Json | None,
+    status: str,
+) -> Call[Json]:
+    body: Json = {
+        "session_id": session_id,
+        "tool": tool,
+        "action": action,
+        "cost_usd": _amount(cost_usd),
+        "details": details or {},
+        "status": status,
+    }
+    return Call("POST", "/v1/audit", json_object, body=body)
+
+
+def get_entry(entry_id: str) -> Call[Json]:
+    return Call("GET", f"/v1/audit/entries/{_segment(entry_id)}", json_object)
+
+
+def list_entries(
+    *,
+    session_id: str | None,
+    agent_id: str | None,
+    tool: str | None,
+    status: str | None,
+    flagged: bool | None,
+    since: Time | None,
+    until: Time | None,
+    limit: int,
+    cursor: str | None,
+    order: Order,
+) -> Call[Json]:
+    params = _query(
+        {
+            "session_id": session_id,
+            "agent_id": agent_id,
+            "tool": tool,
+            "status": status,
+            "flagged": flagged,
+            "since": since,
+            "until": until,
+            "limit": limit,
+            "cursor": cursor,
+            "order": order,
+        }
+    )
+    return Call("GET", "/v1/audit", json_object, params=params)
+
+
+def checkpoint() -> Call[str]:
+    return Call("GET", "/v1/audit/checkpoint", text, headers={"Accept": "text/plain"})
+
+
+def tree_head() -> Call[Json]:
+    return Call("GET", "/v1/audit/tree-head", json_object)
+
+
+def log_key() -> Call[Json]:
+    return Call("GET", "/v1/audit/log-key", json_object)
+
+
+def inclusion_proof(entry_id: str, *, tree_size: int | None) -> Call[Json]:
+    path = f"/v1/audit/inclusion-proof/{_segment(entry_id)}"
+    return Call("GET", path, json_object, params=_query({"tree_size": tree_size}))
+
+
+def consistency_proof(*, first: int, second: int) -> Call[Json]:
+    params = _query({"first": first, "second": second})
+    return Call("GET", "/v1/audit/consistency-proof", json_object, params=params)
+
+
+def verify_log() -> Call[Json]:
+    return Call("GET", "/v1/audit/verify", json_object)
+
+
+def spend(
+    *, session_id: str | None, agent_id: str | None, since: Time | None, until: Time | None
+) -> Call[Json]:
+    params = _query({"session_id": session_id, "agent_id": agent_id, "since": since, "until": until})
+    return Call("GET", "/v1/audit/spend", json_object, params=params)

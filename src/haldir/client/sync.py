@@ -1,0 +1,211 @@
+"""`HaldirClient`: the SDK over HTTP, blocking. Method names are the governor's; results are JSON objects."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from types import TracebackType
+from typing import Self, TypeVar
+
+import httpx
+
+from haldir.client import _http
+from haldir.client._http import DEFAULT_TIMEOUT, MAX_PAGE, Amount, Json, Order, Time
+
+T = TypeVar("T")
+
+
+class HaldirClient:
+    """A client of one Haldir server. `url` and `api_key` default to `HALDIR_URL` and `HALDIR_API_KEY`.
+
+    Errors raise the `HaldirError` subclass the server named (`NotFound`, `InsufficientScope`, …);
+    an unreachable server raises `ServerUnavailable`. Close it, or use it as a context manager.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url, key = _http.resolve(url, api_key)
+        self._client = httpx.Client(
+            base_url=self.url, headers=_http.headers(key), timeout=timeout, transport=transport
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _send(self, call: _http.Call[T]) -> T:
+        with _http.mapped_errors(self.url):
+            response = self._client.request(
+                call.method, call.path, params=call.params, json=call.body, headers=call.headers
+            )
+        return call.result(response)
+
+    # sessions
+
+    def create_session(
+        self,
+        *,
+        agent_id: str,
+        scopes: list[str],
+        ttl: int | None = None,
+        spend_limit: Amount | None = None,
+        idempotency_key: str | None = None,
+    ) -> Json:
+        return self._send(
+            _http.create_session(
+                agent_id=agent_id,
+                scopes=scopes,
+                ttl=ttl,
+                spend_limit=spend_limit,
+                idempotency_key=idempotency_key,
+            )
+        )
+
+    def get_session(self, session_id: str) -> Json:
+        return self._send(_http.get_session(session_id))
+
+    def list_sessions(
+        self,
+        *,
+        agent_id: str | None = None,
+        active: bool | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Json:
+        return self._send(_http.list_sessions(agent_id=agent_id, active=active, limit=limit, cursor=cursor))
+
+    def revoke_session(self, session_id: str) -> Json:
+        return self._send(_http.revoke_session(session_id))
+
+    def check_permission(self, session_id: str, scope: str) -> Json:
+        return self._send(_http.check_permission(session_id, scope))
+
+    # audit
+
+    def log_action(
+        self,
+        *,
+        session_id: str,
+        tool: str,
+        action: str,
+        cost_usd: Amount = "0",
+        details: Json | None = None,
+        status: str = "ok",
+    ) -> Json:
+        return self._send(
+            _http.log_action(
+                session_id=session_id,
+                tool=tool,
+                action=action,
+                cost_usd=cost_usd,
+                details=details,
+                status=status,
+            )
+        )
+
+    def get_entry(self, entry_id: str) -> Json:
+        return self._send(_http.get_entry(entry_id))
+
+    def list_entries(
+        self,
+        *,
+        session_id: str | None = None,
+        agent_id: str | None = None,
+        tool: str | None = None,
+        status: str | None = None,
+        flagged: bool | None = None,
+        since: Time | None = None,
+        until: Time | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        order: Order = "desc",
+    ) -> Json:
+        """One page, `{"entries", "next_cursor"}`: newest first, or in leaf order with `order="asc"`."""
+        return self._send(
+            _http.list_entries(
+                session_id=session_id,
+                agent_id=agent_id,
+                tool=tool,
+                status=status,
+                flagged=flagged,
+                since=since,
+                until=until,
+                limit=limit,
+                cursor=cursor,
+                order=order,
+            )
+        )
+
+    def iter_entries(
+        self,
+        *,
+        session_id: str | None = None,
+        agent_id: str | None = None,
+        tool: str | None = None,
+        status: str | None = None,
+        flagged: bool | None = None,
+        since: Time | None = None,
+        until: Time | None = None,
+        order: Order = "desc",
+        page_size: int = MAX_PAGE,
+    ) -> Iterator[Json]:
+        """Every entry that matches, page after page."""
+        cursor: str | None = None
+        while True:
+            page = self.list_entries(
+                session_id=session_id,
+                agent_id=agent_id,
+                tool=tool,
+                status=status,
+                flagged=flagged,
+                since=since,
+                until=until,
+                limit=page_size,
+                cursor=cursor,
+                order=order,
+            )
+            yield from page["entries"]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                return
+
+    def checkpoint(self) -> str:
+        """The latest checkpoint as signed note text; open it with `haldir.parse_checkpoint`."""
+        return self._send(_http.checkpoint())
+
+    def tree_head(self) -> Json:
+        return self._send(_http.tree_head())
+
+    def log_key(self) -> Json:
+        return self._send(_http.log_key())
+
+    def inclusion_proof(self, entry_id: str, *, tree_size: int | None = None) -> Json:
+        return self._send(_http.inclusion_proof(entry_id, tree_size=tree_size))
+
+    def consistency_proof(self, *, first: int, second: int) -> Json:
+        return self._send(_http.consistency_proof(first=first, second=second))
+
+    def verify_log(self) -> Json:
+        return self._send(_http.verify_log())
+
+    def spend(
+        self,
+        *,
+        session_id: str | None = None,
+        agent_id: str | None = None,
+        since: Time | None = None,
+        until: Time | None = None,
+    ) -> Json:
+        return self._send(_http.spend(session_id=session_id, agent_id=agent_id, since=since, until=until))
