@@ -21,6 +21,7 @@ from haldir.governor import Governor
 from haldir.http.app import create_app
 from haldir.settings import Settings
 from haldir.store.migrate import upgrade
+from haldir.store.schema import metadata
 from haldir.store.sql import SqlStore
 from tests.support import FakeClock
 
@@ -63,27 +64,26 @@ async def _migrate(url: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def postgres_template() -> Iterator[str]:
-    """A migrated template database; each test clones it (fast) instead of migrating from scratch."""
+def postgres_database() -> Iterator[str]:
+    """One migrated database for the session's PostgreSQL tests, dropped at the end."""
     base = _postgres_base()
-    name = f"haldir_tpl_{uuid.uuid4().hex[:12]}"
+    name = f"haldir_t_{uuid.uuid4().hex[:12]}"
     try:
         asyncio.run(_admin(base, f'CREATE DATABASE "{name}"'))
     except (OSError, asyncpg.PostgresError) as exc:
         pytest.fail(f"PostgreSQL at {base} is not reachable: {exc}")
-    asyncio.run(_migrate(make_url(base).set(database=name).render_as_string(hide_password=False)))
-    yield name
+    url = make_url(base).set(database=name).render_as_string(hide_password=False)
+    asyncio.run(_migrate(url))
+    yield url
     asyncio.run(_admin(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture
-def postgres_url(postgres_template: str) -> Iterator[str]:
-    """A fresh, migrated PostgreSQL database for one test."""
-    base = _postgres_base()
-    name = f"haldir_t_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(base, f'CREATE DATABASE "{name}" TEMPLATE "{postgres_template}"'))
-    yield make_url(base).set(database=name).render_as_string(hide_password=False)
-    asyncio.run(_admin(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+def postgres_url(postgres_database: str) -> str:
+    """The session's migrated PostgreSQL database, emptied for this test (far faster than a new one)."""
+    tables = ", ".join(f'"{table.name}"' for table in metadata.sorted_tables)
+    asyncio.run(_admin(postgres_database, f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    return postgres_database
 
 
 @pytest.fixture
