@@ -106,9 +106,6 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-# in-process appends
-
-
 class Commits:
     """Counts the transactions committed on a store's writer, to tell how many entries each one carried."""
 
@@ -227,9 +224,6 @@ async def inprocess_appends(url: str, args: argparse.Namespace) -> tuple[list[Re
     return appends.results, appends.notes
 
 
-# over HTTP
-
-
 def serve(
     env: dict[str, str], data_dir: Path, work: Callable[[str], Awaitable[list[Result]]]
 ) -> list[Result]:
@@ -263,9 +257,6 @@ async def http_appends(base: str, tenant: Tenant, args: argparse.Namespace) -> l
             )
             results.append(result)
     return results[1:]
-
-
-# a million entries, loaded directly
 
 
 class BulkLog:
@@ -405,9 +396,6 @@ async def postgres_size(url: str) -> list[str]:
         return lines
     finally:
         await conn.close()
-
-
-# proofs at a million entries
 
 
 async def inprocess_proofs(

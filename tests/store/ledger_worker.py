@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import traceback
 from datetime import UTC, datetime
 
 import anyio
@@ -67,11 +68,26 @@ async def append_all(url: str, tenant: str, *, worker: int, count: int, tasks: i
     return placed
 
 
+def causes(exc: BaseException) -> set[str]:
+    """One line per distinct failure inside `exc` (task groups nest them), with what caused it."""
+    if isinstance(exc, BaseExceptionGroup):
+        return set().union(*(causes(inner) for inner in exc.exceptions))
+    line = f"{type(exc).__name__}: {exc}"
+    if exc.__cause__ is not None:
+        line += f" (caused by {type(exc.__cause__).__name__}: {exc.__cause__})"
+    return {line[:500]}
+
+
 def main() -> None:
     url, tenant, worker, count, tasks = sys.argv[1:]
-    placed = anyio.run(
-        lambda: append_all(url, tenant, worker=int(worker), count=int(count), tasks=int(tasks))
-    )
+    try:
+        placed = anyio.run(
+            lambda: append_all(url, tenant, worker=int(worker), count=int(count), tasks=int(tasks))
+        )
+    except Exception as exc:  # the test shows the end of stderr: put the causes there, after the traceback
+        traceback.print_exc()
+        print("\n".join(["failed:", *sorted(causes(exc))]), file=sys.stderr)
+        sys.exit(1)
     print(json.dumps(placed), flush=True)
 
 

@@ -41,7 +41,8 @@ def display_prefix(value: str) -> str:
 
 
 def hash_key(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()
+    # surrogatepass: any Python string hashes (and then fails to match) instead of raising.
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def key_matches(value: str, stored_hash: str) -> bool:

@@ -124,11 +124,23 @@ class SqlLedger:
     ) -> dict[merkle.NodeId, bytes]:
         if not wanted:
             return {}
-        pairs = [(node.level, node.index) for node in wanted]
+        # Joined from a VALUES list rather than `(level, idx) IN (...)`: SQLite plans the IN list as a
+        # scan of every node of the tenant, the join as one primary-key lookup per wanted node.
+        pairs = (
+            sa.values(sa.column("level", sa.SmallInteger()), sa.column("idx", sa.BigInteger()), name="wanted")
+            .data([(node.level, node.index) for node in wanted])
+            .cte("wanted")
+        )
         rows = await conn.execute(
-            sa.select(merkle_nodes.c.level, merkle_nodes.c.idx, merkle_nodes.c.hash).where(
-                merkle_nodes.c.tenant_id == tenant_id,
-                sa.tuple_(merkle_nodes.c.level, merkle_nodes.c.idx).in_(pairs),
+            sa.select(merkle_nodes.c.level, merkle_nodes.c.idx, merkle_nodes.c.hash)
+            .select_from(pairs)
+            .join(
+                merkle_nodes,
+                sa.and_(
+                    merkle_nodes.c.tenant_id == tenant_id,
+                    merkle_nodes.c.level == pairs.c.level,
+                    merkle_nodes.c.idx == pairs.c.idx,
+                ),
             )
         )
         return {merkle.NodeId(row.level, row.idx): bytes(row.hash) for row in rows}
