@@ -6,6 +6,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import OperationalError
 
+from haldir.core import merkle
 from haldir.store.sql import SqlStore
 
 pytestmark = pytest.mark.anyio
@@ -54,3 +55,23 @@ async def test_write_transactions_begin_immediate(store: SqlStore) -> None:
     finally:
         sa.event.remove(store.engines.write.sync_engine, "before_cursor_execute", record)
     assert statements[0] == "BEGIN IMMEDIATE"
+
+
+async def test_merkle_nodes_are_fetched_by_primary_key_not_by_scanning_the_tenant(store: SqlStore) -> None:
+    captured: list[tuple[str, object]] = []
+
+    def record(conn: object, cursor: object, statement: str, parameters: object, *args: object) -> None:
+        if "merkle_nodes" in statement:
+            captured.append((statement, parameters))
+
+    sa.event.listen(store.engines.read.sync_engine, "before_cursor_execute", record)
+    try:
+        await store.ledger.nodes("acme", {merkle.NodeId(0, 1), merkle.NodeId(3, 2)})
+    finally:
+        sa.event.remove(store.engines.read.sync_engine, "before_cursor_execute", record)
+    statement, parameters = captured[0]
+    async with store.engines.read.connect() as conn:
+        plan = " ".join(
+            str(row[-1]) for row in await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
+        )
+    assert "tenant_id=? AND level=? AND idx=?" in plan, plan
