@@ -26,7 +26,6 @@ from haldir.store.schema import (
     anomaly_rules,
     checkpoints,
     events,
-    from_epoch_micros,
     ledger_entries,
     ledger_heads,
     log_keys,
@@ -175,20 +174,7 @@ class SqlLedger:
         """Newest first, `limit` entries with a leaf index below `before`; or, when `after` is given
         (-1 for the start), oldest first above it."""
         c = ledger_entries.c
-        query = sa.select(ledger_entries).where(c.tenant_id == tenant_id)
-        for column, value in (
-            (c.session_id, where.session_id),
-            (c.agent_id, where.agent_id),
-            (c.tool, where.tool),
-            (c.status, where.status),
-            (c.flagged, where.flagged),
-        ):
-            if value is not None:
-                query = query.where(column == value)
-        if where.since is not None:
-            query = query.where(c.created_at >= where.since)
-        if where.until is not None:
-            query = query.where(c.created_at < where.until)
+        query = _selected(sa.select(ledger_entries), tenant_id, where)
         if before is not None:
             query = query.where(c.leaf_index < before)
         if after is not None:
@@ -241,19 +227,11 @@ class SqlLedger:
     ) -> list[tuple[str | None, str | None, str, int, int]]:
         """(session_id, agent_id, tool, total cost micros, count) per group, for the entries selected."""
         c = ledger_entries.c
-        query = (
-            sa.select(c.session_id, c.agent_id, c.tool, sa.func.sum(c.cost), sa.func.count())
-            .where(c.tenant_id == tenant_id)
-            .group_by(c.session_id, c.agent_id, c.tool)
-        )
-        if where.session_id is not None:
-            query = query.where(c.session_id == where.session_id)
-        if where.agent_id is not None:
-            query = query.where(c.agent_id == where.agent_id)
-        if where.since is not None:
-            query = query.where(c.created_at >= where.since)
-        if where.until is not None:
-            query = query.where(c.created_at < where.until)
+        query = _selected(
+            sa.select(c.session_id, c.agent_id, c.tool, sa.func.sum(c.cost), sa.func.count()),
+            tenant_id,
+            where,
+        ).group_by(c.session_id, c.agent_id, c.tool)
         async with self._store.read_connection() as conn:
             return [(r[0], r[1], r[2], int(r[3] or 0), int(r[4])) for r in await conn.execute(query)]
 
@@ -354,14 +332,31 @@ def _rule(row: dict[str, Any]) -> Rule:
     )
 
 
+def _selected(query: Any, tenant_id: str, where: EntryFilter) -> Any:
+    """`query` narrowed to the tenant's entries that `where` selects (None fields select everything)."""
+    c = ledger_entries.c
+    query = query.where(c.tenant_id == tenant_id)
+    for column, value in (
+        (c.session_id, where.session_id),
+        (c.agent_id, where.agent_id),
+        (c.tool, where.tool),
+        (c.status, where.status),
+        (c.flagged, where.flagged),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    if where.since is not None:
+        query = query.where(c.created_at >= where.since)
+    if where.until is not None:
+        query = query.where(c.created_at < where.until)
+    return query
+
+
 def _stored(row: dict[str, Any]) -> StoredEntry:
     columns = {
         name: row[name]
         for name in ("entry_id", "session_id", "agent_id", "tool", "status", "flagged", "cost", "created_at")
     }
-    created = columns["created_at"]
-    if isinstance(created, int):  # rows built before insert hold what was bound, already a datetime
-        columns["created_at"] = from_epoch_micros(created)
     return StoredEntry(
         tenant_id=row["tenant_id"],
         leaf_index=int(row["leaf_index"]),
