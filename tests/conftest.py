@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -13,12 +15,16 @@ import asyncpg
 import httpx
 import hypothesis
 import pytest
+import structlog
 from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 
 from haldir.core.keys import Principal
+from haldir.core.vault import generate_master_key
 from haldir.governor import Governor
+from haldir.governor.keyring import MasterKeyring
 from haldir.http.app import create_app
+from haldir.logging import configure_logging
 from haldir.settings import Settings
 from haldir.store.migrate import upgrade
 from haldir.store.schema import metadata
@@ -114,8 +120,12 @@ async def store(store_url: str) -> AsyncIterator[SqlStore]:
 
 
 @pytest.fixture
-def governor(store: SqlStore, clock: FakeClock) -> Governor:
-    return Governor(store=store, clock=clock, custom_scopes=frozenset({"stripe"}))
+async def governor(store: SqlStore, clock: FakeClock) -> Governor:
+    """A governor over the store, with a Vault master key registered."""
+    keyring = MasterKeyring([generate_master_key()], source="the test keyring")
+    built = Governor(store=store, clock=clock, custom_scopes=frozenset({"stripe"}), master_keys=keyring)
+    await built.verify_vault_keys()
+    return built
 
 
 @dataclass
@@ -148,3 +158,16 @@ async def api(store_url: str, clock: FakeClock, tmp_path: Path) -> AsyncIterator
             api = Api(app=app, client=client, governor=governor, clock=clock, admin_key="")
             api.admin_key = await api.key("*")
             yield api
+
+
+@pytest.fixture
+def json_logs() -> Iterator[io.StringIO]:
+    """Everything Haldir logs during the test, as the JSON lines a server would write."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    stream = io.StringIO()
+    configure_logging(level="info", json=True, stream=stream)
+    yield stream
+    structlog.reset_defaults()
+    root.handlers[:] = handlers
+    root.setLevel(level)

@@ -9,6 +9,7 @@ from haldir.errors import HaldirError, error_classes
 def test_exported_members_are_pinned() -> None:
     assert sorted(haldir.__all__) == [
         "AsyncHaldirClient",
+        "BudgetExceeded",
         "Checkpoint",
         "CheckpointError",
         "Conflict",
@@ -29,6 +30,8 @@ def test_exported_members_are_pinned() -> None:
         "ServerUnavailable",
         "StoreUnavailable",
         "Unauthenticated",
+        "VaultSealed",
+        "VaultTampered",
         "Verifier",
         "__version__",
         "parse_checkpoint",

@@ -5,6 +5,7 @@ from haldir.core.checkpoints import Checkpoint, CheckpointError, Verifier, parse
 from haldir.core.export import ExportReport, verify_export
 from haldir.core.merkle import ProofError, verify_consistency, verify_inclusion
 from haldir.errors import (
+    BudgetExceeded,
     Conflict,
     HaldirError,
     IdempotencyKeyReused,
@@ -20,12 +21,15 @@ from haldir.errors import (
     ServerUnavailable,
     StoreUnavailable,
     Unauthenticated,
+    VaultSealed,
+    VaultTampered,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AsyncHaldirClient",
+    "BudgetExceeded",
     "Checkpoint",
     "CheckpointError",
     "Conflict",
@@ -46,6 +50,8 @@ __all__ = [
     "ServerUnavailable",
     "StoreUnavailable",
     "Unauthenticated",
+    "VaultSealed",
+    "VaultTampered",
     "Verifier",
     "__version__",
     "parse_checkpoint",

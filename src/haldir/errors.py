@@ -65,6 +65,14 @@ class ScopeDenied(HaldirError):
     exit_code = 4
 
 
+class BudgetExceeded(HaldirError):
+    """The amount does not fit in what is left of the session's budget; `details` holds the remainder."""
+
+    code = "budget_exceeded"
+    http_status = 402
+    exit_code = 4
+
+
 class NotFound(HaldirError):
     code = "not_found"
     http_status = 404
@@ -127,6 +135,22 @@ class LedgerTampered(HaldirError):
     """Stored ledger data no longer matches what was hashed and signed."""
 
     code = "ledger_tampered"
+    http_status = 500
+    exit_code = 9
+
+
+class VaultSealed(HaldirError):
+    """The master key that opens a tenant's data key is not configured on this server."""
+
+    code = "vault_sealed"
+    http_status = 503
+    exit_code = 8
+
+
+class VaultTampered(HaldirError):
+    """A stored secret or data key does not open under the right key: it was changed or moved."""
+
+    code = "vault_tampered"
     http_status = 500
     exit_code = 9
 

@@ -44,6 +44,11 @@ class Settings(BaseSettings):
         default=None,
         description="The log's Ed25519 signing key (`PRIVATE+KEY+…`); unset: generated into the data dir.",
     )
+    encryption_key: SecretStr | None = Field(
+        default=None,
+        description="The Vault's master key: base64 of 32 bytes; several, comma-separated and newest first, "
+        "while rotating. Unset: generated into the data dir.",
+    )
     db_pool_size: int = Field(default=10, ge=1, le=200, description="PostgreSQL connections per process.")
 
     @field_validator("custom_scopes", mode="before")

@@ -187,8 +187,12 @@ def test_the_sync_client_against_a_real_server(tmp_path: Path) -> None:
     env = environment(tmp_path)
     assert haldir("migrate", "up", env=env).returncode == 0
     with serve(env, tmp_path) as server, HaldirClient(server.url, server.printed_keys()[0]) as client:
-        session = client.create_session(agent_id="bot", scopes=["read"], idempotency_key="once")
-        again = client.create_session(agent_id="bot", scopes=["read"], idempotency_key="once")
+        session = client.create_session(
+            agent_id="bot", scopes=["read"], spend_limit="5", idempotency_key="once"
+        )
+        again = client.create_session(
+            agent_id="bot", scopes=["read"], spend_limit="5", idempotency_key="once"
+        )
         assert again["session_id"] == session["session_id"]
         for cost in ("0.10", "0.20", "0.30"):
             client.log_action(session_id=session["session_id"], tool="search", action="query", cost_usd=cost)

@@ -434,6 +434,7 @@ def test_audit_record_holds_every_field_in_canonical_form() -> None:
         "action": "charge",
         "status": "ok",
         "cost_usd": "2.50",
+        "charged_usd": "0.00",
         "details": {"customer": "cus_1"},
         "flagged": False,
         "flag_reason": None,
@@ -441,7 +442,7 @@ def test_audit_record_holds_every_field_in_canonical_form() -> None:
         "policy_id": "pol_1",
     }
     assert canonical_bytes(record) == (
-        b'{"action":"charge","agent_id":"agent-7","cost_usd":"2.50","details":{"customer":"cus_1"},'
+        b'{"action":"charge","agent_id":"agent-7","charged_usd":"0.00","cost_usd":"2.50","details":{"customer":"cus_1"},'
         b'"entry_id":"aud_1","flag_reason":null,"flagged":false,"policy_id":"pol_1","session_id":"ses_1",'
         b'"status":"ok","tenant_id":"acme","timestamp":"2026-04-05T19:00:00.000000Z","tool":"stripe"}'
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 from fastapi import FastAPI
 
 PUBLIC = {("GET", "/livez"), ("GET", "/readyz"), ("GET", "/healthz")}
@@ -18,6 +19,18 @@ SAMPLES: dict[tuple[str, str], tuple[str, Any]] = {
     ("GET", "/v1/sessions/{session_id}"): ("sessions:read", None),
     ("DELETE", "/v1/sessions/{session_id}"): ("sessions:write", None),
     ("POST", "/v1/sessions/{session_id}/check"): ("sessions:read", {"scope": "read"}),
+    ("POST", "/v1/secrets"): ("vault:write", {"name": "walker-stored", "value": "v"}),
+    ("GET", "/v1/secrets"): ("vault:read", None),
+    ("GET", "/v1/secrets/{name}"): ("vault:read", None),
+    ("DELETE", "/v1/secrets/{name}"): ("vault:write", None),
+    ("POST", "/v1/payments/authorize"): (
+        "payments:write",
+        {"session_id": "{spend_session_id}", "amount": "0.50"},
+    ),
+    ("GET", "/v1/payments"): ("payments:read", None),
+    ("GET", "/v1/payments/{authorization_id}"): ("payments:read", None),
+    ("POST", "/v1/payments/{authorization_id}/capture"): ("payments:write", {"amount": "0.25"}),
+    ("POST", "/v1/payments/{authorization_id}/void"): ("payments:write", None),
     ("POST", "/v1/audit"): ("audit:write", {"session_id": "{session_id}", "tool": "t", "action": "a"}),
     ("GET", "/v1/audit"): ("audit:read", None),
     ("GET", "/v1/audit/entries/{entry_id}"): ("audit:read", None),
@@ -36,6 +49,41 @@ SAMPLES: dict[tuple[str, str], tuple[str, Any]] = {
 # Query strings a route needs to get past validation and reach its scope check.
 QUERIES = {("GET", "/v1/audit/consistency-proof"): "?first=1&second=1"}
 
+# A route that settles what another route needs intact takes its id from another sample resource:
+# capture and void each get an authorization of their own.
+ALIASES = {
+    ("POST", "/v1/payments/{authorization_id}/void"): {"authorization_id": "voidable_authorization_id"}
+}
+
+SAMPLE_SECRET = "walker-secret"
+
+
+async def seed(client: httpx.AsyncClient, headers: dict[str, str]) -> dict[str, str]:
+    """The ids the Vault and payment samples name, owned by the tenant of `headers`: a secret, a session
+    that may spend, and two authorizations of it (one to capture, one to void)."""
+    stored = await client.post(
+        "/v1/secrets", json={"name": SAMPLE_SECRET, "value": "s3cret"}, headers=headers
+    )
+    assert stored.status_code == 201, stored.text
+    session = await client.post(
+        "/v1/sessions", json={"agent_id": "a", "scopes": ["spend"], "spend_limit": "10"}, headers=headers
+    )
+    assert session.status_code == 201, session.text
+    spend_session_id = session.json()["session_id"]
+    authorized = []
+    for _ in range(2):
+        response = await client.post(
+            "/v1/payments/authorize", json={"session_id": spend_session_id, "amount": "1"}, headers=headers
+        )
+        assert response.status_code == 201, response.text
+        authorized.append(response.json()["authorization_id"])
+    return {
+        "name": SAMPLE_SECRET,
+        "spend_session_id": spend_session_id,
+        "authorization_id": authorized[0],
+        "voidable_authorization_id": authorized[1],
+    }
+
 
 def api_routes(app: FastAPI) -> list[tuple[str, str]]:
     """Every (method, path) the app documents in its OpenAPI description: the routes clients can call."""
@@ -46,6 +94,8 @@ def api_routes(app: FastAPI) -> list[tuple[str, str]]:
 
 
 def fill(method: str, path: str, ids: dict[str, str]) -> str:
+    aliases = ALIASES.get((method, path), {})
+    ids = {**ids, **{name: ids[alias] for name, alias in aliases.items() if alias in ids}}
     url = path + QUERIES.get((method, path), "")
     for name, value in ids.items():
         url = url.replace("{" + name + "}", value)

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.anyio
 async def _session(api: Api, key: str | None = None) -> str:
     response = await api.client.post(
         "/v1/sessions",
-        json={"agent_id": "agent-7", "scopes": ["execute"]},
+        json={"agent_id": "agent-7", "scopes": ["execute"], "spend_limit": "100000"},
         headers=api.auth(key or api.admin_key),
     )
     assert response.status_code == 201, response.text

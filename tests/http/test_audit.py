@@ -21,7 +21,7 @@ pytestmark = pytest.mark.anyio
 async def _session(api: Api, **body: Any) -> str:
     response = await api.client.post(
         "/v1/sessions",
-        json={"agent_id": "agent-7", "scopes": ["execute"], **body},
+        json={"agent_id": "agent-7", "scopes": ["execute"], "spend_limit": "100000", **body},
         headers=api.auth(api.admin_key),
     )
     return str(response.json()["session_id"])
@@ -59,6 +59,7 @@ async def test_an_appended_entry_follows_the_verifiability_contract(api: Api) ->
         "action": "charge",
         "status": "ok",
         "cost_usd": "29.99",
+        "charged_usd": "29.99",
         "details": {"charge": "ch_1", "temperature": 0.7},
         "flagged": False,
         "flag_reason": None,

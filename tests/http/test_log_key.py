@@ -57,6 +57,7 @@ async def test_a_server_with_another_log_key_refuses_to_start(tmp_path: Path, st
         data_dir=tmp_path / "c",
         database_url=store_url,
         log_signing_key=SecretStr((tmp_path / "a" / KEY_FILE).read_text().strip()),
+        encryption_key=SecretStr((tmp_path / "a" / "vault-master.key").read_text().strip()),
     )
     twin = create_app(same)
     async with twin.router.lifespan_context(twin):

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import io
 import json
-import logging
-from collections.abc import Iterator
 
 import pytest
-import structlog
 
-from haldir.logging import configure_logging
 from tests.conftest import Api
 
 pytestmark = pytest.mark.anyio
@@ -19,18 +15,6 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 def store_url(sqlite_url: str) -> str:
     return sqlite_url
-
-
-@pytest.fixture
-def json_logs() -> Iterator[io.StringIO]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    stream = io.StringIO()
-    configure_logging(level="info", json=True, stream=stream)
-    yield stream
-    structlog.reset_defaults()
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 async def test_each_request_logs_one_json_line_with_context_and_no_secrets(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import Api
-from tests.http.routes import PUBLIC, SAMPLES, api_routes, body_for, fill
+from tests.http.routes import PUBLIC, SAMPLES, api_routes, body_for, fill, seed
 
 pytestmark = pytest.mark.anyio
 
@@ -26,6 +26,7 @@ async def _resources(api: Api) -> dict[str, str]:
         "entry_id": entry.json()["entry_id"],
         "rule_id": rule.json()["rule_id"],
         "prefix": api.admin_key[:12],
+        **await seed(api.client, owner),
     }
 
 

@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections import Counter
-from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from pathlib import Path
 
-import anyio
 import pytest
 import sqlalchemy as sa
-from anyio.abc import Process
-from anyio.streams.buffered import BufferedByteReceiveStream
 
 from haldir.core import merkle
 from haldir.core.keys import ApiKey, Principal, generate_key
@@ -22,33 +16,13 @@ from haldir.governor import Governor
 from haldir.store.schema import merkle_nodes
 from haldir.store.sql import SqlStore
 from tests.store import ledger_worker
+from tests.store.processes import run_workers
 from tests.support import FakeClock
 
 pytestmark = pytest.mark.anyio
 
-ROOT = Path(__file__).resolve().parents[2]
 TENANT = "acme"
 TASKS_PER_PROCESS = 50  # enough waiters that each process's group commit really forms batches
-START_LIMIT_S = 60.0
-RUN_LIMIT_S = 90.0
-
-
-@dataclass
-class Worker:
-    number: int
-    process: Process
-    stdout: BufferedByteReceiveStream
-    stderr: Path
-
-    async def line(self) -> str:
-        """The next line the worker printed (without its newline), or "" if it closed its output first."""
-        try:
-            return (await self.stdout.receive_until(b"\n", 1 << 20)).decode()
-        except (anyio.IncompleteRead, anyio.EndOfStream):
-            return ""
-
-    def failure(self, what: str) -> str:
-        return f"worker {self.number} {what}; its stderr:\n{self.stderr.read_text()[-4000:]}"
 
 
 async def test_2000_appends_from_4_processes_on_postgresql_leave_one_contiguous_verifying_log(
@@ -83,45 +57,11 @@ async def _appends_from_processes(url: str, tmp_path: Path, *, processes: int, p
 
 async def _run_workers(url: str, tmp_path: Path, *, processes: int, per_process: int) -> list[dict[str, int]]:
     """Start the workers, let them all go at once, and return each one's entry id → leaf index."""
-    async with AsyncExitStack() as stack:
-        workers = []
-        for number in range(processes):
-            stderr = tmp_path / f"worker-{number}.err"
-            command = [sys.executable, "-m", "tests.store.ledger_worker", url, TENANT]
-            command += [str(number), str(per_process), str(TASKS_PER_PROCESS)]
-            process = await anyio.open_process(
-                command, cwd=ROOT, stderr=stack.enter_context(stderr.open("wb"))
-            )
-            stack.push_async_callback(_stop, process)
-            assert process.stdout is not None
-            workers.append(Worker(number, process, BufferedByteReceiveStream(process.stdout), stderr))
-
-        with anyio.fail_after(START_LIMIT_S):
-            for worker in workers:
-                assert await worker.line() == "ready", worker.failure("did not get ready")
-        for worker in workers:
-            assert worker.process.stdin is not None
-            await worker.process.stdin.send(b"go\n")
-
-        outputs = [""] * processes
-
-        async def finish(worker: Worker) -> None:
-            outputs[worker.number] = await worker.line()
-            assert await worker.process.wait() == 0, worker.failure("failed")
-
-        with anyio.fail_after(RUN_LIMIT_S):
-            async with anyio.create_task_group() as tg:
-                for worker in workers:
-                    tg.start_soon(finish, worker)
-    return [json.loads(output) for output in outputs]
-
-
-async def _stop(process: Process) -> None:
-    """Kill a worker still running (after a timeout or another failure), then reap it."""
-    if process.returncode is None:
-        process.kill()
-    with anyio.CancelScope(shield=True), anyio.fail_after(10):
-        await process.aclose()
+    commands = [
+        ["tests.store.ledger_worker", url, TENANT, str(number), str(per_process), str(TASKS_PER_PROCESS)]
+        for number in range(processes)
+    ]
+    return [json.loads(output) for output in await run_workers(commands, tmp_path)]
 
 
 async def _require_one_verifying_log(

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer._click.core import Context  # Typer vendors click; its Group.invoke is typed with this Context
 
-from haldir.cli import audit, keys, migrate, serve
+from haldir.cli import audit, keys, migrate, serve, vault
 from haldir.errors import HaldirError
 
 
@@ -39,6 +39,7 @@ app.command("serve")(serve.serve)
 app.add_typer(migrate.app, name="migrate")
 app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
+app.add_typer(vault.app, name="vault")
 
 
 @app.callback()

@@ -8,11 +8,12 @@ import typer
 import uvicorn
 from rich.console import Console
 
-from haldir.cli.operator import open_governor, run
+from haldir.cli.operator import run
 from haldir.core.keys import NewKey
 from haldir.governor import DEFAULT_TENANT
 from haldir.http.app import create_app
 from haldir.logging import configure_logging
+from haldir.runtime import open_runtime
 from haldir.settings import Settings
 
 
@@ -25,12 +26,18 @@ def serve(
     settings = Settings(**overrides)  # type: ignore[arg-type]
     configure_logging(level=settings.log_level, json=settings.log_json)
 
-    async def bootstrap() -> NewKey | None:
-        async with open_governor(settings) as gov:
-            return await gov.bootstrap(DEFAULT_TENANT)
+    async def bootstrap() -> tuple[NewKey | None, str | None]:
+        # Opening the Vault here refuses a wrong or missing master key before the server starts.
+        async with open_runtime(settings, pool_size=2, vault=True) as runtime:
+            return await runtime.governor.bootstrap(DEFAULT_TENANT), runtime.generated_master_key
 
-    new = run(bootstrap)
+    new, generated_key = run(bootstrap)
     base = f"http://{settings.host}:{settings.port}"
+    if generated_key is not None:
+        Console(highlight=False, soft_wrap=True).print(
+            f"Generated the Vault's master key into {generated_key} (mode 0600). Back it up: without it no "
+            "secret can be read. On several servers, set HALDIR_ENCRYPTION_KEY instead."
+        )
     if new is not None:
         console = Console(highlight=False, soft_wrap=True)
         console.rule("Haldir first start")

@@ -139,6 +139,10 @@ def _segment(value: str) -> str:
     return quote(value, safe="")
 
 
+def _idempotency(key: str | None) -> dict[str, str]:
+    return {"Idempotency-Key": key} if key else {}
+
+
 # sessions
 
 
@@ -155,8 +159,7 @@ def create_session(
         body["ttl"] = ttl
     if spend_limit is not None:
         body["spend_limit"] = _amount(spend_limit)
-    extra = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-    return Call("POST", "/v1/sessions", json_object, body=body, headers=extra)
+    return Call("POST", "/v1/sessions", json_object, body=body, headers=_idempotency(idempotency_key))
 
 
 def get_session(session_id: str) -> Call[Json]:
@@ -176,6 +179,71 @@ def check_permission(session_id: str, scope: str) -> Call[Json]:
     return Call("POST", f"/v1/sessions/{_segment(session_id)}/check", json_object, body={"scope": scope})
 
 
+# secrets
+
+
+def store_secret(*, name: str, value: str, scope_required: str, idempotency_key: str | None) -> Call[Json]:
+    body: Json = {"name": name, "value": value, "scope_required": scope_required}
+    return Call("POST", "/v1/secrets", json_object, body=body, headers=_idempotency(idempotency_key))
+
+
+def get_secret(name: str, *, session_id: str, version: int | None) -> Call[Json]:
+    path = f"/v1/secrets/{_segment(name)}"
+    params = _query({"version": version})
+    return Call("GET", path, json_object, params=params, headers={"X-Session-ID": session_id})
+
+
+def secret_info(name: str) -> Call[Json]:
+    return Call("GET", f"/v1/secrets/{_segment(name)}", json_object)
+
+
+def list_secrets(*, limit: int, cursor: str | None) -> Call[Json]:
+    return Call("GET", "/v1/secrets", json_object, params=_query({"limit": limit, "cursor": cursor}))
+
+
+def delete_secret(name: str) -> Call[Json]:
+    return Call("DELETE", f"/v1/secrets/{_segment(name)}", json_object)
+
+
+# payments
+
+
+def authorize_payment(
+    *,
+    session_id: str,
+    amount: Amount,
+    currency: str,
+    description: str,
+    idempotency_key: str | None,
+) -> Call[Json]:
+    body: Json = {
+        "session_id": session_id,
+        "amount": _amount(amount),
+        "currency": currency,
+        "description": description,
+    }
+    headers = _idempotency(idempotency_key)
+    return Call("POST", "/v1/payments/authorize", json_object, body=body, headers=headers)
+
+
+def capture_payment(payment_id: str, *, amount: Amount | None) -> Call[Json]:
+    body: Json = {} if amount is None else {"amount": _amount(amount)}
+    return Call("POST", f"/v1/payments/{_segment(payment_id)}/capture", json_object, body=body)
+
+
+def void_payment(payment_id: str) -> Call[Json]:
+    return Call("POST", f"/v1/payments/{_segment(payment_id)}/void", json_object)
+
+
+def get_payment(payment_id: str) -> Call[Json]:
+    return Call("GET", f"/v1/payments/{_segment(payment_id)}", json_object)
+
+
+def list_payments(*, session_id: str | None, limit: int, cursor: str | None) -> Call[Json]:
+    params = _query({"session_id": session_id, "limit": limit, "cursor": cursor})
+    return Call("GET", "/v1/payments", json_object, params=params)
+
+
 # audit
 
 
@@ -187,6 +255,7 @@ def log_action(
     cost_usd: Amount,
     details: Json | None,
     status: str,
+    authorization_id: str | None,
 ) -> Call[Json]:
     body: Json = {
         "session_id": session_id,
@@ -196,6 +265,8 @@ def log_action(
         "details": details or {},
         "status": status,
     }
+    if authorization_id is not None:
+        body["authorization_id"] = authorization_id
     return Call("POST", "/v1/audit", json_object, body=body)
 
 

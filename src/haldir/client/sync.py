@@ -92,6 +92,68 @@ class HaldirClient:
     def check_permission(self, session_id: str, scope: str) -> Json:
         return self._send(_http.check_permission(session_id, scope))
 
+    # secrets
+
+    def store_secret(
+        self, *, name: str, value: str, scope_required: str = "read", idempotency_key: str | None = None
+    ) -> Json:
+        """Seal `value` as the next version of `name`; the answer never holds the value."""
+        return self._send(
+            _http.store_secret(
+                name=name, value=value, scope_required=scope_required, idempotency_key=idempotency_key
+            )
+        )
+
+    def get_secret(self, name: str, *, session_id: str, version: int | None = None) -> Json:
+        """Release the value (latest version, or `version`) to a session holding its `scope_required`."""
+        return self._send(_http.get_secret(name, session_id=session_id, version=version))
+
+    def secret_info(self, name: str) -> Json:
+        """A secret's metadata, never its value."""
+        return self._send(_http.secret_info(name))
+
+    def list_secrets(self, *, limit: int = 50, cursor: str | None = None) -> Json:
+        return self._send(_http.list_secrets(limit=limit, cursor=cursor))
+
+    def delete_secret(self, name: str) -> Json:
+        return self._send(_http.delete_secret(name))
+
+    # payments
+
+    def authorize_payment(
+        self,
+        *,
+        session_id: str,
+        amount: Amount,
+        currency: str = "USD",
+        description: str = "",
+        idempotency_key: str | None = None,
+    ) -> Json:
+        """Reserve `amount` of the session's budget; `BudgetExceeded` when it does not fit."""
+        return self._send(
+            _http.authorize_payment(
+                session_id=session_id,
+                amount=amount,
+                currency=currency,
+                description=description,
+                idempotency_key=idempotency_key,
+            )
+        )
+
+    def capture_payment(self, payment_id: str, *, amount: Amount | None = None) -> Json:
+        return self._send(_http.capture_payment(payment_id, amount=amount))
+
+    def void_payment(self, payment_id: str) -> Json:
+        return self._send(_http.void_payment(payment_id))
+
+    def get_payment(self, payment_id: str) -> Json:
+        return self._send(_http.get_payment(payment_id))
+
+    def list_payments(
+        self, *, session_id: str | None = None, limit: int = 50, cursor: str | None = None
+    ) -> Json:
+        return self._send(_http.list_payments(session_id=session_id, limit=limit, cursor=cursor))
+
     # audit
 
     def log_action(
@@ -103,6 +165,7 @@ class HaldirClient:
         cost_usd: Amount = "0",
         details: Json | None = None,
         status: str = "ok",
+        authorization_id: str | None = None,
     ) -> Json:
         return self._send(
             _http.log_action(
@@ -112,6 +175,7 @@ class HaldirClient:
                 cost_usd=cost_usd,
                 details=details,
                 status=status,
+                authorization_id=authorization_id,
             )
         )
 

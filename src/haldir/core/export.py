@@ -31,6 +31,7 @@ CSV_COLUMNS: Final = (
     "action",
     "status",
     "cost_usd",
+    "charged_usd",
     "flagged",
     "flag_reason",
     "details",
@@ -38,6 +39,7 @@ CSV_COLUMNS: Final = (
     "entry_hash",
 )
 _FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
+_DECIMAL: Final = re.compile(r"-?[0-9]+\.[0-9]+")  # a signed amount is data, not a formula
 _ID: Final = re.compile(r"[A-Za-z0-9_]{1,100}")
 
 
@@ -84,7 +86,7 @@ def _cell(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     text = str(value)
-    return f"'{text}" if text.startswith(_FORMULA_START) else text
+    return f"'{text}" if text.startswith(_FORMULA_START) and not _DECIMAL.fullmatch(text) else text
 
 
 def verify_export(

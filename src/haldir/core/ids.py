@@ -8,6 +8,7 @@ import string
 _ALPHABET = string.ascii_letters + string.digits
 
 SESSION = "ses"
+PAYMENT = "pay"
 API_KEY = "hld"
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import rfc8785
 
 from haldir.core.clock import utc
-from haldir.core.money import format_micros, to_micros
+from haldir.core.money import format_micros, format_signed_micros, signed_micros, to_micros
 from haldir.errors import InvalidRequest
 
 HASH_SIZE = 32
@@ -204,12 +204,17 @@ def audit_record(
     flagged: bool,
     flag_reason: str | None,
     timestamp: datetime,
+    charged_micros: int = 0,
     **extra: Any,
 ) -> dict[str, Any]:
     """The canonical record of an audit entry; every field of it, tenant and flags included, is hashed.
 
-    `cost_usd` is normalised to Haldir's decimal text (`0.5` and `0.500` both become `"0.50"`) so equal
-    amounts always hash alike. `extra` carries later fields (policy ids, decisions) verbatim.
+    `cost_usd` is what the action cost, as reported; `charged_usd` is what the entry changed its
+    session's `spent` by: the amount for a charge or an authorization, negative for a released
+    reservation, zero for a cost already covered by an authorization. Summing `charged_usd` over a
+    session's entries gives its `spent`. Amounts are normalised to Haldir's decimal text (`0.5` and
+    `0.500` both become `"0.50"`) so equal amounts always hash alike. `extra` carries later fields
+    (policy ids, decisions) verbatim.
     """
     if status not in STATUSES:
         raise ValueError(f"status must be one of {sorted(STATUSES)}, got {status!r}")
@@ -226,6 +231,7 @@ def audit_record(
         "action": action,
         "status": status,
         "cost_usd": format_micros(to_micros(cost_usd, field="cost_usd")),
+        "charged_usd": format_signed_micros(charged_micros),
         "details": details,
         "flagged": flagged,
         "flag_reason": flag_reason,
@@ -299,5 +305,6 @@ def indexed_fields(record: dict[str, Any]) -> dict[str, Any]:
         "status": record["status"],
         "flagged": record["flagged"],
         "cost": to_micros(record["cost_usd"]),
+        "charged": signed_micros(record.get("charged_usd", "0")),  # absent from entries before payments
         "created_at": datetime.fromisoformat(record["timestamp"]),
     }

@@ -53,3 +53,15 @@ def from_micros(micros: int) -> Decimal:
 def format_micros(micros: int) -> str:
     """The decimal string Haldir shows for an amount, never in exponent notation."""
     return f"{from_micros(micros):f}"
+
+
+def format_signed_micros(micros: int) -> str:
+    """`format_micros` with a leading '-' for negative amounts: a budget release, never a price."""
+    return ("-" if micros < 0 else "") + format_micros(abs(micros))
+
+
+def signed_micros(text: str, *, field: str = "amount") -> int:
+    """The micro-units of a decimal string that may start with '-' (as `format_signed_micros` writes)."""
+    negative = isinstance(text, str) and text.startswith("-")
+    micros = to_micros(text[1:] if negative else text, field=field)
+    return -micros if negative else micros

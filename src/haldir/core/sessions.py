@@ -66,3 +66,19 @@ def check_scope(session: Session, wanted: Scope, *, now: datetime) -> Decision:
                 f"less than {format_micros(amount)}",
             )
     return Decision(True)
+
+
+def holds_spend(session: Session) -> bool:
+    """Whether the session may spend at all: it holds `spend`, or `spend:<amount>` (its budget)."""
+    return any(scope.name == SPEND for scope in session.scopes)
+
+
+def spend_refusal(session: Session, micros: int, *, now: datetime) -> str:
+    """Why a charge of `micros` against `session` does not apply at `now`."""
+    invalid = session.invalid_reason(now)
+    if invalid:
+        return invalid
+    return (
+        f"session {session.session_id} has {format_micros(session.remaining_micros)} USD of budget left, "
+        f"less than {format_micros(micros)}"
+    )

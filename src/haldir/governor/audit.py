@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
-from decimal import Decimal
 from typing import Any, Literal
 
 from haldir.core import ids, merkle
-from haldir.core.anomalies import Candidate, detect, lookback
+from haldir.core.anomalies import Candidate, RecentEntry, Rule, detect, lookback
 from haldir.core.checkpoints import Checkpoint, Signer, sign_checkpoint
 from haldir.core.keys import Principal
 from haldir.core.ledger import (
-    STATUSES,
     EntryFilter,
     NewEntry,
     StoredCheckpoint,
@@ -23,13 +20,19 @@ from haldir.core.ledger import (
 from haldir.core.money import to_micros
 from haldir.core.pagination import MAX_PAGE, Position, decode_cursor, encode_cursor
 from haldir.errors import ConfigurationError, InvalidRequest, LedgerTampered, NotFound
-from haldir.governor.base import GovernorBase, text_field
+from haldir.governor.base import GovernorBase
 
 AUDIT = "aud"
 MAX_DETAILS_BYTES = 64 * 1024
 _ASCENDING = "ledger-asc"  # the cursor id of oldest-first pages, so a cursor is never reused across orders
 
 Order = Literal["asc", "desc"]
+
+
+@dataclass(frozen=True)
+class Lookback:
+    rules: list[Rule]
+    recent: list[RecentEntry]
 
 
 @dataclass(frozen=True)
@@ -64,44 +67,48 @@ class LogKey:
 
 
 class AuditMixin(GovernorBase):
-    async def log_action(
-        self,
-        principal: Principal,
-        *,
-        session_id: str,
-        tool: str,
-        action: str,
-        cost_usd: Decimal | int | str = "0",
-        details: dict[str, Any] | None = None,
-        status: str = "ok",
-        **extra: Any,
-    ) -> StoredEntry:
-        """Append an action of a session to its tenant's ledger; returns once the entry is durable."""
-        principal.require("audit:write")
-        session = await self._session(principal, session_id)
-        if status not in STATUSES:
-            raise InvalidRequest(f"status must be one of {sorted(STATUSES)}, got {status!r}")
-        details = {} if details is None else details
-        if len(canonical_bytes({"details": details})) > MAX_DETAILS_BYTES:
-            raise InvalidRequest(f"details must be at most {MAX_DETAILS_BYTES} bytes as canonical JSON")
-        return await self._append(
-            principal.tenant_id,
-            session_id=session.session_id,
-            agent_id=session.agent_id,
-            tool=text_field(tool, field="tool", max_length=200),
-            action=text_field(action, field="action", max_length=200),
-            status=status,
-            cost_usd=cost_usd,
-            details=details,
-            **extra,
-        )
-
     async def _append(
         self, tenant_id: str, *, session_id: str | None, agent_id: str | None, **fields: Any
     ) -> StoredEntry:
-        """Record anything in the ledger: the one door every governed action and decision goes through."""
+        """Record anything in the ledger: the one door every governed action and decision goes through
+        (spends, which commit with their entry, build theirs with `_entry` and append it in their
+        transaction)."""
+        context = await self._lookback(tenant_id, session_id)
+        entry = self._entry(tenant_id, context, session_id=session_id, agent_id=agent_id, **fields)
+        return await self._store.ledger.append(entry)
+
+    async def _lookback(self, tenant_id: str, session_id: str | None) -> Lookback:
+        """What anomaly detection needs to judge a new entry of `session_id`: the tenant's rules and the
+        session's latest entries. Entries of the same session committing in the same batch do not see
+        each other."""
+        rules = await self._store.ledger.list_rules(tenant_id)
+        recent = (
+            []
+            if session_id is None
+            else await self._store.ledger.recent(tenant_id, session_id, limit=lookback(rules))
+        )
+        return Lookback(rules, recent)
+
+    def _entry(
+        self,
+        tenant_id: str,
+        context: Lookback,
+        *,
+        session_id: str | None,
+        agent_id: str | None,
+        **fields: Any,
+    ) -> NewEntry:
+        """A ledger entry of `fields`, flagged when the detectors or the tenant's rules say so."""
         now = self._clock.now()
-        flag_reason = await self._anomaly(tenant_id, session_id=session_id, fields=fields, now=now)
+        candidate = Candidate(
+            session_id=session_id,
+            tool=fields["tool"],
+            action=fields["action"],
+            status=fields["status"],
+            cost_micros=to_micros(fields.get("cost_usd", 0), field="cost_usd"),
+            timestamp=now,
+        )
+        flag_reason = detect(candidate, context.recent, context.rules, now)
         record = audit_record(
             entry_id=ids.new_id(AUDIT),
             tenant_id=tenant_id,
@@ -112,33 +119,7 @@ class AuditMixin(GovernorBase):
             timestamp=now,
             **fields,
         )
-        return await self._store.ledger.append(
-            NewEntry(tenant_id=tenant_id, record=record, canonical=canonical_bytes(record))
-        )
-
-    async def _anomaly(
-        self, tenant_id: str, *, session_id: str | None, fields: dict[str, Any], now: datetime
-    ) -> str | None:
-        """Why this entry looks anomalous, or None: the built-in detectors and the tenant's rules.
-
-        Detectors see the session's entries committed before this one; entries of the same session that
-        commit in the same batch do not see each other.
-        """
-        candidate = Candidate(
-            session_id=session_id,
-            tool=fields["tool"],
-            action=fields["action"],
-            status=fields["status"],
-            cost_micros=to_micros(fields.get("cost_usd", 0), field="cost_usd"),
-            timestamp=now,
-        )
-        rules = await self._store.ledger.list_rules(tenant_id)
-        recent = (
-            []
-            if session_id is None
-            else await self._store.ledger.recent(tenant_id, session_id, limit=lookback(rules))
-        )
-        return detect(candidate, recent, rules, now)
+        return NewEntry(tenant_id=tenant_id, record=record, canonical=canonical_bytes(record))
 
     async def get_entry(self, principal: Principal, entry_id: str) -> StoredEntry:
         principal.require("audit:read")

@@ -11,7 +11,9 @@ from haldir.core.clock import Clock
 from haldir.core.keys import Principal
 from haldir.core.scopes import BUILTIN_SCOPES
 from haldir.core.sessions import Session
+from haldir.core.vault import DataKey
 from haldir.errors import InvalidRequest, NotFound
+from haldir.governor.keyring import MasterKeyring
 from haldir.store.ports import Store
 
 DEFAULT_TENANT = "default"
@@ -28,6 +30,7 @@ class GovernorBase:
         max_ttl: int = 30 * 86400,
         log_signer: Signer | None = None,
         log_origin: str = "haldir.local",
+        master_keys: MasterKeyring | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -35,6 +38,9 @@ class GovernorBase:
         self._max_ttl = max_ttl
         self._log_signer = log_signer
         self._log_origin = log_origin
+        self._keyring = master_keys
+        self._master_checks: dict[int, str] = {}  # master key version -> check value, as registered
+        self._data_keys: dict[tuple[str, int], DataKey] = {}  # unwrapped, by (tenant, version)
 
     async def _session(self, principal: Principal, session_id: str) -> Session:
         session = None

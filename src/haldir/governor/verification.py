@@ -135,12 +135,12 @@ class VerificationMixin(AuditMixin):
         by_agent: dict[str, int] = {}
         by_tool: dict[str, int] = {}
         total = count = 0
-        for session, agent, tool, cost, n in groups:
-            total += cost
+        for session, agent, tool, charged, n in groups:
+            total += charged
             count += n
             for bucket, key in ((by_session, session), (by_agent, agent), (by_tool, tool)):
                 if key is not None:
-                    bucket[key] = bucket.get(key, 0) + cost
+                    bucket[key] = bucket.get(key, 0) + charged
         return Spend(
             total=from_micros(total),
             count=count,

@@ -5,19 +5,20 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import structlog
 from fastapi import FastAPI
 
 from haldir import __version__
 from haldir.core.clock import Clock
 from haldir.http.errors import ErrorBody, install_error_handlers
 from haldir.http.middleware import EdgeMiddleware
-from haldir.http.routes import audit, audit_rules, health, keys, sessions
+from haldir.http.routes import audit, audit_rules, health, keys, payments, secrets, sessions
 from haldir.logkey import load_log_signer
 from haldir.runtime import open_runtime
 from haldir.settings import Settings
 
 _ERRORS: dict[int | str, dict[str, object]] = {
-    status_code: {"model": ErrorBody} for status_code in (400, 401, 403, 404, 413, 422, 503)
+    status_code: {"model": ErrorBody} for status_code in (400, 401, 402, 403, 404, 409, 413, 422, 503)
 }
 
 
@@ -27,7 +28,13 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         signer, _ = load_log_signer(settings)
-        async with open_runtime(settings, clock=clock, log_signer=signer) as runtime:
+        async with open_runtime(settings, clock=clock, log_signer=signer, vault=True) as runtime:
+            if runtime.generated_master_key is not None:
+                structlog.get_logger("haldir").warning(
+                    "vault.master_key_generated",
+                    path=runtime.generated_master_key,
+                    advice="back this file up: without it no secret can be read",
+                )
             app.state.store = runtime.store
             app.state.governor = runtime.governor
             yield
@@ -43,6 +50,6 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(EdgeMiddleware)
-    for module in (health, keys, sessions, audit_rules, audit):
+    for module in (health, keys, sessions, secrets, payments, audit_rules, audit):
         app.include_router(module.router)
     return app

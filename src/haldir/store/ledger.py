@@ -57,13 +57,14 @@ class SqlLedger:
         async with self._store.write_transaction() as conn:
             for tenant_id, group in itertools.groupby(order, key=lambda i: batch[i].tenant_id):
                 positions = list(group)
-                stored = await self._append_tenant(conn, tenant_id, [batch[i] for i in positions])
+                stored = await self.append_in(conn, tenant_id, [batch[i] for i in positions])
                 results.update(zip(positions, stored, strict=True))
         return [results[i] for i in range(len(batch))]
 
-    async def _append_tenant(
+    async def append_in(
         self, conn: AsyncConnection, tenant_id: str, entries: list[NewEntry]
     ) -> list[StoredEntry]:
+        """Append `entries` inside the caller's transaction, so they commit with what else it changes."""
         # The head row serialises appenders of one tenant across processes and replicas: on PostgreSQL
         # the row lock is held until this transaction ends; SQLite's writer holds the database lock.
         await conn.execute(
@@ -225,10 +226,10 @@ class SqlLedger:
     async def spend(
         self, tenant_id: str, *, where: EntryFilter
     ) -> list[tuple[str | None, str | None, str, int, int]]:
-        """(session_id, agent_id, tool, total cost micros, count) per group, for the entries selected."""
+        """(session_id, agent_id, tool, total charged micros, count) per group, for the entries selected."""
         c = ledger_entries.c
         query = _selected(
-            sa.select(c.session_id, c.agent_id, c.tool, sa.func.sum(c.cost), sa.func.count()),
+            sa.select(c.session_id, c.agent_id, c.tool, sa.func.sum(c.charged), sa.func.count()),
             tenant_id,
             where,
         ).group_by(c.session_id, c.agent_id, c.tool)
@@ -355,7 +356,17 @@ def _selected(query: Any, tenant_id: str, where: EntryFilter) -> Any:
 def _stored(row: dict[str, Any]) -> StoredEntry:
     columns = {
         name: row[name]
-        for name in ("entry_id", "session_id", "agent_id", "tool", "status", "flagged", "cost", "created_at")
+        for name in (
+            "entry_id",
+            "session_id",
+            "agent_id",
+            "tool",
+            "status",
+            "flagged",
+            "cost",
+            "charged",
+            "created_at",
+        )
     }
     return StoredEntry(
         tenant_id=row["tenant_id"],

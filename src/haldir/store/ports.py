@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from haldir.core.anomalies import RecentEntry, Rule
 from haldir.core.idempotency import IdempotencyClaim, Outcome
@@ -12,6 +13,8 @@ from haldir.core.keys import ApiKey
 from haldir.core.ledger import EntryFilter, NewEntry, StoredCheckpoint, StoredEntry
 from haldir.core.merkle import NodeId
 from haldir.core.pagination import Page, Position
+from haldir.core.payments import Payment
+from haldir.core.secrets import SecretInfo, SecretVersion, WrappedDataKey
 from haldir.core.sessions import Session
 
 
@@ -106,6 +109,96 @@ class LedgerStore(Protocol):
     async def record_log_key(self, vkey: str, *, at: datetime) -> str: ...
 
 
+class SpendTransaction(Protocol):
+    """One write transaction over a tenant's budgets, payments and ledger: all of it commits or none.
+
+    Lock order in every spend: payment row, then session row, then the tenant's ledger head.
+    """
+
+    async def charge(self, session_id: str, micros: int, *, now: datetime) -> Session | None:
+        """Add `micros` to the session's `spent` with one conditional UPDATE; the session afterwards.
+
+        A charge (> 0) applies only while the session is valid and stays within its limit; a release
+        (< 0) always applies. None when the condition did not hold."""
+        ...
+
+    async def session(self, session_id: str) -> Session | None: ...
+
+    async def claim(self, request: IdempotencyClaim, resource_id: str, *, at: datetime) -> str | None:
+        """Claim an Idempotency-Key in this transaction: None when new, else the earlier resource id."""
+        ...
+
+    async def insert_payment(self, payment: Payment) -> None: ...
+
+    async def payment(self, payment_id: str) -> Payment | None:
+        """The payment, locked until the transaction ends."""
+        ...
+
+    async def settle_payment(
+        self, payment_id: str, *, status: str, captured_micros: int | None, now: datetime
+    ) -> Payment | None:
+        """Move an authorized payment to `status`; None unless it was still authorized."""
+        ...
+
+    async def report(self, payment_id: str, micros: int, *, now: datetime) -> Payment | None:
+        """Count reported cost against the payment if it stays within what the payment holds."""
+        ...
+
+    async def append(self, entry: NewEntry) -> StoredEntry: ...
+
+    async def record_event(self, type: str, payload: dict[str, Any], *, at: datetime) -> None: ...
+
+
+class PaymentStore(Protocol):
+    def spend_transaction(self, tenant_id: str) -> AbstractAsyncContextManager[SpendTransaction]: ...
+
+    async def get_payment(self, tenant_id: str, payment_id: str) -> Payment | None: ...
+
+    async def list_payments(
+        self, tenant_id: str, *, session_id: str | None, limit: int, after: Position | None
+    ) -> Page[Payment]: ...
+
+
+class VaultStore(Protocol):
+    """Master key versions by check value, wrapped data keys, and sealed secret versions."""
+
+    async def master_keys(self) -> dict[int, str]: ...
+
+    async def register_master_key(self, check_value: str, *, at: datetime) -> int: ...
+
+    async def data_key_counts(self) -> dict[int, int]: ...
+
+    async def secret_counts(self) -> tuple[int, int]: ...
+
+    async def data_key(self, tenant_id: str, version: int | None = None) -> WrappedDataKey | None: ...
+
+    async def insert_data_key(self, key: WrappedDataKey) -> WrappedDataKey: ...
+
+    async def data_keys_not_on(self, master_version: int, *, limit: int) -> list[WrappedDataKey]: ...
+
+    async def rewrap(self, key: WrappedDataKey, *, master_version: int, wrapped: bytes) -> bool: ...
+
+    async def latest_version(self, tenant_id: str, name: str) -> int: ...
+
+    async def secret_version(
+        self, tenant_id: str, name: str, version: int | None
+    ) -> SecretVersion | None: ...
+
+    async def insert_secret(
+        self, secret: SecretVersion, *, entry: NewEntry, idempotency: IdempotencyClaim | None
+    ) -> Outcome[SecretVersion] | None: ...
+
+    async def record_release(
+        self, tenant_id: str, name: str, *, at: datetime, entry: NewEntry
+    ) -> StoredEntry: ...
+
+    async def delete_secret(self, tenant_id: str, name: str, *, entry: NewEntry) -> int: ...
+
+    async def list_secrets(self, tenant_id: str, *, limit: int, after: str | None) -> list[SecretInfo]: ...
+
+    async def secret_info(self, tenant_id: str, name: str) -> SecretInfo | None: ...
+
+
 class HealthStore(Protocol):
     @property
     def backend(self) -> str: ...
@@ -117,8 +210,11 @@ class HealthStore(Protocol):
     async def schema_revision(self) -> str | None: ...
 
 
-class Store(KeyStore, SessionStore, HealthStore, Protocol):
+class Store(KeyStore, SessionStore, PaymentStore, HealthStore, Protocol):
     @property
     def ledger(self) -> LedgerStore: ...
+
+    @property
+    def vault(self) -> VaultStore: ...
 
     async def close(self) -> None: ...

@@ -90,7 +90,7 @@ idempotency_keys = sa.Table(
     sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.tenant_id"), primary_key=True),
     sa.Column("key", sa.String(255), primary_key=True),
     sa.Column("fingerprint", sa.String(64), nullable=False),
-    sa.Column("resource_id", sa.String(64), nullable=False),
+    sa.Column("resource_id", sa.String(255), nullable=False),
     sa.Column("created_at", Micros(), nullable=False),
 )
 
@@ -112,6 +112,7 @@ ledger_entries = sa.Table(
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("flagged", sa.Boolean(), nullable=False),
     sa.Column("cost", sa.BigInteger(), nullable=False),
+    sa.Column("charged", sa.BigInteger(), nullable=False, server_default="0"),
     sa.Column("created_at", Micros(), nullable=False),
     sa.UniqueConstraint("tenant_id", "entry_id"),
     sa.Index(None, "tenant_id", "session_id", "leaf_index"),
@@ -179,4 +180,80 @@ events = sa.Table(
     sa.Column("created_at", Micros(), nullable=False),
     sa.Column("delivered_at", Micros(), nullable=True),
     sa.Index(None, "tenant_id", "delivered_at"),
+)
+
+# The Vault. Master keys (KEKs) are never stored: a row names a version by its key check value, so a
+# server with a missing or different key is recognised before it touches a secret.
+vault_master_keys = sa.Table(
+    "vault_master_keys",
+    metadata,
+    sa.Column("version", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("check_value", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", Micros(), nullable=False),
+)
+
+# A tenant's data keys, each wrapped (AES-256-GCM) by one master key version.
+vault_data_keys = sa.Table(
+    "vault_data_keys",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.tenant_id"), primary_key=True),
+    sa.Column("version", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("master_version", sa.Integer(), nullable=False),
+    sa.Column("wrapped", sa.LargeBinary(), nullable=False),
+    sa.Column("created_at", Micros(), nullable=False),
+    sa.Index(None, "master_version"),
+)
+
+# One row per secret name: what listings show without touching a ciphertext.
+secrets = sa.Table(
+    "secrets",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.tenant_id"), primary_key=True),
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("latest_version", sa.Integer(), nullable=False),
+    sa.Column("access_count", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("last_accessed_at", Micros(), nullable=True),
+    sa.Column("created_at", Micros(), nullable=False),
+    sa.Column("updated_at", Micros(), nullable=False),
+)
+
+# Every version of every secret, sealed under the tenant data key `data_key_version`; `value_digest` is
+# the tenant-keyed HMAC of the value that ledger entries carry instead of the value.
+secret_versions = sa.Table(
+    "secret_versions",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.tenant_id"), primary_key=True),
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("version", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("scope_required", sa.String(200), nullable=False),
+    sa.Column("data_key_version", sa.Integer(), nullable=False),
+    sa.Column("sealed", sa.LargeBinary(), nullable=False),
+    sa.Column("value_digest", sa.String(64), nullable=False),
+    sa.Column("created_at", Micros(), nullable=False),
+)
+
+# Payment authorizations. `amount` is reserved in the session's `spent` while authorized; `captured` is
+# the final amount; `reported` is what audit entries matched to this authorization have claimed of it.
+payments = sa.Table(
+    "payments",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.tenant_id"), primary_key=True),
+    sa.Column("payment_id", sa.String(64), primary_key=True),
+    sa.Column("session_id", sa.String(64), nullable=False),
+    sa.Column("amount", sa.BigInteger(), nullable=False),
+    sa.Column("captured", sa.BigInteger(), nullable=True),
+    sa.Column("reported", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("description", sa.String(500), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", Micros(), nullable=False),
+    sa.Column("updated_at", Micros(), nullable=False),
+    sa.CheckConstraint("status IN ('authorized', 'captured', 'voided')", name="status"),
+    sa.CheckConstraint(
+        "amount > 0 AND captured >= 0 AND captured <= amount AND reported >= 0 "
+        "AND reported <= COALESCE(captured, amount)",
+        name="amounts",
+    ),
+    sa.Index(None, "tenant_id", "session_id", "created_at", "payment_id"),
+    sa.Index(None, "tenant_id", "created_at", "payment_id"),
 )

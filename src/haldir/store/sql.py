@@ -15,12 +15,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from haldir.core.idempotency import IdempotencyClaim, Outcome
 from haldir.core.keys import ApiKey
 from haldir.core.pagination import Page, Position
-from haldir.core.scopes import Scope
+from haldir.core.payments import Payment
 from haldir.core.sessions import Session
 from haldir.errors import IdempotencyKeyReused, StoreUnavailable
 from haldir.store.engines import Backend, Engines, create_engines
 from haldir.store.ledger import SqlLedger
+from haldir.store.rows import key_from_row, key_row, session_from_row, session_row
 from haldir.store.schema import api_keys, epoch_micros, from_epoch_micros, idempotency_keys, sessions, tenants
+from haldir.store.spend import SqlSpend, get_payment, list_payments
+from haldir.store.vault import SqlVault
 
 
 class SqlStore:
@@ -30,6 +33,7 @@ class SqlStore:
     def __init__(self, engines: Engines) -> None:
         self._engines = engines
         self.ledger = SqlLedger(self)
+        self.vault = SqlVault(self)
 
     @classmethod
     def open(cls, url: str, *, pool_size: int = 10) -> SqlStore:
@@ -63,6 +67,21 @@ class SqlStore:
         """An INSERT in the backend's dialect, which supports `on_conflict_do_nothing`."""
         dialect = postgresql if self.backend == "postgresql" else sqlite
         return dialect.insert(table)
+
+    # payments and budgets
+
+    @asynccontextmanager
+    async def spend_transaction(self, tenant_id: str) -> AsyncIterator[SqlSpend]:
+        async with self.write_transaction() as conn:
+            yield SqlSpend(self, conn, tenant_id)
+
+    async def get_payment(self, tenant_id: str, payment_id: str) -> Payment | None:
+        return await get_payment(self, tenant_id, payment_id)
+
+    async def list_payments(
+        self, tenant_id: str, *, session_id: str | None, limit: int, after: Position | None
+    ) -> Page[Payment]:
+        return await list_payments(self, tenant_id, session_id=session_id, limit=limit, after=after)
 
     # health
 
@@ -125,7 +144,7 @@ class SqlStore:
             )
             if created.rowcount != 1:
                 return False
-            await conn.execute(sa.insert(api_keys).values(**_key_row(key, key_hash)))
+            await conn.execute(sa.insert(api_keys).values(**key_row(key, key_hash)))
             return True
 
     async def insert_key(
@@ -141,7 +160,7 @@ class SqlStore:
             if idempotency is not None:
                 prior = await self._claim(conn, key.tenant_id, idempotency, key.prefix, key.created_at)
             if prior is None:
-                await conn.execute(sa.insert(api_keys).values(**_key_row(key, key_hash)))
+                await conn.execute(sa.insert(api_keys).values(**key_row(key, key_hash)))
                 return Outcome(key)
             row = (
                 await conn.execute(
@@ -150,12 +169,12 @@ class SqlStore:
                     )
                 )
             ).one()
-            return Outcome(_key(row), replayed=True)
+            return Outcome(key_from_row(row), replayed=True)
 
     async def find_key(self, prefix: str) -> tuple[ApiKey, str] | None:
         async with self.read_connection() as conn:
             row = (await conn.execute(sa.select(api_keys).where(api_keys.c.prefix == prefix))).first()
-        return None if row is None else (_key(row), row.key_hash)
+        return None if row is None else (key_from_row(row), row.key_hash)
 
     async def list_keys(self, tenant_id: str) -> list[ApiKey]:
         async with self.read_connection() as conn:
@@ -164,7 +183,7 @@ class SqlStore:
                 .where(api_keys.c.tenant_id == tenant_id)
                 .order_by(api_keys.c.created_at, api_keys.c.prefix)
             )
-            return [_key(row) for row in rows]
+            return [key_from_row(row) for row in rows]
 
     async def revoke_key(self, tenant_id: str, prefix: str, *, at: datetime) -> ApiKey | None:
         where = (api_keys.c.tenant_id == tenant_id, api_keys.c.prefix == prefix)
@@ -173,7 +192,7 @@ class SqlStore:
                 sa.update(api_keys).where(*where, api_keys.c.revoked_at.is_(None)).values(revoked_at=at)
             )
             row = (await conn.execute(sa.select(api_keys).where(*where))).first()
-        return None if row is None else _key(row)
+        return None if row is None else key_from_row(row)
 
     # sessions
 
@@ -187,7 +206,7 @@ class SqlStore:
                     conn, session.tenant_id, idempotency, session.session_id, session.created_at
                 )
             if prior is None:
-                await conn.execute(sa.insert(sessions).values(**_session_row(session)))
+                await conn.execute(sa.insert(sessions).values(**session_row(session)))
                 return Outcome(session)
             row = (
                 await conn.execute(
@@ -196,7 +215,7 @@ class SqlStore:
                     )
                 )
             ).one()
-            return Outcome(_session(row), replayed=True)
+            return Outcome(session_from_row(row), replayed=True)
 
     async def get_session(self, tenant_id: str, session_id: str) -> Session | None:
         async with self.read_connection() as conn:
@@ -207,7 +226,7 @@ class SqlStore:
                     )
                 )
             ).first()
-        return None if row is None else _session(row)
+        return None if row is None else session_from_row(row)
 
     async def list_sessions(
         self,
@@ -233,7 +252,7 @@ class SqlStore:
         query = query.order_by(sessions.c.created_at.desc(), sessions.c.session_id.desc()).limit(limit + 1)
         async with self.read_connection() as conn:
             rows = (await conn.execute(query)).all()
-        items = [_session(row) for row in rows[:limit]]
+        items = [session_from_row(row) for row in rows[:limit]]
         more = len(rows) > limit
         last = items[-1] if more else None
         position = None if last is None else Position(epoch_micros(last.created_at), last.session_id)
@@ -246,7 +265,7 @@ class SqlStore:
                 sa.update(sessions).where(*where, sessions.c.revoked_at.is_(None)).values(revoked_at=at)
             )
             row = (await conn.execute(sa.select(sessions).where(*where))).first()
-        return None if row is None else _session(row)
+        return None if row is None else session_from_row(row)
 
 
 @asynccontextmanager
@@ -257,55 +276,3 @@ async def _unavailable_as_error() -> AsyncIterator[None]:
         raise StoreUnavailable(
             f"the store did not answer ({type(exc).__name__}): check HALDIR_DATABASE_URL and the server"
         ) from exc
-
-
-def _key_row(key: ApiKey, key_hash: str) -> dict[str, Any]:
-    return {
-        "prefix": key.prefix,
-        "tenant_id": key.tenant_id,
-        "key_hash": key_hash,
-        "name": key.name,
-        "scopes": sorted(key.scopes),
-        "created_at": key.created_at,
-        "revoked_at": key.revoked_at,
-    }
-
-
-def _key(row: sa.Row[Any]) -> ApiKey:
-    return ApiKey(
-        tenant_id=row.tenant_id,
-        prefix=row.prefix,
-        name=row.name,
-        scopes=frozenset(row.scopes),
-        created_at=row.created_at,
-        revoked_at=row.revoked_at,
-    )
-
-
-def _session_row(session: Session) -> dict[str, Any]:
-    return {
-        "tenant_id": session.tenant_id,
-        "session_id": session.session_id,
-        "agent_id": session.agent_id,
-        "scopes": [str(scope) for scope in session.scopes],
-        "spend_limit": session.spend_limit_micros,
-        "spent": session.spent_micros,
-        "ttl": session.ttl,
-        "created_at": session.created_at,
-        "expires_at": session.expires_at,
-        "revoked_at": session.revoked_at,
-    }
-
-
-def _session(row: sa.Row[Any]) -> Session:
-    return Session(
-        tenant_id=row.tenant_id,
-        session_id=row.session_id,
-        agent_id=row.agent_id,
-        scopes=tuple(Scope.from_text(text) for text in row.scopes),
-        spend_limit_micros=row.spend_limit,
-        spent_micros=row.spent,
-        ttl=row.ttl,
-        created_at=row.created_at,
-        revoked_at=row.revoked_at,
-    )

@@ -25,6 +25,11 @@ class EntryCreate(BaseModel):
     cost_usd: Money = Field(default=0)  # type: ignore[assignment]
     details: dict[str, Any] = Field(default_factory=dict, description="Any JSON object, up to 64 KiB.")
     status: str = Field(default="ok", description="`ok`, `denied` or `error`.")
+    authorization_id: str | None = Field(
+        default=None,
+        max_length=100,
+        description="An authorization of the session that already holds `cost_usd`: not charged twice.",
+    )
 
 
 class EntryCreated(BaseModel):
@@ -112,6 +117,7 @@ async def log_action(body: EntryCreate, gov: GovernorDep, who: PrincipalDep) -> 
         cost_usd=body.cost_usd,
         details=body.details,
         status=body.status,
+        authorization_id=body.authorization_id,
     )
     record = entry.record
     return EntryCreated(

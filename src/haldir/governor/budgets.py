@@ -1,0 +1,357 @@
+"""One spend ledger: payments reserve, capture and release budget; governed calls charge their cost.
+
+Every change to a session's `spent` commits in one transaction with the ledger entry that records it
+(`charged_usd`), so summing a session's entries always gives its `spent`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from haldir.core import ids
+from haldir.core.idempotency import IdempotencyClaim, Outcome, claim
+from haldir.core.keys import Principal
+from haldir.core.ledger import STATUSES, NewEntry, StoredEntry, canonical_bytes
+from haldir.core.money import format_micros, to_micros
+from haldir.core.pagination import MAX_PAGE, Page, decode_cursor
+from haldir.core.payments import (
+    AUTHORIZED,
+    BUDGET_EXHAUSTED,
+    CAPTURED,
+    CURRENCY,
+    PAYMENTS_TOOL,
+    VOIDED,
+    Payment,
+)
+from haldir.core.sessions import Session, holds_spend, spend_refusal
+from haldir.errors import BudgetExceeded, Conflict, InvalidAmount, InvalidRequest, NotFound, ScopeDenied
+from haldir.governor.audit import AuditMixin, Lookback
+from haldir.governor.base import text_field
+from haldir.store.ports import SpendTransaction
+
+MAX_DETAILS_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Authorization:
+    payment: Payment
+    remaining_micros: int
+
+
+class BudgetsMixin(AuditMixin):
+    async def log_action(
+        self,
+        principal: Principal,
+        *,
+        session_id: str,
+        tool: str,
+        action: str,
+        cost_usd: Decimal | int | str = "0",
+        details: dict[str, Any] | None = None,
+        status: str = "ok",
+        authorization_id: str | None = None,
+    ) -> StoredEntry:
+        """Append an action of a session to its tenant's ledger; returns once the entry is durable.
+
+        A cost is charged to the session's budget in the same transaction, or refused (402, and the
+        refusal is what the ledger records). With `authorization_id` the cost is matched to that
+        payment authorization, which already holds it, instead of being charged twice.
+        """
+        principal.require("audit:write")
+        session = await self._session(principal, session_id)
+        if status not in STATUSES:
+            raise InvalidRequest(f"status must be one of {sorted(STATUSES)}, got {status!r}")
+        details = {} if details is None else details
+        if len(canonical_bytes({"details": details})) > MAX_DETAILS_BYTES:
+            raise InvalidRequest(f"details must be at most {MAX_DETAILS_BYTES} bytes as canonical JSON")
+        fields: dict[str, Any] = {
+            "tool": text_field(tool, field="tool", max_length=200),
+            "action": text_field(action, field="action", max_length=200),
+            "status": status,
+            "cost_usd": cost_usd,
+            "details": details,
+        }
+        cost = to_micros(cost_usd, field="cost_usd")
+        if authorization_id is not None:
+            return await self._log_against(principal, session, authorization_id, cost, fields)
+        if cost == 0:
+            return await self._append(
+                principal.tenant_id, session_id=session.session_id, agent_id=session.agent_id, **fields
+            )
+        context = await self._lookback(principal.tenant_id, session.session_id)
+        async with self._store.spend_transaction(principal.tenant_id) as tx:
+            charged = await tx.charge(session.session_id, cost, now=self._clock.now())
+            if charged is not None:
+                entry = await tx.append(self._spend_entry(context, charged, charged_micros=cost, **fields))
+                await self._exhausted(tx, charged, entry)
+                return entry
+            refusal = await self._refuse(tx, context, session, cost, fields)
+        raise refusal
+
+    async def _log_against(
+        self, principal: Principal, session: Session, authorization_id: str, cost: int, fields: dict[str, Any]
+    ) -> StoredEntry:
+        fields = {**fields, "authorization_id": authorization_id}
+        context = await self._lookback(principal.tenant_id, session.session_id)
+        async with self._store.spend_transaction(principal.tenant_id) as tx:
+            payment = await tx.payment(authorization_id) if ids.is_id(ids.PAYMENT, authorization_id) else None
+            if payment is None or payment.session_id != session.session_id:
+                raise NotFound(
+                    f"no payment authorization {authorization_id!r} of session {session.session_id}"
+                )
+            if await tx.report(authorization_id, cost, now=self._clock.now()) is not None:
+                return await tx.append(self._spend_entry(context, session, charged_micros=0, **fields))
+            held = 0 if payment.status == VOIDED else payment.charged_micros - payment.reported_micros
+            reason = (
+                f"authorization {authorization_id} is {payment.status} and covers {format_micros(held)} USD "
+                f"more, less than {format_micros(cost)}: authorize the difference"
+            )
+            denied = {**fields, "status": "denied", "details": {**fields["details"], "refused": reason}}
+            await tx.append(self._spend_entry(context, session, charged_micros=0, **denied))
+        raise BudgetExceeded(reason, remaining_budget=format_micros(held))
+
+    # payments
+
+    async def authorize_payment(
+        self,
+        principal: Principal,
+        *,
+        session_id: str,
+        amount: Decimal | int | str,
+        currency: str = CURRENCY,
+        description: str = "",
+        idempotency_key: str | None = None,
+    ) -> Outcome[Authorization]:
+        """Reserve `amount` of the session's budget with one conditional update; 402 when it does not fit."""
+        principal.require("payments:write")
+        session = await self._session(principal, session_id)
+        micros = to_micros(amount, field="amount")
+        if micros == 0:
+            raise InvalidAmount("amount must be more than 0", field="amount")
+        if currency != CURRENCY:
+            raise InvalidRequest(f"currency must be {CURRENCY!r}, got {currency!r}", field="currency")
+        if description:
+            description = text_field(description, field="description", max_length=500)
+        request = claim(
+            idempotency_key,
+            operation="payments.authorize",
+            payload={"session_id": session.session_id, "amount": micros, "description": description},
+        )
+        tenant_id = principal.tenant_id
+        context = await self._lookback(tenant_id, session.session_id)
+        fields: dict[str, Any] = {
+            "tool": PAYMENTS_TOOL,
+            "action": "payment.authorize",
+            "cost_usd": format_micros(micros),
+            "details": {
+                "amount_usd": format_micros(micros),
+                "currency": currency,
+                "description": description,
+            },
+        }
+        if not holds_spend(session):
+            reason = (
+                f"session {session.session_id} lacks scope 'spend'; it has {[str(s) for s in session.scopes]}"
+            )
+            await self._append(
+                tenant_id,
+                session_id=session.session_id,
+                agent_id=session.agent_id,
+                **{**fields, "status": "denied", "details": {**fields["details"], "refused": reason}},
+            )
+            raise ScopeDenied(reason)
+        now = self._clock.now()
+        payment = Payment(
+            tenant_id=tenant_id,
+            payment_id=ids.new_id(ids.PAYMENT),
+            session_id=session.session_id,
+            amount_micros=micros,
+            currency=currency,
+            description=description,
+            status=AUTHORIZED,
+            created_at=now,
+            updated_at=now,
+        )
+        async with self._store.spend_transaction(tenant_id) as tx:
+            if request is not None:
+                replayed = await self._replay(tx, request, payment)
+                if replayed is not None:
+                    return replayed
+            charged = await tx.charge(session.session_id, micros, now=now)
+            if charged is not None:
+                await tx.insert_payment(payment)
+                fields["details"]["authorization_id"] = payment.payment_id
+                entry = await tx.append(
+                    self._spend_entry(context, charged, charged_micros=micros, status="ok", **fields)
+                )
+                await self._exhausted(tx, charged, entry)
+                return Outcome(Authorization(payment, charged.remaining_micros))
+            refusal = await self._refuse(tx, context, session, micros, {**fields, "status": "ok"})
+        raise refusal
+
+    async def _replay(
+        self, tx: SpendTransaction, request: IdempotencyClaim, payment: Payment
+    ) -> Outcome[Authorization] | None:
+        """The earlier answer to a request under this Idempotency-Key, or None when the key is new."""
+        prior = await tx.claim(request, payment.payment_id, at=payment.created_at)
+        if prior is None:
+            return None
+        session = await tx.session(payment.session_id)
+        remaining = 0 if session is None else session.remaining_micros
+        earlier = await tx.payment(prior)
+        if earlier is None:  # the earlier request was refused; so is its replay
+            raise BudgetExceeded(
+                "this Idempotency-Key's authorization was refused; use a new key to try again",
+                remaining_budget=format_micros(remaining),
+            )
+        return Outcome(Authorization(earlier, remaining), replayed=True)
+
+    async def capture_payment(
+        self, principal: Principal, payment_id: str, *, amount: Decimal | int | str | None = None
+    ) -> Payment:
+        """Capture an authorized payment, optionally for less, releasing the difference to the budget."""
+        principal.require("payments:write")
+        final = None if amount is None else to_micros(amount, field="amount")
+        return await self._settle(principal, payment_id, status=CAPTURED, final=final)
+
+    async def void_payment(self, principal: Principal, payment_id: str) -> Payment:
+        """Void an authorized payment, releasing its whole amount to the budget."""
+        principal.require("payments:write")
+        return await self._settle(principal, payment_id, status=VOIDED, final=None)
+
+    async def _settle(
+        self, principal: Principal, payment_id: str, *, status: str, final: int | None
+    ) -> Payment:
+        tenant_id = principal.tenant_id
+        found = (
+            await self._store.get_payment(tenant_id, payment_id)
+            if ids.is_id(ids.PAYMENT, payment_id)
+            else None
+        )
+        if found is None:
+            raise NotFound(f"no payment {payment_id!r} in this tenant")
+        context = await self._lookback(tenant_id, found.session_id)
+        now = self._clock.now()
+        async with self._store.spend_transaction(tenant_id) as tx:
+            payment = await tx.payment(payment_id)  # locked: one settlement wins
+            if payment is None:
+                raise NotFound(f"no payment {payment_id!r} in this tenant")
+            if payment.status != AUTHORIZED:
+                raise Conflict(
+                    f"payment {payment_id} is {payment.status}; only an authorized payment can be settled"
+                )
+            captured = _captured(payment, status=status, final=final)
+            settled = await tx.settle_payment(payment_id, status=status, captured_micros=captured, now=now)
+            assert settled is not None  # locked and authorized above
+            release = settled.charged_micros - payment.amount_micros
+            session = await (
+                tx.charge(payment.session_id, release, now=now) if release else tx.session(payment.session_id)
+            )
+            assert session is not None  # payments keep their session
+            await tx.append(
+                self._spend_entry(
+                    context,
+                    session,
+                    charged_micros=release,
+                    tool=PAYMENTS_TOOL,
+                    action=f"payment.{'capture' if status == CAPTURED else 'void'}",
+                    status="ok",
+                    cost_usd=format_micros(settled.charged_micros),
+                    details={
+                        "authorization_id": payment_id,
+                        "amount_usd": format_micros(payment.amount_micros),
+                    },
+                )
+            )
+        return settled
+
+    async def get_payment(self, principal: Principal, payment_id: str) -> Payment:
+        principal.require("payments:read")
+        found = (
+            await self._store.get_payment(principal.tenant_id, payment_id)
+            if ids.is_id(ids.PAYMENT, payment_id)
+            else None
+        )
+        if found is None:
+            raise NotFound(f"no payment {payment_id!r} in this tenant")
+        return found
+
+    async def list_payments(
+        self,
+        principal: Principal,
+        *,
+        session_id: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[Payment]:
+        principal.require("payments:read")
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidRequest(f"limit must be from 1 to {MAX_PAGE}, got {limit}")
+        if session_id is not None and not ids.is_id(ids.SESSION, session_id):
+            raise InvalidRequest(f"session_id {session_id!r} is not a session id", field="session_id")
+        return await self._store.list_payments(
+            principal.tenant_id, session_id=session_id, limit=limit, after=decode_cursor(cursor)
+        )
+
+    # the shared steps of a spend
+
+    def _spend_entry(
+        self, context: Lookback, session: Session, *, charged_micros: int, **fields: Any
+    ) -> NewEntry:
+        return self._entry(
+            session.tenant_id,
+            context,
+            session_id=session.session_id,
+            agent_id=session.agent_id,
+            charged_micros=charged_micros,
+            **fields,
+        )
+
+    async def _refuse(
+        self, tx: SpendTransaction, context: Lookback, session: Session, micros: int, fields: dict[str, Any]
+    ) -> BudgetExceeded | ScopeDenied:
+        """Record a refused charge in the ledger (status denied, nothing charged); the error to raise."""
+        current = await tx.session(session.session_id) or session
+        now = self._clock.now()
+        reason = spend_refusal(current, micros, now=now)
+        denied = {**fields, "status": "denied", "details": {**fields["details"], "refused": reason}}
+        await tx.append(self._spend_entry(context, current, charged_micros=0, **denied))
+        if current.invalid_reason(now):
+            return ScopeDenied(reason)
+        return BudgetExceeded(reason, remaining_budget=format_micros(current.remaining_micros))
+
+    async def _exhausted(self, tx: SpendTransaction, session: Session, entry: StoredEntry) -> None:
+        """Record `budget.exhausted` when this charge took the session's remaining budget to zero."""
+        if session.remaining_micros == 0:
+            await tx.record_event(
+                BUDGET_EXHAUSTED,
+                {
+                    "session_id": session.session_id,
+                    "agent_id": session.agent_id,
+                    "spend_limit_usd": format_micros(session.spend_limit_micros),
+                    "spent_usd": format_micros(session.spent_micros),
+                    "entry_id": entry.entry_id,
+                },
+                at=self._clock.now(),
+            )
+
+
+def _captured(payment: Payment, *, status: str, final: int | None) -> int | None:
+    """The captured amount a settlement leaves, after checking it against what the payment allows."""
+    if status == VOIDED:
+        if payment.reported_micros:
+            raise Conflict(
+                f"payment {payment.payment_id} has {format_micros(payment.reported_micros)} USD of reported "
+                "costs against it; capture it instead of voiding"
+            )
+        return None
+    final = payment.amount_micros if final is None else final
+    if not payment.reported_micros <= final <= payment.amount_micros:
+        raise InvalidRequest(
+            f"capture amount must be from {format_micros(payment.reported_micros)} (already reported) to "
+            f"{format_micros(payment.amount_micros)} (authorized), got {format_micros(final)}",
+            field="amount",
+        )
+    return final

@@ -1,0 +1,161 @@
+"""Budget changes, payment rows, ledger entries and events in one transaction: either all of a spend
+commits or none of it does, so a session's `spent` and its ledger never disagree."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from haldir.core import ids
+from haldir.core.anomalies import EVENT
+from haldir.core.idempotency import IdempotencyClaim
+from haldir.core.ledger import NewEntry, StoredEntry
+from haldir.core.pagination import Page, Position
+from haldir.core.payments import Payment
+from haldir.core.sessions import Session
+from haldir.store.rows import payment_from_row, payment_row, session_from_row
+from haldir.store.schema import epoch_micros, events, from_epoch_micros, payments, sessions
+
+if TYPE_CHECKING:
+    from haldir.store.sql import SqlStore
+
+
+class SqlSpend:
+    """Implements `haldir.store.ports.SpendTransaction` on one open write transaction of one tenant.
+
+    Lock order, the same in every spend so concurrent ones never deadlock: the payment row, then the
+    session row, then the tenant's ledger head.
+    """
+
+    def __init__(self, store: SqlStore, conn: AsyncConnection, tenant_id: str) -> None:
+        self._store = store
+        self._conn = conn
+        self._tenant_id = tenant_id
+
+    async def charge(self, session_id: str, micros: int, *, now: datetime) -> Session | None:
+        """Add `micros` to the session's `spent` in one conditional UPDATE; the session afterwards.
+
+        A charge (micros > 0) applies only while the session is valid and `spent + micros` stays within
+        its limit; a release (micros < 0) always applies. None when the condition did not hold.
+        """
+        c = sessions.c
+        where = [c.tenant_id == self._tenant_id, c.session_id == session_id]
+        if micros > 0:
+            where += [c.spent + micros <= c.spend_limit, c.revoked_at.is_(None), c.expires_at > now]
+        row = (
+            await self._conn.execute(
+                sa.update(sessions).where(*where).values(spent=c.spent + micros).returning(*sessions.c)
+            )
+        ).first()
+        return None if row is None else session_from_row(row)
+
+    async def session(self, session_id: str) -> Session | None:
+        row = (
+            await self._conn.execute(
+                sa.select(sessions).where(
+                    sessions.c.tenant_id == self._tenant_id, sessions.c.session_id == session_id
+                )
+            )
+        ).first()
+        return None if row is None else session_from_row(row)
+
+    async def claim(self, request: IdempotencyClaim, resource_id: str, *, at: datetime) -> str | None:
+        """Claim an Idempotency-Key in this transaction: None when new, else the earlier resource id."""
+        return await self._store._claim(self._conn, self._tenant_id, request, resource_id, at)
+
+    async def insert_payment(self, payment: Payment) -> None:
+        await self._conn.execute(sa.insert(payments).values(**payment_row(payment)))
+
+    async def payment(self, payment_id: str) -> Payment | None:
+        """The payment, locked until the transaction ends (on PostgreSQL)."""
+        row = (
+            await self._conn.execute(
+                sa.select(payments)
+                .where(payments.c.tenant_id == self._tenant_id, payments.c.payment_id == payment_id)
+                .with_for_update()
+            )
+        ).first()
+        return None if row is None else payment_from_row(row)
+
+    async def settle_payment(
+        self, payment_id: str, *, status: str, captured_micros: int | None, now: datetime
+    ) -> Payment | None:
+        """Move an authorized payment to `status`; None unless it was still authorized."""
+        c = payments.c
+        row = (
+            await self._conn.execute(
+                sa.update(payments)
+                .where(c.tenant_id == self._tenant_id, c.payment_id == payment_id, c.status == "authorized")
+                .values(status=status, captured=captured_micros, updated_at=now)
+                .returning(*payments.c)
+            )
+        ).first()
+        return None if row is None else payment_from_row(row)
+
+    async def report(self, payment_id: str, micros: int, *, now: datetime) -> Payment | None:
+        """Count `micros` of reported cost against the payment, if that stays within what it holds."""
+        c = payments.c
+        row = (
+            await self._conn.execute(
+                sa.update(payments)
+                .where(
+                    c.tenant_id == self._tenant_id,
+                    c.payment_id == payment_id,
+                    c.status != "voided",
+                    c.reported + micros <= sa.func.coalesce(c.captured, c.amount),
+                )
+                .values(reported=c.reported + micros, updated_at=now)
+                .returning(*payments.c)
+            )
+        ).first()
+        return None if row is None else payment_from_row(row)
+
+    async def append(self, entry: NewEntry) -> StoredEntry:
+        (stored,) = await self._store.ledger.append_in(self._conn, self._tenant_id, [entry])
+        return stored
+
+    async def record_event(self, type: str, payload: dict[str, Any], *, at: datetime) -> None:
+        await self._conn.execute(
+            sa.insert(events).values(
+                tenant_id=self._tenant_id,
+                event_id=ids.new_id(EVENT),
+                type=type,
+                payload=payload,
+                created_at=at,
+                delivered_at=None,
+            )
+        )
+
+
+async def get_payment(store: SqlStore, tenant_id: str, payment_id: str) -> Payment | None:
+    async with store.read_connection() as conn:
+        row = (
+            await conn.execute(
+                sa.select(payments).where(
+                    payments.c.tenant_id == tenant_id, payments.c.payment_id == payment_id
+                )
+            )
+        ).first()
+    return None if row is None else payment_from_row(row)
+
+
+async def list_payments(
+    store: SqlStore, tenant_id: str, *, session_id: str | None, limit: int, after: Position | None
+) -> Page[Payment]:
+    """Newest first, by creation time then id."""
+    c = payments.c
+    query = sa.select(payments).where(c.tenant_id == tenant_id)
+    if session_id is not None:
+        query = query.where(c.session_id == session_id)
+    if after is not None:
+        at = from_epoch_micros(after.sort_key)
+        query = query.where(sa.or_(c.created_at < at, sa.and_(c.created_at == at, c.payment_id < after.id)))
+    query = query.order_by(c.created_at.desc(), c.payment_id.desc()).limit(limit + 1)
+    async with store.read_connection() as conn:
+        rows = (await conn.execute(query)).all()
+    items = [payment_from_row(row) for row in rows[:limit]]
+    last = items[-1] if len(rows) > limit else None
+    return Page(items, None if last is None else Position(epoch_micros(last.created_at), last.payment_id))

@@ -1,0 +1,348 @@
+"""One spend ledger on both stores: payments and governed costs against race-free session budgets."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+import sqlalchemy as sa
+
+from haldir.clock import SystemClock
+from haldir.core.keys import Principal
+from haldir.core.ledger import EntryFilter
+from haldir.core.pagination import encode_cursor
+from haldir.core.sessions import Session
+from haldir.errors import BudgetExceeded, Conflict, InvalidRequest, NotFound, ScopeDenied
+from haldir.governor import Governor
+from haldir.store.schema import events
+from haldir.store.sql import SqlStore
+from tests.store.processes import run_workers
+from tests.support import FakeClock
+
+pytestmark = pytest.mark.anyio
+
+ACME = Principal.operator("acme")
+
+
+@pytest.fixture(autouse=True)
+async def _tenants(governor: Governor) -> None:
+    for tenant in ("acme", "globex"):
+        await governor.create_key(Principal.operator(tenant), name="setup", scopes=["*"])
+
+
+async def _session(
+    governor: Governor, *, limit: str = "10.00", scopes: tuple[str, ...] = ("spend",)
+) -> Session:
+    created = await governor.create_session(
+        ACME, agent_id="agent-7", scopes=list(scopes), spend_limit=Decimal(limit)
+    )
+    return created.value
+
+
+async def _spent(governor: Governor, session_id: str) -> Decimal:
+    return Decimal((await governor.get_session(ACME, session_id)).spent_micros) / 1_000_000
+
+
+async def _entries(governor: Governor, session_id: str) -> list[dict[str, Any]]:
+    page = await governor.list_entries(ACME, where=EntryFilter(session_id=session_id), limit=200, order="asc")
+    return [entry.record for entry in page.entries]
+
+
+async def _reconciles(governor: Governor, session_id: str) -> Decimal:
+    """The session's `spent`, after checking the ledger's charges and the spend report agree with it."""
+    spent = await _spent(governor, session_id)
+    charged = sum((Decimal(r["charged_usd"]) for r in await _entries(governor, session_id)), Decimal(0))
+    report = await governor.spend(ACME, session_id=session_id)
+    assert charged == spent == report.total == report.by_session.get(session_id, Decimal(0))
+    return spent
+
+
+async def test_an_authorization_reserves_its_amount_and_returns_the_remaining_budget(
+    governor: Governor,
+) -> None:
+    session = await _session(governor)
+    outcome = await governor.authorize_payment(ACME, session_id=session.session_id, amount="2.50")
+    authorization = outcome.value
+    assert authorization.payment.payment_id.startswith("pay_")
+    assert authorization.payment.status == "authorized"
+    assert authorization.remaining_micros == 7_500_000
+    assert await _reconciles(governor, session.session_id) == Decimal("2.5")
+    (record,) = await _entries(governor, session.session_id)
+    assert (record["tool"], record["action"], record["status"]) == ("payments", "payment.authorize", "ok")
+    assert record["details"]["authorization_id"] == authorization.payment.payment_id
+
+
+async def test_an_authorization_over_the_budget_is_refused_with_the_remaining_budget_and_recorded(
+    governor: Governor,
+) -> None:
+    session = await _session(governor, limit="3.00")
+    await governor.authorize_payment(ACME, session_id=session.session_id, amount="2.00")
+    with pytest.raises(BudgetExceeded) as refused:
+        await governor.authorize_payment(ACME, session_id=session.session_id, amount="1.01")
+    assert refused.value.details["remaining_budget"] == "1.00"
+    assert await _reconciles(governor, session.session_id) == Decimal(2)
+    last = (await _entries(governor, session.session_id))[-1]
+    assert (last["status"], last["cost_usd"], last["charged_usd"]) == ("denied", "1.01", "0.00")
+    assert "1.00 USD of budget left" in last["details"]["refused"]
+
+
+async def test_a_session_without_the_spend_scope_cannot_authorize_and_the_refusal_is_recorded(
+    governor: Governor,
+) -> None:
+    session = await _session(governor, scopes=("read",))
+    with pytest.raises(ScopeDenied, match="lacks scope 'spend'"):
+        await governor.authorize_payment(ACME, session_id=session.session_id, amount="1")
+    (record,) = await _entries(governor, session.session_id)
+    assert (record["status"], record["charged_usd"]) == ("denied", "0.00")
+
+
+async def test_a_revoked_or_expired_session_authorizes_nothing(governor: Governor, clock: FakeClock) -> None:
+    revoked = await _session(governor)
+    await governor.revoke_session(ACME, revoked.session_id)
+    with pytest.raises(ScopeDenied, match="revoked"):
+        await governor.authorize_payment(ACME, session_id=revoked.session_id, amount="1")
+    expired = await _session(governor)
+    clock.advance(7200)
+    with pytest.raises(ScopeDenied, match="expired"):
+        await governor.authorize_payment(ACME, session_id=expired.session_id, amount="1")
+    assert await _reconciles(governor, expired.session_id) == 0
+
+
+async def test_a_smaller_capture_releases_the_difference_and_a_void_releases_everything(
+    governor: Governor,
+) -> None:
+    session = await _session(governor)
+    first = (await governor.authorize_payment(ACME, session_id=session.session_id, amount="4")).value
+    second = (await governor.authorize_payment(ACME, session_id=session.session_id, amount="3")).value
+    captured = await governor.capture_payment(ACME, first.payment.payment_id, amount="2.25")
+    assert (captured.status, captured.captured_micros) == ("captured", 2_250_000)
+    voided = await governor.void_payment(ACME, second.payment.payment_id)
+    assert voided.status == "voided"
+    assert await _reconciles(governor, session.session_id) == Decimal("2.25")
+    charges = [(r["action"], r["charged_usd"]) for r in await _entries(governor, session.session_id)]
+    assert charges == [
+        ("payment.authorize", "4.00"),
+        ("payment.authorize", "3.00"),
+        ("payment.capture", "-1.75"),
+        ("payment.void", "-3.00"),
+    ]
+
+
+async def test_a_payment_is_settled_once(governor: Governor) -> None:
+    session = await _session(governor)
+    payment = (
+        await governor.authorize_payment(ACME, session_id=session.session_id, amount="4")
+    ).value.payment
+    await governor.capture_payment(ACME, payment.payment_id)
+    with pytest.raises(Conflict, match="captured"):
+        await governor.capture_payment(ACME, payment.payment_id)
+    with pytest.raises(Conflict, match="captured"):
+        await governor.void_payment(ACME, payment.payment_id)
+    other = (await governor.authorize_payment(ACME, session_id=session.session_id, amount="1")).value
+    with pytest.raises(InvalidRequest, match="capture amount"):
+        await governor.capture_payment(ACME, other.payment.payment_id, amount="1.01")
+    with pytest.raises(NotFound):
+        await governor.capture_payment(ACME, "pay_doesnotexist")
+    assert await _reconciles(governor, session.session_id) == Decimal(5)
+
+
+async def test_a_concurrent_capture_and_void_of_one_payment_settle_it_once(governor: Governor) -> None:
+    session = await _session(governor)
+    payment = (
+        await governor.authorize_payment(ACME, session_id=session.session_id, amount="4")
+    ).value.payment
+    results: list[str] = []
+
+    async def settle(how: str) -> None:
+        try:
+            if how == "capture":
+                await governor.capture_payment(ACME, payment.payment_id, amount="1")
+            else:
+                await governor.void_payment(ACME, payment.payment_id)
+            results.append(how)
+        except Conflict:
+            results.append("conflict")
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            for how in ("capture", "void") * 5:
+                tg.start_soon(settle, how)
+    assert results.count("conflict") == 9
+    final = await governor.get_payment(ACME, payment.payment_id)
+    assert await _reconciles(governor, session.session_id) == (
+        Decimal(1) if final.status == "captured" else 0
+    )
+
+
+async def test_a_governed_cost_is_charged_and_one_over_the_budget_is_refused_and_recorded(
+    governor: Governor,
+) -> None:
+    session = await _session(governor, limit="1.00", scopes=("execute",))
+    await governor.log_action(ACME, session_id=session.session_id, tool="search", action="q", cost_usd="0.60")
+    with pytest.raises(BudgetExceeded) as refused:
+        await governor.log_action(
+            ACME, session_id=session.session_id, tool="search", action="q", cost_usd="0.41"
+        )
+    assert refused.value.details["remaining_budget"] == "0.40"
+    assert await _reconciles(governor, session.session_id) == Decimal("0.6")
+    statuses = [
+        (r["status"], r["cost_usd"], r["charged_usd"]) for r in await _entries(governor, session.session_id)
+    ]
+    assert statuses == [("ok", "0.60", "0.60"), ("denied", "0.41", "0.00")]
+
+
+async def test_a_cost_matched_to_its_authorization_is_not_counted_twice(governor: Governor) -> None:
+    session = await _session(governor)
+    payment = (
+        await governor.authorize_payment(ACME, session_id=session.session_id, amount="5")
+    ).value.payment
+    entry = await governor.log_action(
+        ACME,
+        session_id=session.session_id,
+        tool="stripe",
+        action="charge",
+        cost_usd="3.00",
+        authorization_id=payment.payment_id,
+    )
+    assert entry.record["authorization_id"] == payment.payment_id
+    assert entry.record["charged_usd"] == "0.00"
+    assert await _reconciles(governor, session.session_id) == Decimal(5)
+    with pytest.raises(BudgetExceeded, match=r"covers 2\.00 USD more"):
+        await governor.log_action(
+            ACME,
+            session_id=session.session_id,
+            tool="stripe",
+            action="charge",
+            cost_usd="2.01",
+            authorization_id=payment.payment_id,
+        )
+    with pytest.raises(Conflict, match="capture it instead"):
+        await governor.void_payment(ACME, payment.payment_id)
+    with pytest.raises(InvalidRequest, match="already reported"):
+        await governor.capture_payment(ACME, payment.payment_id, amount="2.99")
+    await governor.capture_payment(ACME, payment.payment_id, amount="3")
+    assert await _reconciles(governor, session.session_id) == Decimal(3)
+
+
+async def test_an_authorization_of_another_session_cannot_cover_a_cost(governor: Governor) -> None:
+    payer, other = await _session(governor), await _session(governor)
+    payment = (await governor.authorize_payment(ACME, session_id=payer.session_id, amount="5")).value.payment
+    with pytest.raises(NotFound):
+        await governor.log_action(
+            ACME,
+            session_id=other.session_id,
+            tool="t",
+            action="a",
+            cost_usd="1",
+            authorization_id=payment.payment_id,
+        )
+    assert await _reconciles(governor, other.session_id) == 0
+
+
+async def test_budget_exhausted_is_recorded_when_the_remaining_budget_reaches_zero(
+    governor: Governor, store: SqlStore
+) -> None:
+    session = await _session(governor, limit="2.00")
+    await governor.authorize_payment(ACME, session_id=session.session_id, amount="1.50")
+    assert await _exhausted_events(store) == []
+    await governor.authorize_payment(ACME, session_id=session.session_id, amount="0.50")
+    (payload,) = await _exhausted_events(store)
+    assert payload["session_id"] == session.session_id
+    assert (payload["spend_limit_usd"], payload["spent_usd"]) == ("2.00", "2.00")
+
+
+async def _exhausted_events(store: SqlStore) -> list[dict[str, Any]]:
+    async with store.read_connection() as conn:
+        rows = await conn.execute(sa.select(events.c.payload).where(events.c.type == "budget.exhausted"))
+        return [dict(row.payload) for row in rows]
+
+
+async def test_a_replayed_authorization_returns_the_first_and_charges_once(governor: Governor) -> None:
+    session = await _session(governor, limit="3")
+    first = await governor.authorize_payment(
+        ACME, session_id=session.session_id, amount="2", idempotency_key="k1"
+    )
+    again = await governor.authorize_payment(
+        ACME, session_id=session.session_id, amount="2", idempotency_key="k1"
+    )
+    assert again.replayed
+    assert not first.replayed
+    assert again.value.payment.payment_id == first.value.payment.payment_id
+    with pytest.raises(BudgetExceeded):
+        await governor.authorize_payment(
+            ACME, session_id=session.session_id, amount="2", idempotency_key="k2"
+        )
+    with pytest.raises(BudgetExceeded, match="was refused"):
+        await governor.authorize_payment(
+            ACME, session_id=session.session_id, amount="2", idempotency_key="k2"
+        )
+    assert await _reconciles(governor, session.session_id) == Decimal(2)
+
+
+async def test_payments_are_listed_newest_first_by_session(governor: Governor, clock: FakeClock) -> None:
+    session, other = await _session(governor), await _session(governor)
+    made = []
+    for amount in ("1", "2", "3"):
+        made.append(
+            (await governor.authorize_payment(ACME, session_id=session.session_id, amount=amount)).value
+        )
+        clock.advance(1)
+    await governor.authorize_payment(ACME, session_id=other.session_id, amount="1")
+    first = await governor.list_payments(ACME, session_id=session.session_id, limit=2)
+    assert [p.payment_id for p in first.items] == [made[2].payment.payment_id, made[1].payment.payment_id]
+    rest = await governor.list_payments(ACME, session_id=session.session_id, cursor=encode_cursor(first.next))
+    assert [p.payment_id for p in rest.items] == [made[0].payment.payment_id]
+    assert len((await governor.list_payments(ACME)).items) == 4
+    assert (await governor.list_payments(Principal.operator("globex"))).items == []
+
+
+async def test_200_concurrent_one_dollar_authorizations_against_ten_dollars_authorize_exactly_10(
+    governor: Governor,
+) -> None:
+    session = await _session(governor, limit="10.00")
+    authorized: list[str] = []
+    refused = 0
+
+    async def pay() -> None:
+        nonlocal refused
+        try:
+            outcome = await governor.authorize_payment(ACME, session_id=session.session_id, amount="1.00")
+            authorized.append(outcome.value.payment.payment_id)
+        except BudgetExceeded:
+            refused += 1
+
+    with anyio.fail_after(120):
+        async with anyio.create_task_group() as tg:
+            for _ in range(200):
+                tg.start_soon(pay)
+    assert (len(set(authorized)), refused) == (10, 190)
+    assert await _reconciles(governor, session.session_id) == Decimal(10)
+    records = await _entries(governor, session.session_id)
+    assert [r["status"] for r in records].count("ok") == 10
+    assert [r["status"] for r in records].count("denied") == 190
+    assert (await governor.verify_log(ACME)).ok
+
+
+async def test_200_authorizations_from_4_processes_on_postgresql_never_overspend(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    store = SqlStore.open(postgres_url, pool_size=2)
+    try:
+        governor = Governor(store=store, clock=SystemClock())
+        await governor.create_key(ACME, name="setup", scopes=["*"])
+        session = (
+            await governor.create_session(ACME, agent_id="payer", scopes=["spend"], spend_limit=Decimal(10))
+        ).value
+        commands = [["tests.store.payment_worker", postgres_url, "acme", session.session_id, "50"]] * 4
+        results = [json.loads(line) for line in await run_workers(commands, tmp_path)]
+        authorized = [pid for result in results for pid in result["authorized"]]
+        assert len(set(authorized)) == len(authorized) == 10
+        assert sum(result["refused"] for result in results) == 190
+        assert await _reconciles(governor, session.session_id) == Decimal(10)
+        assert (await governor.verify_log(ACME)).ok
+    finally:
+        await store.close()
