@@ -4,7 +4,8 @@ anomaly rules, and the `audit.flagged` events recorded with flagged entries."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -37,27 +38,40 @@ if TYPE_CHECKING:
     from haldir.store.sql import SqlStore
 
 
+@dataclass(frozen=True)
+class Also:
+    """A change that commits with an entry, in its batch's transaction. Changes run before the appends,
+    in `lock_key` order, so that batches on different replicas lock rows in one order and the ledger head
+    last, as every other transaction does: no deadlocks."""
+
+    lock_key: tuple[str, ...]
+    run: Callable[[AsyncConnection], Awaitable[object]]
+
+
 class SqlLedger:
     def __init__(self, store: SqlStore, *, max_batch: int = 500) -> None:
         self._store = store
-        self._writer: GroupCommitWriter[NewEntry, StoredEntry] = GroupCommitWriter(
+        self._writer: GroupCommitWriter[tuple[NewEntry, Also | None], StoredEntry] = GroupCommitWriter(
             self._commit, max_batch=max_batch
         )
 
     async def aclose(self) -> None:
         await self._writer.aclose()
 
-    async def append(self, entry: NewEntry) -> StoredEntry:
-        """Append after every entry committed before; returns once the entry is durable."""
-        return await self._writer.submit(entry)
+    async def append(self, entry: NewEntry, *, also: Also | None = None) -> StoredEntry:
+        """Append after every entry committed before; returns once the entry (and `also`) is durable."""
+        return await self._writer.submit((entry, also))
 
-    async def _commit(self, batch: Sequence[NewEntry]) -> list[StoredEntry]:
+    async def _commit(self, batch: Sequence[tuple[NewEntry, Also | None]]) -> list[StoredEntry]:
         results: dict[int, StoredEntry] = {}
-        order = sorted(range(len(batch)), key=lambda i: batch[i].tenant_id)
+        order = sorted(range(len(batch)), key=lambda i: batch[i][0].tenant_id)
+        changes = sorted((also for _, also in batch if also is not None), key=lambda also: also.lock_key)
         async with self._store.write_transaction() as conn:
-            for tenant_id, group in itertools.groupby(order, key=lambda i: batch[i].tenant_id):
+            for change in changes:
+                await change.run(conn)
+            for tenant_id, group in itertools.groupby(order, key=lambda i: batch[i][0].tenant_id):
                 positions = list(group)
-                stored = await self.append_in(conn, tenant_id, [batch[i] for i in positions])
+                stored = await self.append_in(conn, tenant_id, [batch[i][0] for i in positions])
                 results.update(zip(positions, stored, strict=True))
         return [results[i] for i in range(len(batch))]
 

@@ -13,6 +13,7 @@ from haldir.core.idempotency import IdempotencyClaim, Outcome
 from haldir.core.ledger import NewEntry, StoredEntry
 from haldir.core.secrets import SecretInfo, SecretVersion, WrappedDataKey
 from haldir.errors import Conflict
+from haldir.store.ledger import Also
 from haldir.store.schema import secret_versions, secrets, tenants, vault_data_keys, vault_master_keys
 
 if TYPE_CHECKING:
@@ -223,15 +224,16 @@ class SqlVault:
     async def record_release(
         self, tenant_id: str, name: str, *, at: datetime, entry: NewEntry
     ) -> StoredEntry:
-        """Count a release of the secret and append its ledger entry, together."""
-        async with self._store.write_transaction() as conn:
+        """Count a release of the secret and append its ledger entry; both commit in one group commit."""
+
+        async def count(conn: AsyncConnection) -> None:
             await conn.execute(
                 sa.update(secrets)
                 .where(secrets.c.tenant_id == tenant_id, secrets.c.name == name)
                 .values(access_count=secrets.c.access_count + 1, last_accessed_at=at)
             )
-            (stored,) = await self._store.ledger.append_in(conn, tenant_id, [entry])
-        return stored
+
+        return await self._store.ledger.append(entry, also=Also(("secrets", tenant_id, name), count))
 
     async def delete_secret(self, tenant_id: str, name: str, *, entry: NewEntry) -> int:
         """Delete every version of a secret and append `entry`; the number of versions deleted (0: none,
