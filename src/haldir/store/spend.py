@@ -64,7 +64,7 @@ class SqlSpend:
 
     async def claim(self, request: IdempotencyClaim, resource_id: str, *, at: datetime) -> str | None:
         """Claim an Idempotency-Key in this transaction: None when new, else the earlier resource id."""
-        return await self._store._claim(self._conn, self._tenant_id, request, resource_id, at)
+        return await self._store.claim_idempotency(self._conn, self._tenant_id, request, resource_id, at)
 
     async def insert_payment(self, payment: Payment) -> None:
         await self._conn.execute(sa.insert(payments).values(**payment_row(payment)))

@@ -96,9 +96,17 @@ class SqlStore:
             except DBAPIError:
                 return None
 
+    async def ensure_tenant(self, conn: AsyncConnection, tenant_id: str, *, at: datetime) -> None:
+        """Create the tenant in the caller's transaction unless it exists."""
+        await conn.execute(
+            self.insert(tenants)
+            .values(tenant_id=tenant_id, created_at=at)
+            .on_conflict_do_nothing(index_elements=["tenant_id"])
+        )
+
     # idempotency
 
-    async def _claim(
+    async def claim_idempotency(
         self, conn: AsyncConnection, tenant_id: str, claim: IdempotencyClaim, resource_id: str, at: datetime
     ) -> str | None:
         """Claim `claim.key` for `resource_id` inside the caller's transaction.
@@ -151,14 +159,12 @@ class SqlStore:
         self, key: ApiKey, *, key_hash: str, idempotency: IdempotencyClaim | None = None
     ) -> Outcome[ApiKey]:
         async with self.write_transaction() as conn:
-            await conn.execute(
-                self.insert(tenants)
-                .values(tenant_id=key.tenant_id, created_at=key.created_at)
-                .on_conflict_do_nothing(index_elements=["tenant_id"])
-            )
+            await self.ensure_tenant(conn, key.tenant_id, at=key.created_at)
             prior = None
             if idempotency is not None:
-                prior = await self._claim(conn, key.tenant_id, idempotency, key.prefix, key.created_at)
+                prior = await self.claim_idempotency(
+                    conn, key.tenant_id, idempotency, key.prefix, key.created_at
+                )
             if prior is None:
                 await conn.execute(sa.insert(api_keys).values(**key_row(key, key_hash)))
                 return Outcome(key)
@@ -202,7 +208,7 @@ class SqlStore:
         async with self.write_transaction() as conn:
             prior = None
             if idempotency is not None:
-                prior = await self._claim(
+                prior = await self.claim_idempotency(
                     conn, session.tenant_id, idempotency, session.session_id, session.created_at
                 )
             if prior is None:

@@ -14,7 +14,7 @@ from haldir.core.ledger import NewEntry, StoredEntry
 from haldir.core.secrets import SecretInfo, SecretVersion, WrappedDataKey
 from haldir.errors import Conflict
 from haldir.store.ledger import Also
-from haldir.store.schema import secret_versions, secrets, tenants, vault_data_keys, vault_master_keys
+from haldir.store.schema import secret_versions, secrets, vault_data_keys, vault_master_keys
 
 if TYPE_CHECKING:
     from haldir.store.sql import SqlStore
@@ -85,7 +85,7 @@ class SqlVault:
     async def insert_data_key(self, key: WrappedDataKey) -> WrappedDataKey:
         """Store a new data key; when another request stored this version first, that one wins."""
         async with self._store.write_transaction() as conn:
-            await _ensure_tenant(self._store, conn, key.tenant_id, key.created_at)
+            await self._store.ensure_tenant(conn, key.tenant_id, at=key.created_at)
             await conn.execute(
                 self._store.insert(vault_data_keys)
                 .values(
@@ -175,9 +175,9 @@ class SqlVault:
         self, secret: SecretVersion, *, entry: NewEntry, idempotency: IdempotencyClaim | None
     ) -> Outcome[SecretVersion]:
         async with self._store.write_transaction() as conn:
-            await _ensure_tenant(self._store, conn, secret.tenant_id, secret.created_at)
+            await self._store.ensure_tenant(conn, secret.tenant_id, at=secret.created_at)
             if idempotency is not None:
-                prior = await self._store._claim(
+                prior = await self._store.claim_idempotency(
                     conn, secret.tenant_id, idempotency, f"{secret.version}:{secret.name}", secret.created_at
                 )
                 if prior is not None:
@@ -301,14 +301,6 @@ class SqlVault:
 
 class _VersionTaken(Exception):
     pass
-
-
-async def _ensure_tenant(store: SqlStore, conn: AsyncConnection, tenant_id: str, at: datetime) -> None:
-    await conn.execute(
-        store.insert(tenants)
-        .values(tenant_id=tenant_id, created_at=at)
-        .on_conflict_do_nothing(index_elements=["tenant_id"])
-    )
 
 
 def _data_key(row: sa.Row[Any]) -> WrappedDataKey:
