@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ from haldir.store.schema import epoch_micros
 from haldir.store.sql import SqlStore
 
 T0 = datetime(2026, 11, 21, tzinfo=UTC)
+BENCH_BUDGET = Decimal(1_000_000_000)  # costs charge the session budget: make it one that never runs out
 LOAD_CHUNK = 10_000  # rows per executemany / COPY
 CHUNKS_PER_TRANSACTION = 10
 CHECK_EVERY = 9973  # every so many bulk records are rebuilt through audit_record and compared
@@ -129,7 +131,9 @@ class Tenant:
 async def new_tenant(gov: Governor, name: str) -> Tenant:
     principal = Principal.operator(f"{name}-{secrets.token_hex(3)}")
     created = await gov.create_key(principal, name="bench", scopes=["*"])
-    session = await gov.create_session(principal, agent_id="bench", scopes=["read", "execute"])
+    session = await gov.create_session(
+        principal, agent_id="bench", scopes=["read", "execute"], spend_limit=BENCH_BUDGET
+    )
     assert created.value.value is not None
     return Tenant(principal, session.value.session_id, created.value.value)
 
@@ -436,7 +440,9 @@ async def inprocess_proofs(
             )
 
         # Appends to the big log read and write O(log n) nodes per commit.
-        created = await gov.create_session(principal, agent_id="bench", scopes=["read"])
+        created = await gov.create_session(
+            principal, agent_id="bench", scopes=["read"], spend_limit=BENCH_BUDGET
+        )
         appends = Appends(store, budget_s=budget)
 
         async def log_action(i: int) -> None:
