@@ -23,7 +23,6 @@ from haldir.errors import ConfigurationError, InvalidRequest, LedgerTampered, No
 from haldir.governor.base import GovernorBase
 
 AUDIT = "aud"
-MAX_DETAILS_BYTES = 64 * 1024
 _ASCENDING = "ledger-asc"  # the cursor id of oldest-first pages, so a cursor is never reused across orders
 
 Order = Literal["asc", "desc"]

@@ -108,8 +108,7 @@ class BudgetsMixin(AuditMixin):
                 f"authorization {authorization_id} is {payment.status} and covers {format_micros(held)} USD "
                 f"more, less than {format_micros(cost)}: authorize the difference"
             )
-            denied = {**fields, "status": "denied", "details": {**fields["details"], "refused": reason}}
-            await tx.append(self._spend_entry(context, session, charged_micros=0, **denied))
+            await tx.append(self._spend_entry(context, session, charged_micros=0, **_denied(fields, reason)))
         raise BudgetExceeded(reason, remaining_budget=format_micros(held))
 
     # payments
@@ -159,7 +158,7 @@ class BudgetsMixin(AuditMixin):
                 tenant_id,
                 session_id=session.session_id,
                 agent_id=session.agent_id,
-                **{**fields, "status": "denied", "details": {**fields["details"], "refused": reason}},
+                **_denied(fields, reason),
             )
             raise ScopeDenied(reason)
         now = self._clock.now()
@@ -316,8 +315,7 @@ class BudgetsMixin(AuditMixin):
         current = await tx.session(session.session_id) or session
         now = self._clock.now()
         reason = spend_refusal(current, micros, now=now)
-        denied = {**fields, "status": "denied", "details": {**fields["details"], "refused": reason}}
-        await tx.append(self._spend_entry(context, current, charged_micros=0, **denied))
+        await tx.append(self._spend_entry(context, current, charged_micros=0, **_denied(fields, reason)))
         if current.invalid_reason(now):
             return ScopeDenied(reason)
         return BudgetExceeded(reason, remaining_budget=format_micros(current.remaining_micros))
@@ -336,6 +334,11 @@ class BudgetsMixin(AuditMixin):
                 },
                 at=self._clock.now(),
             )
+
+
+def _denied(fields: dict[str, Any], reason: str) -> dict[str, Any]:
+    """The ledger fields of a refusal: the request's own fields, status denied, and why."""
+    return {**fields, "status": "denied", "details": {**fields["details"], "refused": reason}}
 
 
 def _captured(payment: Payment, *, status: str, final: int | None) -> int | None:

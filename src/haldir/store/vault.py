@@ -254,49 +254,37 @@ class SqlVault:
 
     async def list_secrets(self, tenant_id: str, *, limit: int, after: str | None) -> list[SecretInfo]:
         """Secrets by name, `limit` of them after the name `after`."""
-        s, v = secrets.c, secret_versions.c
-        counts = (
-            sa.select(v.name, sa.func.count().label("versions"))
-            .where(v.tenant_id == tenant_id)
-            .group_by(v.name)
-            .subquery()
-        )
-        query = (
-            sa.select(secrets, counts.c.versions, secret_versions.c.scope_required)
-            .join(counts, counts.c.name == s.name)
-            .join(
-                secret_versions,
-                sa.and_(v.tenant_id == s.tenant_id, v.name == s.name, v.version == s.latest_version),
-            )
-            .where(s.tenant_id == tenant_id)
-            .order_by(s.name)
-            .limit(limit)
-        )
+        query = _infos(tenant_id).order_by(secrets.c.name).limit(limit)
         if after is not None:
-            query = query.where(s.name > after)
+            query = query.where(secrets.c.name > after)
         async with self._store.read_connection() as conn:
             return [_info(row) for row in await conn.execute(query)]
 
     async def secret_info(self, tenant_id: str, name: str) -> SecretInfo | None:
-        s, v = secrets.c, secret_versions.c
-        query = (
-            sa.select(
-                secrets,
-                sa.select(sa.func.count())
-                .where(v.tenant_id == tenant_id, v.name == name)
-                .scalar_subquery()
-                .label("versions"),
-                secret_versions.c.scope_required,
-            )
-            .join(
-                secret_versions,
-                sa.and_(v.tenant_id == s.tenant_id, v.name == s.name, v.version == s.latest_version),
-            )
-            .where(s.tenant_id == tenant_id, s.name == name)
-        )
         async with self._store.read_connection() as conn:
-            row = (await conn.execute(query)).first()
+            row = (await conn.execute(_infos(tenant_id).where(secrets.c.name == name))).first()
         return None if row is None else _info(row)
+
+
+def _infos(tenant_id: str) -> sa.Select[Any]:
+    """The tenant's secrets with their number of versions and the latest version's scope_required."""
+    s, latest, counted = secrets.c, secret_versions.c, secret_versions.alias("counted").c
+    versions = (
+        sa.select(sa.func.count())
+        .where(counted.tenant_id == s.tenant_id, counted.name == s.name)
+        .scalar_subquery()
+        .label("versions")
+    )
+    return (
+        sa.select(secrets, versions, latest.scope_required)
+        .join(
+            secret_versions,
+            sa.and_(
+                latest.tenant_id == s.tenant_id, latest.name == s.name, latest.version == s.latest_version
+            ),
+        )
+        .where(s.tenant_id == tenant_id)
+    )
 
 
 class _VersionTaken(Exception):
