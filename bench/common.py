@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
+import json
 import math
 import os
 import platform
@@ -232,3 +234,25 @@ def machine(load: tuple[float, float, float]) -> str:
             f"- load average before the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (1, 5, 15 min)",
         ]
     )
+
+
+Scenarios = Callable[..., Awaitable[list[Result]]]  # (base, key, *, count, warmup, concurrency) -> results
+
+
+def serve_and_measure(
+    args: Any, data_dir: Path, *, scopes: str, scenarios: Scenarios
+) -> tuple[dict[str, Any], list[Result]]:
+    """Migrate, create a key with `scopes`, serve, and run `scenarios` with the `--requests`, `--warmup`
+    and `--concurrency` of `args`; the server is stopped on every path."""
+    env = server_env(data_dir, args.database_url)
+    haldir(env, "migrate", "up")
+    created = haldir(env, "keys", "create", "--json", "--name", "bench", "--scopes", scopes)
+    key: str = json.loads(created)["key"]
+    port, log = free_port(), data_dir / "server.log"
+    base = f"http://{HOST}:{port}"
+    with running_server(env, port, log) as proc:
+        ready = wait_ready(proc, base, log)
+        work = scenarios(base, key, count=args.requests, warmup=args.warmup, concurrency=args.concurrency)
+        results = asyncio.run(work)
+        require_no_failures(results)
+    return ready, results

@@ -11,30 +11,22 @@ Run `python bench/vault.py --help`; see bench/README.md for recorded results.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 
 from common import (
-    HOST,
     Result,
     Send,
     drive,
-    free_port,
-    haldir,
     http_client,
     machine,
     report,
     require_no_failures,
-    running_server,
-    server_env,
-    wait_ready,
+    serve_and_measure,
 )
 
 SESSIONS = 32  # requests spread over this many sessions, as concurrent agents would be
@@ -108,27 +100,11 @@ async def run_scenarios(base: str, key: str, *, count: int, warmup: int, concurr
     return [result for result, _, _ in scenarios]
 
 
-def bench(args: argparse.Namespace, data_dir: Path) -> tuple[dict[str, Any], list[Result]]:
-    env = server_env(data_dir, args.database_url)
-    haldir(env, "migrate", "up")
-    created = haldir(env, "keys", "create", "--json", "--name", "bench", "--scopes", "*")
-    key: str = json.loads(created)["key"]
-    port, log = free_port(), data_dir / "server.log"
-    base = f"http://{HOST}:{port}"
-    with running_server(env, port, log) as proc:
-        ready = wait_ready(proc, base, log)
-        scenarios = run_scenarios(
-            base, key, count=args.requests, warmup=args.warmup, concurrency=args.concurrency
-        )
-        results = asyncio.run(scenarios)
-    return ready, results
-
-
 def main() -> None:
     args = parse_args()
     load = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="haldir-bench-") as tmp:
-        ready, results = bench(args, Path(tmp))
+        ready, results = serve_and_measure(args, Path(tmp), scopes="*", scenarios=run_scenarios)
     print(
         f"haldir {ready['version']}, store {ready['store']}, concurrency {args.concurrency}, "
         f"{SESSIONS} sessions, {args.warmup} warm-up requests per scenario, {time.strftime('%Y-%m-%d')}\n"
