@@ -73,6 +73,59 @@ class BudgetExceeded(HaldirError):
     exit_code = 4
 
 
+class OutboundRefused(InvalidRequest):
+    """An outbound URL (an upstream, a webhook) points where this server must not connect."""
+
+    code = "outbound_refused"
+
+
+class CallDenied(HaldirError):
+    """A governed tool call refused by the proxy's pipeline. `details` carry `flag_reason` and, when a
+    policy decided, its `policy_id`; the ledger records the same."""
+
+    code = "call_denied"
+    http_status = 403
+    exit_code = 4
+
+
+class ToolDenied(CallDenied):
+    """The tool is on a deny list."""
+
+    code = "tool_denied"
+
+
+class NotAllowed(CallDenied):
+    """An allow list applies and does not name the tool, or the session lacks the tool's scope."""
+
+    code = "not_allowed"
+
+
+class ArgumentRejected(CallDenied):
+    """An arguments policy refused a call argument."""
+
+    code = "argument_rejected"
+
+
+class OutsideTimeWindow(CallDenied):
+    """A time-window policy does not allow calls now."""
+
+    code = "outside_time_window"
+
+
+class RateLimited(CallDenied):
+    """A rate limit is used up; `retry_after` (seconds) says when the window reopens."""
+
+    code = "rate_limited"
+    http_status = 429
+
+
+class ToolDefinitionChanged(CallDenied):
+    """The upstream changed the tool's definition since it was pinned; an operator must approve it."""
+
+    code = "tool_definition_changed"
+    http_status = 409
+
+
 class NotFound(HaldirError):
     code = "not_found"
     http_status = 404

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -50,6 +51,18 @@ class Settings(BaseSettings):
         "while rotating. Unset: generated into the data dir.",
     )
     db_pool_size: int = Field(default=10, ge=1, le=200, description="PostgreSQL connections per process.")
+    outbound_allow: Annotated[tuple[IPv4Network | IPv6Network, ...], NoDecode] = Field(
+        default=(),
+        description="Private, loopback or link-local networks that upstream and webhook URLs may reach, "
+        "comma-separated CIDRs (`127.0.0.0/8,10.0.0.0/8`). Cloud metadata addresses are always refused.",
+    )
+
+    @field_validator("outbound_allow", mode="before")
+    @classmethod
+    def _split_networks(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
 
     @field_validator("custom_scopes", mode="before")
     @classmethod
