@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+MCP_SERVERS := .mcp-servers
 
 .PHONY: run test lint typecheck unit bench clean
 
@@ -25,7 +26,14 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy src
 
-unit: $(STAMP)
+# Real MCP servers the tests run against, pinned by tests/servers/package-lock.json.
+$(MCP_SERVERS)/.installed: tests/servers/package.json tests/servers/package-lock.json
+	mkdir -p $(MCP_SERVERS)
+	cp tests/servers/package.json tests/servers/package-lock.json $(MCP_SERVERS)/
+	npm ci --prefix $(MCP_SERVERS) --ignore-scripts --no-audit --no-fund
+	touch $@
+
+unit: $(STAMP) $(MCP_SERVERS)/.installed
 	$(BIN)/pytest -q
 
 test: lint typecheck unit
@@ -34,4 +42,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/sessions.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(MCP_SERVERS) .pytest_cache .mypy_cache .ruff_cache

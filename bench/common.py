@@ -75,11 +75,14 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(env: dict[str, str], port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """Start `haldir serve` and always stop it: terminate, then kill after STOP_WAIT_S."""
+def running_server(
+    env: dict[str, str], port: int, log: Path, *, command: list[str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start `haldir serve` (or `command`, given `--host` and `--port`) and always stop it: terminate,
+    then kill after STOP_WAIT_S."""
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [HALDIR, "serve", "--host", HOST, "--port", str(port)],
+            [*(command or [HALDIR, "serve"]), "--host", HOST, "--port", str(port)],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

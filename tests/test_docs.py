@@ -11,10 +11,10 @@ from fastapi.routing import APIRoute
 from pydantic_settings import BaseSettings
 
 from haldir.http.app import create_app
-from haldir.settings import ClientSettings, Settings
+from haldir.settings import ClientSettings, GatewaySettings, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-SETTINGS_MODELS: tuple[type[BaseSettings], ...] = (Settings, ClientSettings)
+SETTINGS_MODELS: tuple[type[BaseSettings], ...] = (Settings, ClientSettings, GatewaySettings)
 NOT_SETTINGS = {"HALDIR_TEST_POSTGRES_URL"}  # read by the test suite, not by Haldir
 HTTP_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 

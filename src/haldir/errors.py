@@ -126,6 +126,14 @@ class ToolDefinitionChanged(CallDenied):
     http_status = 409
 
 
+class UpstreamUnavailable(HaldirError):
+    """An upstream MCP server could not be reached, did not answer in time, or answered with an error."""
+
+    code = "upstream_unavailable"
+    http_status = 502
+    exit_code = 7
+
+
 class NotFound(HaldirError):
     code = "not_found"
     http_status = 404

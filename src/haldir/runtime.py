@@ -61,6 +61,7 @@ async def open_runtime(
             log_signer=log_signer,
             log_origin=settings.log_origin,
             master_keys=master_keys,
+            outbound_allow=settings.outbound_allow,
         )
         if master_keys is not None:
             await governor.verify_vault_keys()

@@ -99,3 +99,26 @@ class ClientSettings(BaseSettings):
 
     url: str = Field(default="http://127.0.0.1:8000", description="Base URL of a Haldir server.")
     api_key: str | None = Field(default=None, description="API key (`hld_…`) the client authenticates with.")
+
+
+class GatewaySettings(BaseSettings):
+    """The session `haldir proxy` governs its calls under: an existing one, or one it creates at start."""
+
+    model_config = SettingsConfigDict(env_prefix="HALDIR_", extra="ignore", frozen=True)
+
+    session_id: str | None = Field(default=None, description="An existing session to act under.")
+    agent_id: str | None = Field(default=None, description="Without a session id: the new session's agent.")
+    scopes: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=("execute",), description="Without a session id: the new session's scopes, comma-separated."
+    )
+    spend_limit: str | None = Field(default=None, description="Without a session id: its budget in USD.")
+    proxy_poll_seconds: float = Field(
+        default=5.0, gt=0, le=3600, description="How often `haldir proxy` looks for changed upstream tools."
+    )
+
+    @field_validator("scopes", mode="before")
+    @classmethod
+    def _split_scopes(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value

@@ -7,9 +7,14 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
+from tests.mcp_servers import BIN, time_server_params
+
+TIME_COMMAND = str(BIN / "mcp-server-time")
+
 PUBLIC = {("GET", "/livez"), ("GET", "/readyz"), ("GET", "/healthz")}
 
-# (method, path) -> (required key scope, JSON body or None); "{name}" in a body is filled like a path.
+# (method, path) -> (required key scopes, space-separated, the first checked first; JSON body or None);
+# "{name}" in a body is filled like a path.
 SAMPLES: dict[tuple[str, str], tuple[str, Any]] = {
     ("POST", "/v1/keys"): ("admin:write", {"name": "k", "scopes": ["admin:read"]}),
     ("GET", "/v1/keys"): ("admin:read", None),
@@ -44,6 +49,22 @@ SAMPLES: dict[tuple[str, str], tuple[str, Any]] = {
     ("POST", "/v1/audit/rules"): ("audit:write", {"type": "tool_match", "pattern": "delete_*"}),
     ("GET", "/v1/audit/rules"): ("audit:read", None),
     ("DELETE", "/v1/audit/rules/{rule_id}"): ("audit:write", None),
+    ("POST", "/v1/proxy/upstreams"): (  # a stdio upstream runs a command on the server: admin only
+        "proxy:write admin:write",
+        {"name": "walker-new", "command": TIME_COMMAND},
+    ),
+    ("GET", "/v1/proxy/upstreams"): ("proxy:read", None),
+    ("DELETE", "/v1/proxy/upstreams/{name}"): ("proxy:write", None),
+    ("POST", "/v1/proxy/upstreams/{name}/refresh"): ("proxy:write", None),
+    ("GET", "/v1/proxy/tools"): ("proxy:read", None),
+    ("POST", "/v1/proxy/tools/{name}/approve"): ("proxy:write", None),
+    ("POST", "/v1/proxy/policies"): ("proxy:write", {"type": "deny", "tools": ["drop_database"]}),
+    ("GET", "/v1/proxy/policies"): ("proxy:read", None),
+    ("DELETE", "/v1/proxy/policies/{policy_id}"): ("proxy:write", None),
+    ("POST", "/v1/proxy/call"): (
+        "proxy:write",
+        {"session_id": "{execute_session_id}", "tool": "{tool}", "arguments": {"timezone": "UTC"}},
+    ),
 }
 
 # Query strings a route needs to get past validation and reach its scope check.
@@ -52,10 +73,15 @@ QUERIES = {("GET", "/v1/audit/consistency-proof"): "?first=1&second=1"}
 # A route that settles what another route needs intact takes its id from another sample resource:
 # capture and void each get an authorization of their own.
 ALIASES = {
-    ("POST", "/v1/payments/{authorization_id}/void"): {"authorization_id": "voidable_authorization_id"}
+    ("POST", "/v1/payments/{authorization_id}/void"): {"authorization_id": "voidable_authorization_id"},
+    ("DELETE", "/v1/proxy/upstreams/{name}"): {"name": "deletable_upstream"},
+    ("POST", "/v1/proxy/upstreams/{name}/refresh"): {"name": "upstream"},
+    ("POST", "/v1/proxy/tools/{name}/approve"): {"name": "tool"},
 }
 
 SAMPLE_SECRET = "walker-secret"
+SAMPLE_UPSTREAM = "walker-time"
+DELETABLE_UPSTREAM = "walker-gone"
 
 
 async def seed(client: httpx.AsyncClient, headers: dict[str, str]) -> dict[str, str]:
@@ -77,7 +103,23 @@ async def seed(client: httpx.AsyncClient, headers: dict[str, str]) -> dict[str, 
         )
         assert response.status_code == 201, response.text
         authorized.append(response.json()["authorization_id"])
+    time_command = str(time_server_params().command)  # fails the test when the server is missing
+    for upstream in (SAMPLE_UPSTREAM, DELETABLE_UPSTREAM):
+        registered = await client.post(
+            "/v1/proxy/upstreams", json={"name": upstream, "command": time_command}, headers=headers
+        )
+        assert registered.status_code == 201, registered.text
+    policy = await client.post("/v1/proxy/policies", json={"type": "deny", "tools": ["x"]}, headers=headers)
+    assert policy.status_code == 201, policy.text
+    executor = await client.post(
+        "/v1/sessions", json={"agent_id": "a", "scopes": ["execute"]}, headers=headers
+    )
     return {
+        "upstream": SAMPLE_UPSTREAM,
+        "deletable_upstream": DELETABLE_UPSTREAM,
+        "tool": f"{SAMPLE_UPSTREAM}__get_current_time",
+        "policy_id": policy.json()["policy_id"],
+        "execute_session_id": executor.json()["session_id"],
         "name": SAMPLE_SECRET,
         "spend_session_id": spend_session_id,
         "authorization_id": authorized[0],

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer._click.core import Context  # Typer vendors click; its Group.invoke is typed with this Context
 
-from haldir.cli import audit, keys, migrate, serve, vault
+from haldir.cli import audit, keys, migrate, proxy, serve, vault
 from haldir.errors import HaldirError
 
 
@@ -36,6 +36,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command("serve")(serve.serve)
+app.command("proxy")(proxy.proxy)
 app.add_typer(migrate.app, name="migrate")
 app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")

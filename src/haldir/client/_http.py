@@ -335,3 +335,57 @@ def spend(
 ) -> Call[Json]:
     params = _query({"session_id": session_id, "agent_id": agent_id, "since": since, "until": until})
     return Call("GET", "/v1/audit/spend", json_object, params=params)
+
+
+# proxy
+
+
+def register_upstream(
+    *,
+    name: str,
+    url: str | None,
+    headers: Mapping[str, str] | None,
+    command: str | None,
+    args: list[str] | None,
+    env: Mapping[str, str] | None,
+) -> Call[Json]:
+    body = {"name": name, "url": url, "headers": headers, "command": command, "args": args, "env": env}
+    body = {key: value for key, value in body.items() if value is not None}
+    return Call("POST", "/v1/proxy/upstreams", json_object, body=body)
+
+
+def list_upstreams() -> Call[Json]:
+    return Call("GET", "/v1/proxy/upstreams", json_object)
+
+
+def delete_upstream(name: str) -> Call[Json]:
+    return Call("DELETE", f"/v1/proxy/upstreams/{_segment(name)}", json_object)
+
+
+def refresh_upstream(name: str) -> Call[Json]:
+    return Call("POST", f"/v1/proxy/upstreams/{_segment(name)}/refresh", json_object)
+
+
+def list_proxy_tools() -> Call[Json]:
+    return Call("GET", "/v1/proxy/tools", json_object)
+
+
+def approve_tool(name: str) -> Call[Json]:
+    return Call("POST", f"/v1/proxy/tools/{_segment(name)}/approve", json_object)
+
+
+def create_policy(spec: Json) -> Call[Json]:
+    return Call("POST", "/v1/proxy/policies", json_object, body=spec)
+
+
+def list_policies() -> Call[Json]:
+    return Call("GET", "/v1/proxy/policies", json_object)
+
+
+def delete_policy(policy_id: str) -> Call[Json]:
+    return Call("DELETE", f"/v1/proxy/policies/{_segment(policy_id)}", json_object)
+
+
+def call_tool(*, session_id: str, tool: str, arguments: Json | None) -> Call[Json]:
+    body = {"session_id": session_id, "tool": tool, "arguments": arguments or {}}
+    return Call("POST", "/v1/proxy/call", json_object, body=body)

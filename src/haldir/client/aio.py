@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
 from typing import Self, TypeVar
 
@@ -278,3 +278,51 @@ class AsyncHaldirClient:
         return await self._send(
             _http.spend(session_id=session_id, agent_id=agent_id, since=since, until=until)
         )
+
+    # proxy
+
+    async def register_upstream(
+        self,
+        *,
+        name: str,
+        url: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        command: str | None = None,
+        args: list[str] | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> Json:
+        """Register an upstream MCP server (`url`, or `command` for stdio) and discover its tools."""
+        return await self._send(
+            _http.register_upstream(name=name, url=url, headers=headers, command=command, args=args, env=env)
+        )
+
+    async def list_upstreams(self) -> Json:
+        return await self._send(_http.list_upstreams())
+
+    async def delete_upstream(self, name: str) -> Json:
+        return await self._send(_http.delete_upstream(name))
+
+    async def refresh_upstream(self, name: str) -> Json:
+        """Rediscover an upstream's tools now."""
+        return await self._send(_http.refresh_upstream(name))
+
+    async def list_proxy_tools(self) -> Json:
+        """`{"tools"}`: every upstream tool under its aggregated name, with its pin."""
+        return await self._send(_http.list_proxy_tools())
+
+    async def approve_tool(self, name: str) -> Json:
+        """Pin a tool's changed definition, so calls to it are admitted again."""
+        return await self._send(_http.approve_tool(name))
+
+    async def create_policy(self, spec: Json) -> Json:
+        return await self._send(_http.create_policy(spec))
+
+    async def list_policies(self) -> Json:
+        return await self._send(_http.list_policies())
+
+    async def delete_policy(self, policy_id: str) -> Json:
+        return await self._send(_http.delete_policy(policy_id))
+
+    async def call_tool(self, *, session_id: str, tool: str, arguments: Json | None = None) -> Json:
+        """One governed tool call through the proxy; the upstream's `CallToolResult` as JSON."""
+        return await self._send(_http.call_tool(session_id=session_id, tool=tool, arguments=arguments))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from types import TracebackType
 from typing import Self, TypeVar
 
@@ -273,3 +273,51 @@ class HaldirClient:
         until: Time | None = None,
     ) -> Json:
         return self._send(_http.spend(session_id=session_id, agent_id=agent_id, since=since, until=until))
+
+    # proxy
+
+    def register_upstream(
+        self,
+        *,
+        name: str,
+        url: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        command: str | None = None,
+        args: list[str] | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> Json:
+        """Register an upstream MCP server (`url`, or `command` for stdio) and discover its tools."""
+        return self._send(
+            _http.register_upstream(name=name, url=url, headers=headers, command=command, args=args, env=env)
+        )
+
+    def list_upstreams(self) -> Json:
+        return self._send(_http.list_upstreams())
+
+    def delete_upstream(self, name: str) -> Json:
+        return self._send(_http.delete_upstream(name))
+
+    def refresh_upstream(self, name: str) -> Json:
+        """Rediscover an upstream's tools now."""
+        return self._send(_http.refresh_upstream(name))
+
+    def list_proxy_tools(self) -> Json:
+        """`{"tools"}`: every upstream tool under its aggregated name, with its pin."""
+        return self._send(_http.list_proxy_tools())
+
+    def approve_tool(self, name: str) -> Json:
+        """Pin a tool's changed definition, so calls to it are admitted again."""
+        return self._send(_http.approve_tool(name))
+
+    def create_policy(self, spec: Json) -> Json:
+        return self._send(_http.create_policy(spec))
+
+    def list_policies(self) -> Json:
+        return self._send(_http.list_policies())
+
+    def delete_policy(self, policy_id: str) -> Json:
+        return self._send(_http.delete_policy(policy_id))
+
+    def call_tool(self, *, session_id: str, tool: str, arguments: Json | None = None) -> Json:
+        """One governed tool call through the proxy; the upstream's `CallToolResult` as JSON."""
+        return self._send(_http.call_tool(session_id=session_id, tool=tool, arguments=arguments))

@@ -9,6 +9,7 @@ _ALPHABET = string.ascii_letters + string.digits
 
 SESSION = "ses"
 PAYMENT = "pay"
+POLICY = "pol"
 API_KEY = "hld"
 
 

@@ -95,9 +95,11 @@ class AuditMixin(GovernorBase):
         *,
         session_id: str | None,
         agent_id: str | None,
+        flag_reason: str | None = None,
         **fields: Any,
     ) -> NewEntry:
-        """A ledger entry of `fields`, flagged when the detectors or the tenant's rules say so."""
+        """A ledger entry of `fields`, flagged when the detectors or the tenant's rules say so, or with
+        `flag_reason` when the caller gives one (a refused call is flagged with the policy's reason)."""
         now = self._clock.now()
         candidate = Candidate(
             session_id=session_id,
@@ -107,7 +109,8 @@ class AuditMixin(GovernorBase):
             cost_micros=to_micros(fields.get("cost_usd", 0), field="cost_usd"),
             timestamp=now,
         )
-        flag_reason = detect(candidate, context.recent, context.rules, now)
+        if flag_reason is None:
+            flag_reason = detect(candidate, context.recent, context.rules, now)
         record = audit_record(
             entry_id=ids.new_id(AUDIT),
             tenant_id=tenant_id,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import datetime
+from ipaddress import IPv4Network, IPv6Network
 
 from haldir.core import ids
 from haldir.core.checkpoints import Signer
@@ -31,6 +33,7 @@ class GovernorBase:
         log_signer: Signer | None = None,
         log_origin: str = "haldir.local",
         master_keys: MasterKeyring | None = None,
+        outbound_allow: Sequence[IPv4Network | IPv6Network] = (),
     ) -> None:
         self._store = store
         self._clock = clock
@@ -39,6 +42,7 @@ class GovernorBase:
         self._log_signer = log_signer
         self._log_origin = log_origin
         self._keyring = master_keys
+        self._outbound_allow = tuple(outbound_allow)  # private networks upstream URLs may reach
         self._master_checks: dict[int, str] = {}  # master key version -> check value, as registered
         self._data_keys: dict[tuple[str, int], DataKey] = {}  # unwrapped, by (tenant, version)
 

@@ -44,9 +44,12 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _haldir(request: Request, exc: HaldirError) -> JSONResponse:
         if exc.http_status >= 500:
             log.error("request_failed", code=exc.code, error=exc.message)
-        return error_response(
+        response = error_response(
             request, status=exc.http_status, code=exc.code, message=exc.message, **exc.details
         )
+        if "retry_after" in exc.details:
+            response.headers["Retry-After"] = str(exc.details["retry_after"])
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

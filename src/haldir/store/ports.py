@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, Protocol
@@ -14,8 +14,10 @@ from haldir.core.ledger import EntryFilter, NewEntry, StoredCheckpoint, StoredEn
 from haldir.core.merkle import NodeId
 from haldir.core.pagination import Page, Position
 from haldir.core.payments import Payment
+from haldir.core.policies import Policy
 from haldir.core.secrets import SecretInfo, SecretVersion, WrappedDataKey
 from haldir.core.sessions import Session
+from haldir.core.tools import SeenTool, ToolChanges, ToolPin, Upstream
 
 
 class KeyStore(Protocol):
@@ -112,15 +114,30 @@ class LedgerStore(Protocol):
 class SpendTransaction(Protocol):
     """One write transaction over a tenant's budgets, payments and ledger: all of it commits or none.
 
-    Lock order in every spend: payment row, then session row, then the tenant's ledger head.
+    Lock order in every spend: payment row or rate-limit counters, then session row, then spend-limit
+    counters, then the tenant's ledger head; counters in (policy id, subject) order.
     """
 
-    async def charge(self, session_id: str, micros: int, *, now: datetime) -> Session | None:
+    async def charge(
+        self, session_id: str, micros: int, *, now: datetime, cap: int | None = None
+    ) -> Session | None:
         """Add `micros` to the session's `spent` with one conditional UPDATE; the session afterwards.
 
-        A charge (> 0) applies only while the session is valid and stays within its limit; a release
-        (< 0) always applies. None when the condition did not hold."""
+        A charge (> 0) applies only while the session is valid and stays within its limit (and within
+        `cap`, when given); a release (< 0) always applies. None when the condition did not hold."""
         ...
+
+    async def take_call(
+        self, policy_id: str, subject: str, *, max_calls: int, window_start: datetime
+    ) -> int | None:
+        """Count a call against a rate limit's window with one conditional upsert; None when it is full."""
+        ...
+
+    async def charge_limit(self, policy_id: str, subject: str, micros: int, *, max_micros: int) -> int | None:
+        """Add to a spend-limit counter with one conditional upsert; None when over `max_micros`."""
+        ...
+
+    async def release_limit(self, policy_id: str, subject: str, micros: int) -> None: ...
 
     async def session(self, session_id: str) -> Session | None: ...
 
@@ -199,6 +216,55 @@ class VaultStore(Protocol):
     async def secret_info(self, tenant_id: str, name: str) -> SecretInfo | None: ...
 
 
+class ProxyStore(Protocol):
+    """A tenant's upstreams, tool pins and policies; each change commits with its ledger entry."""
+
+    async def insert_upstream(self, upstream: Upstream, *, entry: NewEntry) -> bool:
+        """Store a new upstream; False (nothing stored) when its name is taken."""
+        ...
+
+    async def get_upstream(self, tenant_id: str, name: str) -> Upstream | None: ...
+
+    async def list_upstreams(self, tenant_id: str) -> list[Upstream]: ...
+
+    async def delete_upstream(self, tenant_id: str, name: str, *, entry: NewEntry) -> bool:
+        """Delete an upstream and its tool pins; False when there was none."""
+        ...
+
+    async def list_tools(self, tenant_id: str, *, upstream: str | None = None) -> list[ToolPin]:
+        """Tools their upstreams still list."""
+        ...
+
+    async def sync_tools(
+        self,
+        tenant_id: str,
+        upstream: str,
+        seen: list[SeenTool],
+        *,
+        at: datetime,
+        entries: Callable[[ToolChanges], list[NewEntry]],
+    ) -> ToolChanges | None:
+        """Update the pins to what the upstream lists now, with the entries `entries` makes of the
+        changes, atomically; None when the upstream does not exist."""
+        ...
+
+    async def approve_tool(
+        self, tenant_id: str, upstream: str, name: str, *, current_hash: str, at: datetime, entry: NewEntry
+    ) -> ToolPin | None:
+        """Pin a changed tool's pending definition if it still has `current_hash`; None otherwise."""
+        ...
+
+    async def insert_policy(self, tenant_id: str, policy: Policy, *, entry: NewEntry) -> None: ...
+
+    async def list_policies(self, tenant_id: str) -> list[Policy]: ...
+
+    async def delete_policy(
+        self, tenant_id: str, policy_id: str, *, entry: Callable[[Policy], NewEntry]
+    ) -> Policy | None:
+        """Delete a policy and its counters; None when there was none."""
+        ...
+
+
 class HealthStore(Protocol):
     @property
     def backend(self) -> str: ...
@@ -216,5 +282,8 @@ class Store(KeyStore, SessionStore, PaymentStore, HealthStore, Protocol):
 
     @property
     def vault(self) -> VaultStore: ...
+
+    @property
+    def proxy(self) -> ProxyStore: ...
 
     async def close(self) -> None: ...

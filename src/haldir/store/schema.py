@@ -257,3 +257,72 @@ payments = sa.Table(
     sa.Index(None, "tenant_id", "session_id", "created_at", "payment_id"),
     sa.Index(None, "tenant_id", "created_at", "payment_id"),
 )
+
+# The proxy. An upstream is an MCP server a tenant registered; header and env values may hold
+# `{{secret:NAME}}` references, never resolved values.
+proxy_upstreams = sa.Table(
+    "proxy_upstreams",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.tenant_id"), primary_key=True),
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("transport", sa.String(8), nullable=False),
+    sa.Column("url", sa.Text(), nullable=True),
+    sa.Column("headers", sa.JSON(), nullable=False),
+    sa.Column("command", sa.Text(), nullable=True),
+    sa.Column("args", sa.JSON(), nullable=False),
+    sa.Column("env", sa.JSON(), nullable=False),
+    sa.Column("created_at", Micros(), nullable=False),
+    sa.Column("updated_at", Micros(), nullable=False),
+    sa.CheckConstraint("transport IN ('http', 'stdio')", name="transport"),
+)
+
+# Tool pins: `definition` is the approved definition and `pinned_hash` its hash; `current_hash` is the
+# hash of what the upstream serves now, and `pending_definition` that definition while the two differ.
+proxy_tools = sa.Table(
+    "proxy_tools",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.tenant_id"), primary_key=True),
+    sa.Column("upstream", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("definition", sa.JSON(), nullable=False),
+    sa.Column("pinned_hash", sa.String(64), nullable=False),
+    sa.Column("current_hash", sa.String(64), nullable=False),
+    sa.Column("pending_definition", sa.JSON(), nullable=True),
+    sa.Column("first_seen_at", Micros(), nullable=False),
+    sa.Column("updated_at", Micros(), nullable=False),
+    sa.Column("removed_at", Micros(), nullable=True),
+)
+
+proxy_policies = sa.Table(
+    "proxy_policies",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.tenant_id"), primary_key=True),
+    sa.Column("policy_id", sa.String(64), primary_key=True),
+    sa.Column("type", sa.String(32), nullable=False),
+    sa.Column("spec", sa.JSON(), nullable=False),
+    sa.Column("created_at", Micros(), nullable=False),
+    sa.Index(None, "tenant_id", "created_at"),
+)
+
+# One row per (rate_limit policy, subject): the current fixed window and the calls admitted in it. A new
+# window overwrites the old one in the same upsert, so the table holds no history.
+proxy_rate_counters = sa.Table(
+    "proxy_rate_counters",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.tenant_id"), primary_key=True),
+    sa.Column("policy_id", sa.String(64), primary_key=True),
+    sa.Column("subject", sa.String(200), primary_key=True),
+    sa.Column("window_start", Micros(), nullable=False),
+    sa.Column("count", sa.BigInteger(), nullable=False),
+)
+
+# One row per (spend_limit policy, subject): micro-units charged against the limit and not released.
+proxy_spend_counters = sa.Table(
+    "proxy_spend_counters",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.tenant_id"), primary_key=True),
+    sa.Column("policy_id", sa.String(64), primary_key=True),
+    sa.Column("subject", sa.String(200), primary_key=True),
+    sa.Column("spent", sa.BigInteger(), nullable=False),
+    sa.CheckConstraint("spent >= 0", name="spent"),
+)

@@ -17,7 +17,16 @@ from haldir.core.pagination import Page, Position
 from haldir.core.payments import Payment
 from haldir.core.sessions import Session
 from haldir.store.rows import payment_from_row, payment_row, session_from_row
-from haldir.store.schema import epoch_micros, events, from_epoch_micros, payments, sessions
+from haldir.store.schema import (
+    Micros,
+    epoch_micros,
+    events,
+    from_epoch_micros,
+    payments,
+    proxy_rate_counters,
+    proxy_spend_counters,
+    sessions,
+)
 
 if TYPE_CHECKING:
     from haldir.store.sql import SqlStore
@@ -26,8 +35,9 @@ if TYPE_CHECKING:
 class SqlSpend:
     """Implements `haldir.store.ports.SpendTransaction` on one open write transaction of one tenant.
 
-    Lock order, the same in every spend so concurrent ones never deadlock: the payment row, then the
-    session row, then the tenant's ledger head.
+    Lock order, the same in every spend so concurrent ones never deadlock: the payment row or the
+    rate-limit counters, then the session row, then the spend-limit counters, then the tenant's ledger
+    head. Counters are taken in (policy id, subject) order.
     """
 
     def __init__(self, store: SqlStore, conn: AsyncConnection, tenant_id: str) -> None:
@@ -35,22 +45,91 @@ class SqlSpend:
         self._conn = conn
         self._tenant_id = tenant_id
 
-    async def charge(self, session_id: str, micros: int, *, now: datetime) -> Session | None:
+    async def charge(
+        self, session_id: str, micros: int, *, now: datetime, cap: int | None = None
+    ) -> Session | None:
         """Add `micros` to the session's `spent` in one conditional UPDATE; the session afterwards.
 
         A charge (micros > 0) applies only while the session is valid and `spent + micros` stays within
-        its limit; a release (micros < 0) always applies. None when the condition did not hold.
+        its limit, and within `cap` when given (a per-session spend limit); a release (micros < 0) always
+        applies. None when the condition did not hold.
         """
         c = sessions.c
         where = [c.tenant_id == self._tenant_id, c.session_id == session_id]
         if micros > 0:
             where += [c.spent + micros <= c.spend_limit, c.revoked_at.is_(None), c.expires_at > now]
+            if cap is not None:
+                where.append(c.spent + micros <= cap)
         row = (
             await self._conn.execute(
                 sa.update(sessions).where(*where).values(spent=c.spent + micros).returning(*sessions.c)
             )
         ).first()
         return None if row is None else session_from_row(row)
+
+    async def take_call(
+        self, policy_id: str, subject: str, *, max_calls: int, window_start: datetime
+    ) -> int | None:
+        """Count one call against a rate limit in one conditional upsert; the window's count afterwards,
+        or None when the window already holds `max_calls`.
+
+        A row whose window is older than `window_start` starts the new window at 1: one row per
+        (policy, subject), never a history. A replica whose clock lags counts into the newer window.
+        """
+        t = proxy_rate_counters
+        newer = t.c.window_start < window_start
+        statement = (
+            self._store.insert(t)
+            .values(
+                tenant_id=self._tenant_id,
+                policy_id=policy_id,
+                subject=subject,
+                window_start=window_start,
+                count=1,
+            )
+            .on_conflict_do_update(
+                index_elements=["tenant_id", "policy_id", "subject"],
+                set_={
+                    "count": sa.case((newer, 1), else_=t.c.count + 1),
+                    "window_start": sa.case(
+                        (newer, sa.literal(window_start, Micros())), else_=t.c.window_start
+                    ),
+                },
+                where=sa.or_(newer, t.c.count < max_calls),
+            )
+            .returning(t.c.count)
+        )
+        count = (await self._conn.execute(statement)).scalar()
+        return None if count is None else int(count)
+
+    async def charge_limit(self, policy_id: str, subject: str, micros: int, *, max_micros: int) -> int | None:
+        """Add `micros` (> 0) to a spend-limit counter in one conditional upsert, if the total stays within
+        `max_micros`; the total afterwards, or None."""
+        if micros > max_micros:
+            return None
+        t = proxy_spend_counters
+        statement = (
+            self._store.insert(t)
+            .values(tenant_id=self._tenant_id, policy_id=policy_id, subject=subject, spent=micros)
+            .on_conflict_do_update(
+                index_elements=["tenant_id", "policy_id", "subject"],
+                set_={"spent": t.c.spent + micros},
+                where=t.c.spent + micros <= max_micros,
+            )
+            .returning(t.c.spent)
+        )
+        spent = (await self._conn.execute(statement)).scalar()
+        return None if spent is None else int(spent)
+
+    async def release_limit(self, policy_id: str, subject: str, micros: int) -> None:
+        """Take `micros` back off a spend-limit counter (a call that failed); a deleted policy's counter
+        is gone, and then there is nothing to release."""
+        c = proxy_spend_counters.c
+        await self._conn.execute(
+            sa.update(proxy_spend_counters)
+            .where(c.tenant_id == self._tenant_id, c.policy_id == policy_id, c.subject == subject)
+            .values(spent=sa.case((c.spent >= micros, c.spent - micros), else_=0))
+        )
 
     async def session(self, session_id: str) -> Session | None:
         row = (

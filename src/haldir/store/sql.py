@@ -20,6 +20,7 @@ from haldir.core.sessions import Session
 from haldir.errors import IdempotencyKeyReused, StoreUnavailable
 from haldir.store.engines import Backend, Engines, create_engines
 from haldir.store.ledger import SqlLedger
+from haldir.store.proxy import SqlProxy
 from haldir.store.rows import key_from_row, key_row, session_from_row, session_row
 from haldir.store.schema import api_keys, epoch_micros, from_epoch_micros, idempotency_keys, sessions, tenants
 from haldir.store.spend import SqlSpend, get_payment, list_payments
@@ -34,6 +35,7 @@ class SqlStore:
         self._engines = engines
         self.ledger = SqlLedger(self)
         self.vault = SqlVault(self)
+        self.proxy = SqlProxy(self)
 
     @classmethod
     def open(cls, url: str, *, pool_size: int = 10) -> SqlStore:

@@ -1,0 +1,88 @@
+"""`haldir proxy`: the MCP gateway over stdio, for an MCP client that starts it as a command.
+
+It talks to a Haldir server (`HALDIR_URL`, `HALDIR_API_KEY`) and serves the tenant's upstream tools under
+one session: `HALDIR_SESSION_ID`, or a session it creates at start from `HALDIR_AGENT_ID`, `HALDIR_SCOPES`
+and `HALDIR_SPEND_LIMIT`. Every call goes through the server's pipeline. Standard output carries MCP only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sys
+
+import anyio
+import httpx
+import structlog
+from mcp.server.lowlevel import NotificationOptions
+from mcp.server.stdio import stdio_server
+
+from haldir.client import AsyncHaldirClient
+from haldir.errors import InvalidRequest, Unauthenticated
+from haldir.logging import configure_logging
+from haldir.mcp.gateway import ToolChangeFanout, build_gateway_server
+from haldir.mcp.gateway_backends import RemoteGateway
+from haldir.settings import ClientSettings, GatewaySettings, Settings
+
+# A tool call waits on its upstream, which the server gives up to 60 s: wait longer than that for the
+# server's answer, or a slow call would fail here while the server still runs and records it.
+TIMEOUT = httpx.Timeout(30, read=90)
+_TENANT = "stdio"  # one client, one key: the fan-out has a single audience
+
+log = structlog.get_logger("haldir.proxy")
+
+
+def proxy() -> None:
+    """Serve the MCP gateway on stdin/stdout (configured by HALDIR_* environment variables)."""
+    settings, client, gateway = Settings(), ClientSettings(), GatewaySettings()
+    configure_logging(level=settings.log_level, json=settings.log_json, stream=sys.stderr)
+    # httpx logs each request at info: every poll of the tools would reach the MCP client's log.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    if not client.api_key:
+        raise Unauthenticated("HALDIR_API_KEY is not set: haldir proxy needs an API key (hld_…)")
+    anyio.run(serve, client, gateway)
+
+
+async def serve(client: ClientSettings, gateway: GatewaySettings) -> None:
+    async with AsyncHaldirClient(client.url, client.api_key, timeout=TIMEOUT) as remote:
+        backend = RemoteGateway(remote, await _session_id(remote, gateway))
+        fanout = ToolChangeFanout(held_connections=True)
+        server = build_gateway_server(lambda ctx: backend, lambda ctx: _TENANT, fanout)
+        options = server.create_initialization_options(NotificationOptions(tools_changed=True))
+        async with stdio_server() as (read_stream, write_stream), anyio.create_task_group() as tasks:
+            tasks.start_soon(_watch_tools, backend, fanout, gateway.proxy_poll_seconds)
+            await server.run(read_stream, write_stream, options)
+            tasks.cancel_scope.cancel()
+
+
+async def _session_id(remote: AsyncHaldirClient, gateway: GatewaySettings) -> str:
+    if gateway.session_id:
+        session: dict[str, object] = await remote.get_session(gateway.session_id)
+        return str(session["session_id"])
+    if not gateway.agent_id:
+        raise InvalidRequest(
+            "set HALDIR_SESSION_ID, or HALDIR_AGENT_ID (and HALDIR_SCOPES) to create a session"
+        )
+    created = await remote.create_session(
+        agent_id=gateway.agent_id, scopes=list(gateway.scopes), spend_limit=gateway.spend_limit
+    )
+    log.info("proxy.session_created", session_id=created["session_id"], agent_id=gateway.agent_id)
+    return str(created["session_id"])
+
+
+async def _watch_tools(backend: RemoteGateway, fanout: ToolChangeFanout, every: float) -> None:
+    """The server's tool list, polled: a change (an upstream's list_changed, a refresh, an approval)
+    reaches the client as `notifications/tools/list_changed`."""
+    seen: str | None = None
+    while True:
+        try:
+            tools = await backend.list_proxy_tools()
+        except Exception as exc:  # the server may be restarting; the next poll will tell
+            log.warning("proxy.poll_failed", error=type(exc).__name__)
+        else:
+            digest = hashlib.sha256(json.dumps(tools, sort_keys=True).encode()).hexdigest()
+            if seen is not None and digest != seen:
+                await fanout.changed(_TENANT)
+            seen = digest
+        await anyio.sleep(every)

@@ -1,0 +1,367 @@
+"""The governed call through the proxy: `admit_call` decides and reserves, `finish_call` records and
+settles, in the steps of docs/proxy-design.md. Adapters and `ProxyService` call these; nothing else
+enforces. Calling a tool through the proxy needs the key scope `proxy:write`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from haldir.core.keys import Principal
+from haldir.core.ledger import StoredEntry, canonical_bytes
+from haldir.core.money import format_micros
+from haldir.core.policies import (
+    CallLimits,
+    Per,
+    RateLimit,
+    ToolRef,
+    check_call,
+    limits_for,
+    retry_after,
+    window_start,
+)
+from haldir.core.scopes import Scope
+from haldir.core.secrets import VAULT_TOOL
+from haldir.core.sessions import Session, check_scope, spend_refusal
+from haldir.core.tools import find_secret_refs, scrub, substitute
+from haldir.errors import (
+    BudgetExceeded,
+    CallDenied,
+    InvalidRequest,
+    NotAllowed,
+    NotFound,
+    RateLimited,
+    ScopeDenied,
+    ToolDefinitionChanged,
+)
+from haldir.governor.base import text_field
+from haldir.governor.registry import (
+    ProxyTool,
+    RegistryMixin,
+    ResolvedUpstream,
+    ToolSync,
+    governance_fields,
+    secret_details,
+    tool_scope,
+)
+from haldir.store.ports import SpendTransaction
+
+__all__ = ["Admission", "ProxyMixin", "ProxyTool", "Reservation", "ResolvedUpstream", "ToolSync"]
+
+CALL_ACTION = "tools/call"
+MAX_ERROR_CHARS = 1000
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """Cost held on a spend-limit counter while a call runs; released when the call fails."""
+
+    policy_id: str
+    subject: str
+    micros: int
+
+
+@dataclass(frozen=True, repr=False)
+class Admission:
+    """A call the governor let through: what to forward (`arguments` with secrets substituted, to
+    `tool_name` on `upstream`) and what `finish_call` needs to record and settle it."""
+
+    tenant_id: str
+    session: Session
+    tool: ProxyTool
+    upstream: str
+    tool_name: str
+    arguments: dict[str, Any]
+    injected: dict[str, str]
+    policy_ids: tuple[str, ...]
+    cost_micros: int
+    reserved: tuple[Reservation, ...]
+    started_at: datetime
+
+    def __repr__(self) -> str:  # arguments hold injected secret values
+        return f"Admission({self.session.session_id!r}, {self.tool.name!r}, secrets={sorted(self.injected)})"
+
+
+class ProxyMixin(RegistryMixin):
+    async def admit_call(
+        self, principal: Principal, *, session_id: str, tool: str, arguments: dict[str, Any]
+    ) -> Admission:
+        """Decide on a `tools/call`, in the steps of docs/proxy-design.md; the admission to forward.
+
+        Every refusal is one ledger entry (status denied, flagged with the reason, the policy id when a
+        policy decided) and raises the denial error. A cost is reserved, with its ledger entry, before
+        this returns; `finish_call` keeps it or releases it.
+        """
+        principal.require("proxy:write")
+        tool = text_field(tool, field="tool", max_length=200)
+        if not isinstance(arguments, dict):
+            raise InvalidRequest("arguments must be a JSON object", field="arguments")
+        digest = _sha256(arguments)
+        session = await self._session(principal, session_id)
+        try:
+            return await self._admit(session, tool, arguments)
+        except (CallDenied, BudgetExceeded, ScopeDenied, NotFound) as refused:
+            await self._record_refusal(session, tool, refused, arguments_sha256=digest)
+            raise
+
+    async def _admit(self, session: Session, name: str, arguments: dict[str, Any]) -> Admission:
+        now = self._clock.now()
+        # Step 1: the session is valid.
+        invalid = session.invalid_reason(now)
+        if invalid:
+            raise ScopeDenied(invalid, flag_reason=invalid)
+        # Step 2: the tool is known and its pin current.
+        tool = await self._proxy_tool(session.tenant_id, name)
+        if tool.status == "changed":
+            reason = (
+                f"Tool '{tool.name}' changed its definition since it was pinned; an operator must approve it"
+            )
+            raise ToolDefinitionChanged(reason, flag_reason=reason)
+        # Step 3: the session may call it.
+        decision = check_scope(session, tool_scope(tool.name), now=now)
+        if not decision.allowed:
+            raise NotAllowed(decision.reason or "denied", flag_reason=decision.reason)
+        # Step 4: the policies, in their fixed order.
+        ref = ToolRef(tool.name, tool.upstream, tool.tool_name)
+        policies = await self._store.proxy.list_policies(session.tenant_id)
+        refusal = check_call(policies, tool=ref, arguments=arguments, now=now)
+        if refusal is not None:
+            raise refusal.error(refusal.reason, flag_reason=refusal.reason, policy_id=refusal.policy_id)
+        limits = limits_for(policies, tool=ref)
+        # Step 5: secrets referenced by the arguments, under the session's scope.
+        injected = await self._release_for_call(session, tool, arguments)
+        # Step 6: rate limits, then the cost against the budget and spend limits, in one transaction.
+        reserved = await self._reserve(session, tool, limits, now)
+        return Admission(
+            tenant_id=session.tenant_id,
+            session=session,
+            tool=tool,
+            upstream=tool.upstream,
+            tool_name=tool.tool_name,
+            arguments=substitute(arguments, injected),
+            injected=injected,
+            policy_ids=limits.policy_ids,
+            cost_micros=limits.cost_micros,
+            reserved=reserved,
+            started_at=now,
+        )
+
+    async def _release_for_call(
+        self, session: Session, tool: ProxyTool, arguments: dict[str, Any]
+    ) -> dict[str, str]:
+        """The values of the secrets the arguments reference, each released to the session only if it
+        holds the secret's `scope_required`; every scope is checked before any secret is opened."""
+        secrets = []
+        for ref in sorted(find_secret_refs(arguments)):
+            secret = await self._store.vault.secret_version(session.tenant_id, ref, None)
+            if secret is None:
+                reason = (
+                    f"Tool '{tool.name}': argument refers to secret {ref!r}, which this tenant does not have"
+                )
+                raise NotFound(reason, flag_reason=reason)
+            decision = check_scope(session, Scope.from_text(secret.scope_required), now=self._clock.now())
+            if not decision.allowed:
+                reason = f"secret {ref!r} needs scope '{secret.scope_required}': {decision.reason}"
+                raise ScopeDenied(reason, flag_reason=reason)
+            secrets.append(secret)
+        values = {}
+        for secret in secrets:
+            values[secret.name] = await self._open(secret)
+            context = await self._lookback(session.tenant_id, session.session_id)
+            details = {**secret_details(secret), "actor": "proxy", "tool": tool.name}
+            entry = self._entry(
+                session.tenant_id,
+                context,
+                session_id=session.session_id,
+                agent_id=session.agent_id,
+                **governance_fields("secret.release", details) | {"tool": VAULT_TOOL},
+            )
+            await self._store.vault.record_release(
+                session.tenant_id, secret.name, at=self._clock.now(), entry=entry
+            )
+        return values
+
+    async def _reserve(
+        self, session: Session, tool: ProxyTool, limits: CallLimits, now: datetime
+    ) -> tuple[Reservation, ...]:
+        """Take the rate-limit counters, then charge the cost to the session (capped by per-session spend
+        limits) and to every per-agent and per-tenant spend limit, all in one transaction with the entry
+        that records the charge. Any refusal rolls all of it back."""
+        cost = limits.cost_micros
+        rates = sorted((pid, _subject(rule.per, session), rule) for pid, rule in limits.rate_limits)
+        counters = sorted(
+            (pid, _subject(rule.per, session), rule.max_micros)
+            for pid, rule in limits.spend_limits
+            if rule.per != "session"
+        )
+        cap = limits.session_cap()
+        context = await self._lookback(session.tenant_id, session.session_id)
+        async with self._store.spend_transaction(session.tenant_id) as tx:
+            for pid, subject, rule in rates:
+                await _take_call(tx, pid, subject, rule, now)
+            if cost == 0:
+                return ()
+            charged = await tx.charge(session.session_id, cost, now=now, cap=None if cap is None else cap[0])
+            if charged is None:
+                raise await _budget_refusal(tx, session, cost, cap, now)
+            for pid, subject, max_micros in counters:
+                if await tx.charge_limit(pid, subject, cost, max_micros=max_micros) is None:
+                    reason = (
+                        f"Spend limit of {format_micros(max_micros)} USD per {_per_name(subject)} "
+                        f"({pid}) would be exceeded by {format_micros(cost)} USD"
+                    )
+                    raise BudgetExceeded(reason, flag_reason=reason, policy_id=pid)
+            fields = _call_fields(tool, limits, status="ok", cost_micros=cost, phase="reserve")
+            entry = await tx.append(self._spend_entry(context, charged, charged_micros=cost, **fields))
+            await self._exhausted(tx, charged, entry)
+        return tuple(Reservation(pid, subject, cost) for pid, subject, _ in counters)
+
+    async def _record_refusal(
+        self, session: Session, tool: str, refused: Exception, *, arguments_sha256: str
+    ) -> None:
+        details = getattr(refused, "details", {})
+        reason = details.get("flag_reason") or str(refused)
+        recorded: dict[str, Any] = {"tool": tool, "refused": reason, "arguments_sha256": arguments_sha256}
+        if details.get("policy_id") is not None:
+            recorded["policy_id"] = details["policy_id"]
+        await self._append(
+            session.tenant_id,
+            session_id=session.session_id,
+            agent_id=session.agent_id,
+            flag_reason=reason,
+            tool=tool,
+            action=CALL_ACTION,
+            status="denied",
+            cost_usd=0,
+            details=recorded,
+        )
+
+    async def finish_call(
+        self,
+        principal: Principal,
+        admission: Admission,
+        *,
+        result: dict[str, Any] | None,
+        error: str | None,
+        latency_ms: float,
+    ) -> StoredEntry:
+        """Record how an admitted call ended: ok, or error (the upstream failed, or its result says
+        `isError`). An error releases the reserved cost in the same transaction as its entry. The entry
+        holds digests of the scrubbed arguments and result, never a secret value."""
+        principal.require("proxy:write")
+        if admission.tenant_id != principal.tenant_id:
+            raise InvalidRequest("this admission belongs to another tenant")
+        if not _is_duration(latency_ms):
+            raise InvalidRequest(f"latency_ms must be a finite number of milliseconds, got {latency_ms!r}")
+        failed = error is not None or (isinstance(result, dict) and result.get("isError") is True)
+        limits = CallLimits(admission.policy_ids, (), (), admission.cost_micros)
+        fields = _call_fields(
+            admission.tool,
+            limits,
+            status="error" if failed else "ok",
+            cost_micros=0 if failed else admission.cost_micros,
+            phase="finish",
+        )
+        fields["details"] |= {
+            "arguments_sha256": _sha256(scrub(admission.arguments, admission.injected)),
+            "result_sha256": None if result is None else _sha256(scrub(result, admission.injected)),
+            "latency_ms": round(float(latency_ms), 3),
+        }
+        if error is not None:
+            fields["details"]["error"] = scrub(error, admission.injected)[:MAX_ERROR_CHARS]
+        session = admission.session
+        if not failed or admission.cost_micros == 0:
+            return await self._append(
+                session.tenant_id, session_id=session.session_id, agent_id=session.agent_id, **fields
+            )
+        return await self._release(admission, fields)
+
+    async def _release(self, admission: Admission, fields: dict[str, Any]) -> StoredEntry:
+        """Give a failed call's cost back: to the session and every spend-limit counter, with its entry."""
+        session = admission.session
+        context = await self._lookback(session.tenant_id, session.session_id)
+        async with self._store.spend_transaction(session.tenant_id) as tx:
+            released = await tx.charge(session.session_id, -admission.cost_micros, now=self._clock.now())
+            for reservation in admission.reserved:
+                await tx.release_limit(reservation.policy_id, reservation.subject, reservation.micros)
+            current = released or session
+            return await tx.append(
+                self._spend_entry(context, current, charged_micros=-admission.cost_micros, **fields)
+            )
+
+
+def _call_fields(
+    tool: ProxyTool, limits: CallLimits, *, status: str, cost_micros: int, phase: str
+) -> dict[str, Any]:
+    """The ledger fields of a governed call: `reserve` holds its cost, `finish` records how it ended."""
+    return {
+        "tool": tool.name,
+        "action": CALL_ACTION,
+        "status": status,
+        "cost_usd": format_micros(cost_micros),
+        "details": {
+            "phase": phase,
+            "upstream": tool.upstream,
+            "tool": tool.name,
+            "tool_name": tool.tool_name,
+            "policy_ids": list(limits.policy_ids),
+        },
+    }
+
+
+def _subject(per: Per, session: Session) -> str:
+    """Whose counter a limit counts on: the session's, the agent's or the whole tenant's."""
+    if per == "session":
+        return f"session:{session.session_id}"
+    if per == "agent":
+        return f"agent:{session.agent_id}"
+    return "tenant"
+
+
+def _is_duration(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float) and 0 <= value < math.inf
+
+
+def _per_name(subject: str) -> str:
+    return subject.partition(":")[0]
+
+
+async def _take_call(tx: SpendTransaction, pid: str, subject: str, rule: RateLimit, now: datetime) -> None:
+    start = window_start(now, rule.window_seconds)
+    if await tx.take_call(pid, subject, max_calls=rule.max_calls, window_start=start) is None:
+        wait = retry_after(now, rule.window_seconds)
+        reason = (
+            f"Rate limit of {rule.max_calls} calls per {rule.window_seconds} s per {rule.per} ({pid}) "
+            f"reached; retry in {wait} s"
+        )
+        raise RateLimited(reason, flag_reason=reason, policy_id=pid, retry_after=wait)
+
+
+async def _budget_refusal(
+    tx: SpendTransaction, session: Session, cost: int, cap: tuple[int, str] | None, now: datetime
+) -> ScopeDenied | BudgetExceeded:
+    """Why the session's charge did not apply: it is no longer valid, its budget, or a session cap."""
+    current = await tx.session(session.session_id) or session
+    invalid = current.invalid_reason(now)
+    if invalid:
+        return ScopeDenied(invalid, flag_reason=invalid)
+    left = format_micros(current.remaining_micros)
+    if current.spent_micros + cost > current.spend_limit_micros or cap is None:
+        reason = spend_refusal(current, cost, now=now)
+        return BudgetExceeded(reason, flag_reason=reason, remaining_budget=left)
+    limit, pid = cap
+    reason = (
+        f"Spend limit of {format_micros(limit)} USD per session ({pid}) would be exceeded: session "
+        f"{session.session_id} spent {format_micros(current.spent_micros)} USD, the call costs "
+        f"{format_micros(cost)}"
+    )
+    return BudgetExceeded(reason, flag_reason=reason, policy_id=pid, remaining_budget=left)
+
+
+def _sha256(value: dict[str, Any]) -> str:
+    """SHA-256 (hex) of the RFC 8785 JSON of a JSON object."""
+    return hashlib.sha256(canonical_bytes(value)).hexdigest()

@@ -1,0 +1,259 @@
+"""The MCP gateway: one MCP server in front of a tenant's upstream MCP servers.
+
+It lists every upstream tool under its aggregated name, plus three of Haldir's own
+(`haldir_check_permission`, `haldir_get_spend`, `haldir_get_audit`), and sends every `tools/call`
+through the proxy's pipeline for one session: the agent and the upstreams need no change. A refusal
+comes back as an MCP tool error whose text starts with the denial code (`tool_denied: …`) and whose
+structured content is the REST error body (`code`, `flag_reason`, `policy_id`, `retry_after`).
+
+When the tenant's tools change (an upstream said `notifications/tools/list_changed`, an operator
+refreshed, approved or removed one), clients hear `notifications/tools/list_changed`: 2026-07-28 clients
+on their `subscriptions/listen` stream, handshake-era clients on their connection where it stays open
+(stdio; stateless HTTP has no channel to tell them on).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import anyio
+import mcp_types as types
+import structlog
+from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel import Server
+from mcp.server.session import ServerSession
+from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ToolsListChanged
+from mcp.shared.exceptions import MCPError
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from haldir import __version__
+from haldir.errors import HaldirError, InternalError
+from haldir.mcp.backends import Json
+from haldir.mcp.governance import _tool_error as tool_error
+from haldir.mcp.governance import error_body, invalid_arguments
+
+log = structlog.get_logger("haldir.mcp.gateway")
+
+INSTRUCTIONS = (
+    "Tools of this server reach real MCP servers through Haldir, which checks each call against the "
+    "session's scopes, budget and the tenant's policies, and records it in a tamper-evident ledger. A "
+    "refused call returns an error naming the reason. haldir_check_permission, haldir_get_spend and "
+    "haldir_get_audit tell the agent what it may do, what it has spent and what it did."
+)
+
+
+class GatewayBackend(Protocol):
+    """What the gateway calls, for one session; answers are REST bodies. Met in-process by
+    `haldir.proxy.gateway.LocalGateway` and over HTTP by `RemoteGateway`."""
+
+    @property
+    def session_id(self) -> str: ...
+
+    async def list_proxy_tools(self) -> Json: ...
+
+    async def call_tool(self, *, session_id: str, tool: str, arguments: dict[str, Any]) -> Json: ...
+
+    async def check_permission(self, session_id: str, scope: str) -> Json: ...
+
+    async def spend(self, *, session_id: str | None = None) -> Json: ...
+
+    async def list_entries(self, *, session_id: str | None = None, limit: int = 50) -> Json: ...
+
+
+GatewayFactory = Callable[[ServerRequestContext[Any, Any]], GatewayBackend]
+"""The backend of one request: fixed for stdio; over HTTP, from the API key and `X-Session-ID`."""
+
+TenantOf = Callable[[ServerRequestContext[Any, Any]], str]
+
+
+class _Args(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CheckArgs(_Args):
+    scope: str = Field(max_length=200, description="A session scope, e.g. `read`, `spend:stripe`.")
+
+
+class NoArgs(_Args):
+    pass
+
+
+class AuditArgs(_Args):
+    limit: int = Field(default=20, ge=1, le=100, description="How many of the latest entries.")
+
+
+@dataclass(frozen=True)
+class _OwnTool:
+    name: str
+    description: str
+    args: type[BaseModel]
+    run: Callable[[GatewayBackend, Any], Awaitable[Json]]
+
+    def definition(self) -> types.Tool:
+        return types.Tool(
+            name=self.name,
+            description=self.description,
+            input_schema=self.args.model_json_schema(),
+            annotations=types.ToolAnnotations(
+                read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False
+            ),
+        )
+
+
+async def _check(backend: GatewayBackend, args: CheckArgs) -> Json:
+    return await backend.check_permission(backend.session_id, args.scope)
+
+
+async def _spend(backend: GatewayBackend, args: NoArgs) -> Json:
+    return await backend.spend(session_id=backend.session_id)
+
+
+async def _audit(backend: GatewayBackend, args: AuditArgs) -> Json:
+    return await backend.list_entries(session_id=backend.session_id, limit=args.limit)
+
+
+OWN_TOOLS = (
+    _OwnTool(
+        "haldir_check_permission",
+        "Whether this agent's session holds a scope, and why not when it does not.",
+        CheckArgs,
+        _check,
+    ),
+    _OwnTool("haldir_get_spend", "What this agent's session has spent, by tool.", NoArgs, _spend),
+    _OwnTool(
+        "haldir_get_audit", "This agent's session's latest ledger entries, newest first.", AuditArgs, _audit
+    ),
+)
+OWN_NAMES = frozenset(tool.name for tool in OWN_TOOLS)
+
+
+def upstream_tool(view: Json) -> types.Tool:
+    """A proxy tool as clients see it: its pinned definition under its aggregated name."""
+    return types.Tool.model_validate({**view["definition"], "name": view["name"]})
+
+
+def upstream_tools(views: list[Json]) -> list[types.Tool]:
+    """The proxy tools clients can call. A tool named like one of the gateway's own is left out: calls
+    by that name reach the gateway's tool, and a listing must not name two tools alike. So is a
+    definition the SDK cannot read, rather than failing the whole listing."""
+    tools = []
+    for view in views:
+        if view["name"] in OWN_NAMES:
+            log.warning("gateway.tool_shadowed", tool=view["name"], upstream=view.get("upstream"))
+            continue
+        try:
+            tools.append(upstream_tool(view))
+        except ValidationError:
+            log.warning("gateway.tool_unreadable", tool=view["name"], upstream=view.get("upstream"))
+    return tools
+
+
+class ToolChangeFanout:
+    """Tells a tenant's gateway clients that their tool list changed.
+
+    2026-07-28 clients hear it on their `subscriptions/listen` streams, through a per-tenant bus, so one
+    tenant's changes never reach another's clients. A handshake-era client can only be told on a
+    connection that stays open between its requests (`held_connections`, as on stdio): the SDK makes a
+    `ServerSession` per request, so the latest one of each tenant is kept, and its notifications ride the
+    connection's own channel. Stateless HTTP has no such channel: there, only listen streams hear.
+    """
+
+    def __init__(self, *, held_connections: bool = False) -> None:
+        self._held = held_connections
+        self._sessions: dict[str, ServerSession] = {}
+        self._buses: dict[str, InMemorySubscriptionBus] = {}
+        self._listeners: dict[str, ListenHandler] = {}
+
+    def seen(self, tenant_id: str, session: ServerSession) -> None:
+        if self._held and session.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+            self._sessions[tenant_id] = session
+
+    def listen_handler(self, tenant_id: str) -> ListenHandler:
+        handler = self._listeners.get(tenant_id)
+        if handler is None:
+            bus = self._buses.setdefault(tenant_id, InMemorySubscriptionBus())
+            handler = self._listeners[tenant_id] = ListenHandler(bus)
+        return handler
+
+    async def changed(self, tenant_id: str) -> None:
+        bus = self._buses.get(tenant_id)
+        if bus is not None:
+            await bus.publish(ToolsListChanged())
+        session = self._sessions.get(tenant_id)
+        if session is None:
+            return
+        try:
+            with anyio.fail_after(5):
+                await session.send_tool_list_changed()
+        except Exception as exc:  # the client went away; a later request remembers its successor
+            log.info("gateway.notify_failed", tenant_id=tenant_id, error=type(exc).__name__)
+            if self._sessions.get(tenant_id) is session:
+                del self._sessions[tenant_id]
+
+
+def build_gateway_server(
+    backend_for: GatewayFactory, tenant_of: TenantOf, fanout: ToolChangeFanout
+) -> Server[Any]:
+    """The gateway server; `backend_for` picks each request's backend, `tenant_of` its tenant."""
+    own = {tool.name: tool for tool in OWN_TOOLS}
+
+    def seen(ctx: ServerRequestContext[Any, Any]) -> None:
+        if ctx.session is not None:
+            fanout.seen(tenant_of(ctx), ctx.session)
+
+    async def list_tools(
+        ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        seen(ctx)
+        try:
+            views = (await backend_for(ctx).list_proxy_tools())["tools"]
+        except HaldirError as exc:
+            raise MCPError(types.INTERNAL_ERROR, f"{exc.code}: {exc.message}", data=error_body(exc)) from None
+        return types.ListToolsResult(tools=upstream_tools(views) + [tool.definition() for tool in OWN_TOOLS])
+
+    async def call_tool(
+        ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
+    ) -> types.CallToolResult:
+        seen(ctx)
+        try:
+            backend = backend_for(ctx)
+            mine = own.get(params.name)
+            if mine is None:
+                forwarded = await backend.call_tool(
+                    session_id=backend.session_id, tool=params.name, arguments=params.arguments or {}
+                )
+                return types.CallToolResult.model_validate(forwarded)
+            result = await mine.run(backend, mine.args.model_validate(params.arguments or {}))
+        except ValidationError as exc:
+            return tool_error(params.name, invalid_arguments(exc))
+        except HaldirError as exc:
+            return tool_error(params.name, exc)
+        except Exception:
+            log.exception("gateway.tool_crashed", tool=params.name)
+            return tool_error(params.name, InternalError("internal error; the server log has the details"))
+        text = json.dumps(result, separators=(",", ":"))
+        return types.CallToolResult(content=[types.TextContent(text=text)], structured_content=result)
+
+    async def listen(
+        ctx: ServerRequestContext[Any, Any], params: types.SubscriptionsListenRequestParams
+    ) -> types.SubscriptionsListenResult:
+        return await fanout.listen_handler(tenant_of(ctx))(ctx, params)
+
+    def input_schema(name: str) -> dict[str, Any] | None:
+        mine = own.get(name)
+        return None if mine is None else mine.args.model_json_schema()
+
+    return Server(
+        "haldir-gateway",
+        version=__version__,
+        title="Haldir MCP gateway",
+        instructions=INSTRUCTIONS,
+        get_tool_input_schema=input_schema,
+        on_list_tools=list_tools,
+        on_call_tool=call_tool,
+        on_subscriptions_listen=listen,
+    )

@@ -1,0 +1,191 @@
+"""The governed tool call: the governor admits it, the pool forwards it, the governor records it.
+
+`ProxyService` is the one implementation behind `POST /v1/proxy/call`, the gateway MCP server over
+Streamable HTTP and, through the REST API, `haldir proxy` over stdio. It owns nothing the governor
+decides; it only joins the governor (policies, budgets, ledger) to the live upstream connections.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import structlog
+
+from haldir.core.keys import Principal
+from haldir.core.tools import Upstream, scrub
+from haldir.errors import HaldirError
+from haldir.governor import Governor
+from haldir.governor.registry import ProxyTool, ResolvedUpstream, ToolSync
+from haldir.proxy.upstreams import UpstreamConfig, UpstreamPool
+
+log = structlog.get_logger("haldir.proxy")
+
+ToolsChanged = Callable[[str], Awaitable[None]]
+"""Told the tenant whose tool list changed."""
+
+
+@dataclass(frozen=True)
+class _Connection:
+    """What the pool needs for one upstream, with its secrets substituted, and the values to scrub."""
+
+    fingerprint: str
+    config: UpstreamConfig
+    injected: dict[str, str]
+
+
+class ProxyService:
+    def __init__(self, governor: Governor, pool: UpstreamPool) -> None:
+        self._governor = governor
+        self._pool = pool
+        self._connections: dict[tuple[str, str], _Connection] = {}
+        self._listeners: dict[object, ToolsChanged] = {}
+
+    # calls
+
+    async def call_tool(
+        self, principal: Principal, *, session_id: str, tool: str, arguments: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Admit, forward and record one `tools/call`; the upstream's result with injected secrets scrubbed.
+
+        A refusal raises the governor's denial error (already in the ledger). Once admitted, the call is
+        recorded even if the caller goes away mid-flight: the record runs shielded from cancellation.
+        """
+        admission = await self._governor.admit_call(
+            principal, session_id=session_id, tool=tool, arguments=arguments
+        )
+        connection = await self._connection(principal.tenant_id, admission.upstream)
+        secrets = {**connection.injected, **admission.injected}
+        started = time.perf_counter()
+        try:
+            result = await self._pool.call_tool(
+                principal.tenant_id, connection.config, admission.tool_name, admission.arguments
+            )
+        except HaldirError as exc:
+            with anyio.CancelScope(shield=True):
+                await self._governor.finish_call(
+                    principal,
+                    admission,
+                    result=None,
+                    error=scrub(exc.message, secrets),
+                    latency_ms=_ms(started),
+                )
+            raise type(exc)(scrub(exc.message, secrets)) from None
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._governor.finish_call(
+                    principal, admission, result=None, error="call cancelled", latency_ms=_ms(started)
+                )
+            raise
+        result = scrub(result, secrets)
+        with anyio.CancelScope(shield=True):
+            await self._governor.finish_call(
+                principal, admission, result=result, error=None, latency_ms=_ms(started)
+            )
+        return result
+
+    # upstreams and their tools
+
+    async def register(self, principal: Principal, **config: Any) -> tuple[Any, ToolSync]:
+        """Register an upstream and discover its tools through a real MCP handshake.
+
+        An upstream that cannot be reached is not kept: registration fails with `upstream_unavailable`.
+        """
+        upstream = await self._governor.register_upstream(principal, **config)
+        try:
+            synced = await self.refresh(principal, upstream.name)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._governor.delete_upstream(principal, upstream.name)
+            raise
+        return upstream, synced
+
+    async def refresh(self, principal: Principal, name: str) -> ToolSync:
+        """Rediscover an upstream's tools now; pins and change flags are the governor's."""
+        upstream = await self._governor.upstream_to_refresh(principal, name)
+        return await self._sync(principal.tenant_id, upstream.name)
+
+    async def delete(self, principal: Principal, name: str) -> Upstream:
+        """Remove an upstream: its tools leave the tenant's list and its connection closes."""
+        upstream = await self._governor.delete_upstream(principal, name)
+        self._connections.pop((principal.tenant_id, name), None)
+        await self._pool.drop(principal.tenant_id, name)
+        await self._notify(principal.tenant_id)
+        return upstream
+
+    async def approve(self, principal: Principal, name: str) -> ProxyTool:
+        """Pin a changed tool's new definition; clients hear their tool list changed."""
+        tool: ProxyTool = await self._governor.approve_tool(principal, name)
+        await self._notify(principal.tenant_id)
+        return tool
+
+    async def tools(self, principal: Principal) -> list[ProxyTool]:
+        tools: list[ProxyTool] = await self._governor.list_proxy_tools(principal)
+        return tools
+
+    async def upstream_tools_changed(self, tenant_id: str, name: str) -> None:
+        """The pool heard `notifications/tools/list_changed` from an upstream: rediscover it."""
+        try:
+            await self._sync(tenant_id, name)
+        except HaldirError as exc:
+            log.warning("proxy.refresh_failed", tenant_id=tenant_id, upstream=name, code=exc.code)
+
+    async def _sync(self, tenant_id: str, name: str) -> ToolSync:
+        resolved: ResolvedUpstream = await self._governor.upstream_for_connect(tenant_id, name)
+        connection = self._remember(tenant_id, resolved)
+        definitions = await self._pool.list_tools(tenant_id, connection.config)
+        synced: ToolSync = await self._governor.record_tools(tenant_id, name, definitions)
+        if synced.added or synced.changed or synced.removed:
+            await self._notify(tenant_id)
+        return synced
+
+    async def _connection(self, tenant_id: str, name: str) -> _Connection:
+        found = self._connections.get((tenant_id, name))
+        fingerprint = await self._governor.upstream_fingerprint(tenant_id, name)
+        if found is not None and found.fingerprint == fingerprint:
+            return found
+        return self._remember(tenant_id, await self._governor.upstream_for_connect(tenant_id, name))
+
+    def _remember(self, tenant_id: str, resolved: ResolvedUpstream) -> _Connection:
+        upstream = resolved.upstream
+        connection = _Connection(
+            fingerprint=resolved.fingerprint,
+            config=UpstreamConfig(
+                name=upstream.name,
+                transport=upstream.transport,
+                url=upstream.url,
+                headers=resolved.headers,
+                command=upstream.command,
+                args=list(upstream.args),
+                env=resolved.env,
+                fingerprint=resolved.fingerprint,
+            ),
+            injected=resolved.injected,
+        )
+        self._connections[(tenant_id, upstream.name)] = connection
+        return connection
+
+    # tool-change listeners (the gateway tells its MCP clients)
+
+    def subscribe(self, listener: ToolsChanged) -> Callable[[], None]:
+        token = object()
+        self._listeners[token] = listener
+
+        def unsubscribe() -> None:
+            self._listeners.pop(token, None)
+
+        return unsubscribe
+
+    async def _notify(self, tenant_id: str) -> None:
+        for listener in list(self._listeners.values()):
+            try:
+                await listener(tenant_id)
+            except Exception:  # one broken client stream must not stop the others hearing of the change
+                log.exception("proxy.notify_failed", tenant_id=tenant_id)
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)

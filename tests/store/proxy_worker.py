@@ -1,0 +1,65 @@
+"""One proxy caller in its own OS process, started by tests/test_proxy_concurrency.py.
+
+`python -m tests.store.proxy_worker URL TENANT COUNT SESSION...` opens the store and a governor, prints
+`ready`, waits for `go` on stdin, admits COUNT concurrent calls of the tool `search` spread over the
+sessions, and prints one JSON object: how many were admitted and how many refused, by error code.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+
+import anyio
+import anyio.to_thread
+
+from haldir.clock import SystemClock
+from haldir.core.keys import Principal
+from haldir.errors import BudgetExceeded, RateLimited
+from haldir.governor import Governor
+from haldir.store.sql import SqlStore
+from tests.store.ledger_worker import causes
+
+RUN_LIMIT_S = 60.0
+
+
+async def call_all(url: str, tenant: str, count: int, sessions: list[str]) -> dict[str, object]:
+    store = SqlStore.open(url, pool_size=4)
+    governor = Governor(store=store, clock=SystemClock())
+    principal = Principal.operator(tenant)
+    outcomes: Counter[str] = Counter()
+    try:
+        await store.ping()
+        print("ready", flush=True)
+        if (await anyio.to_thread.run_sync(sys.stdin.readline)).strip() != "go":
+            raise SystemExit("the test went away before saying go")
+
+        async def call(session_id: str) -> None:
+            try:
+                await governor.admit_call(principal, session_id=session_id, tool="search", arguments={})
+                outcomes["admitted"] += 1
+            except (BudgetExceeded, RateLimited) as refused:
+                outcomes[refused.code] += 1
+
+        with anyio.fail_after(RUN_LIMIT_S):
+            async with anyio.create_task_group() as tg:
+                for n in range(count):
+                    tg.start_soon(call, sessions[n % len(sessions)])
+    finally:
+        await store.close()
+    return dict(outcomes)
+
+
+def main() -> None:
+    url, tenant, count, *sessions = sys.argv[1:]
+    try:
+        result = anyio.run(lambda: call_all(url, tenant, int(count), sessions))
+    except Exception as exc:
+        print("\n".join(["failed:", *sorted(causes(exc))]), file=sys.stderr)
+        sys.exit(1)
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
