@@ -14,6 +14,7 @@ from mcp.client.client import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.subscriptions import ToolsListChanged
+from mcp_types import SERVER_INFO_META_KEY
 
 from tests.mcp_servers import changing_tools_params, time_server_params
 from tests.proxy.conftest import TIMEOUT_S, Tenant, drifting_tools_params
@@ -76,6 +77,9 @@ async def test_the_gateway_serves_upstream_tools_and_its_own_for_one_session(
             result = await client.call_tool("convert_time", CONVERT)
         assert not result.is_error
         assert content(result) == direct.json()["content"]
+        assert direct.json()["_meta"][SERVER_INFO_META_KEY]["name"] == "mcp-time"
+        stamp = (result.meta or {}).get(SERVER_INFO_META_KEY)  # the gateway's own, never the upstream's
+        assert (stamp or {}).get("name") == (None if mode == "legacy" else "haldir-gateway")
         allowed = await structured(client, "haldir_check_permission", {"scope": "read"})
         lacking = await structured(client, "haldir_check_permission", {"scope": "spend"})
         spend = await structured(client, "haldir_get_spend", {})
@@ -97,11 +101,15 @@ async def test_a_refused_call_is_a_tool_error_that_starts_with_its_code(tenant: 
     await tenant.register("time", time_server_params())
     policy = await tenant.rest.post("/v1/proxy/policies", json={"type": "deny", "tools": ["convert_time"]})
     assert policy.status_code == 201, policy.text
+    rate = {"type": "rate_limit", "max_calls": 1, "window_seconds": 3600}
+    assert (await tenant.rest.post("/v1/proxy/policies", json=rate)).status_code == 201
     session_id = await tenant.session("execute")
     narrow = await tenant.session("read")
     async with gateway(tenant, session_id) as client:
         denied = await refused(client, "convert_time", CONVERT)
         unknown = await refused(client, "no_such_tool", {})
+        assert not (await client.call_tool("get_current_time", {"timezone": "UTC"})).is_error
+        limited = await refused(client, "get_current_time", {"timezone": "UTC"})
         audit = await structured(client, "haldir_get_audit", {})
     async with gateway(tenant, narrow) as client:
         not_allowed = await refused(client, "get_current_time", {"timezone": "UTC"})
@@ -113,10 +121,17 @@ async def test_a_refused_call_is_a_tool_error_that_starts_with_its_code(tenant: 
     assert unknown["code"] == "not_found"
     assert not_allowed["code"] == "not_allowed"
     assert no_session["code"] == "not_found"
-    refusals = [
+    assert limited["code"] == "rate_limited"
+    assert 1 <= limited["retry_after"] <= 3600
+    calls = [
         (entry["tool"], entry["status"]) for entry in audit["entries"] if entry["action"] == "tools/call"
     ]
-    assert refusals == [("no_such_tool", "denied"), ("convert_time", "denied")]
+    assert calls == [
+        ("get_current_time", "denied"),
+        ("get_current_time", "ok"),
+        ("no_such_tool", "denied"),
+        ("convert_time", "denied"),
+    ]
 
 
 async def test_the_gateway_refuses_requests_without_a_key_or_a_session(tenant: Tenant) -> None:

@@ -12,7 +12,7 @@ import pytest
 import rfc8785
 
 from tests.conftest import Api
-from tests.mcp_servers import everything_stdio_params, time_server_params
+from tests.mcp_servers import changing_tools_params, everything_stdio_params, time_server_params
 from tests.proxy.conftest import drifting_tools_params
 
 pytestmark = pytest.mark.anyio
@@ -455,3 +455,20 @@ async def test_a_key_without_proxy_write_cannot_call(api: Api) -> None:
     assert response.status_code == 403
     assert response.json()["code"] == "insufficient_scope"
     assert (await api.client.get("/v1/proxy/tools", headers=api.auth(reader))).status_code == 200
+
+
+async def test_an_upstream_that_dies_mid_call_is_a_502_recorded_as_an_error_and_refunded(api: Api) -> None:
+    await _register(api, "changing", changing_tools_params())
+    await _policy(api, {"type": "tool_cost", "tool": "crash", "cost_usd": "0.50"})
+    session_id = await _session(api, "execute", spend_limit="1")
+    response = await _call(api, session_id, "crash", {})
+    assert response.status_code == 502, response.text
+    assert response.json()["code"] == "upstream_unavailable"
+    finished = (await _calls(api, session_id))[-1]
+    assert (finished["status"], finished["charged_usd"]) == ("error", "-0.50")
+    assert finished["details"]["error"]
+    assert finished["details"]["result_sha256"] is None
+    session = (await api.client.get(f"/v1/sessions/{session_id}", headers=api.auth(api.admin_key))).json()
+    assert session["spent"] == "0.00"
+    again = await _call(api, session_id, "pid", {})  # the pool starts the upstream again
+    assert again.status_code == 200, again.text

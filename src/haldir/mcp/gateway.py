@@ -26,15 +26,14 @@ from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 from mcp.server.session import ServerSession
 from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ToolsListChanged
-from mcp.shared.exceptions import MCPError
+from mcp_types import SERVER_INFO_META_KEY
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from haldir import __version__
 from haldir.errors import HaldirError, InternalError
 from haldir.mcp.backends import Json
-from haldir.mcp.governance import _tool_error as tool_error
-from haldir.mcp.governance import error_body, invalid_arguments
+from haldir.mcp.governance import invalid_arguments, protocol_error, tool_error
 
 log = structlog.get_logger("haldir.mcp.gateway")
 
@@ -152,6 +151,18 @@ def upstream_tools(views: list[Json]) -> list[types.Tool]:
     return tools
 
 
+def forwarded_result(body: Json) -> types.CallToolResult:
+    """An upstream's result as the gateway answers it. The upstream's `serverInfo` stamp in `_meta` is
+    dropped: the SDK stamps a result only when it has none, and the client talks to the gateway."""
+    meta = body.get("_meta")
+    if isinstance(meta, dict) and SERVER_INFO_META_KEY in meta:
+        rest = {key: value for key, value in meta.items() if key != SERVER_INFO_META_KEY}
+        body = {key: value for key, value in body.items() if key != "_meta"} | (
+            {"_meta": rest} if rest else {}
+        )
+    return types.CallToolResult.model_validate(body)
+
+
 class ToolChangeFanout:
     """Tells a tenant's gateway clients that their tool list changed.
 
@@ -212,7 +223,7 @@ def build_gateway_server(
         try:
             views = (await backend_for(ctx).list_proxy_tools())["tools"]
         except HaldirError as exc:
-            raise MCPError(types.INTERNAL_ERROR, f"{exc.code}: {exc.message}", data=error_body(exc)) from None
+            raise protocol_error(exc) from None
         return types.ListToolsResult(tools=upstream_tools(views) + [tool.definition() for tool in OWN_TOOLS])
 
     async def call_tool(
@@ -226,7 +237,7 @@ def build_gateway_server(
                 forwarded = await backend.call_tool(
                     session_id=backend.session_id, tool=params.name, arguments=params.arguments or {}
                 )
-                return types.CallToolResult.model_validate(forwarded)
+                return forwarded_result(forwarded)
             result = await mine.run(backend, mine.args.model_validate(params.arguments or {}))
         except ValidationError as exc:
             return tool_error(params.name, invalid_arguments(exc))

@@ -11,20 +11,13 @@ from __future__ import annotations
 from typing import Any, cast
 
 from mcp.server.context import ServerRequestContext
-from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from starlette.requests import Request
-from starlette.types import Receive, Scope, Send
 
-from haldir.errors import HaldirError, InvalidRequest
-from haldir.http.auth import governor as app_governor
-from haldir.http.errors import error_response
-from haldir.http.middleware import MAX_BODY_BYTES
+from haldir.errors import InvalidRequest
 from haldir.mcp.gateway import ToolChangeFanout, build_gateway_server
 from haldir.mcp.gateway_backends import LocalGateway
 from haldir.mcp.http import (
-    _NO_HOST_CHECK,
     McpEndpoint,
-    _presented_key,
     request_governor,
     request_principal,
 )
@@ -39,35 +32,11 @@ class GatewayEndpoint(McpEndpoint):
 
     def __init__(self) -> None:
         self.fanout = ToolChangeFanout()
-        server = build_gateway_server(_backend, _tenant, self.fanout)
-        self.manager = StreamableHTTPSessionManager(
-            app=server,
-            stateless=True,
-            json_response=False,
-            security_settings=_NO_HOST_CHECK,
-            max_request_body_size=MAX_BODY_BYTES,
-        )
+        super().__init__(build_gateway_server(_backend, _tenant, self.fanout), json_response=False)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive)
-        session_id = request.headers.get(SESSION_HEADER, "")
-        if 0 < len(session_id) <= 100:
-            await super().__call__(scope, receive, send)
-            return
-        # Without a session the request is refused either way; the key is judged first, so a caller
-        # without a valid key hears 401, as everywhere else, rather than a hint about the header.
-        problem: HaldirError
-        try:
-            await app_governor(request).authenticate(_presented_key(request))
-            problem = InvalidRequest(
-                f"the MCP gateway needs the agent's session in the {SESSION_HEADER} header"
-            )
-        except HaldirError as exc:
-            problem = exc
-        response = error_response(
-            request, status=problem.http_status, code=problem.code, message=problem.message, **problem.details
-        )
-        await response(scope, receive, send)
+    def admit(self, request: Request) -> None:
+        if not 0 < len(request.headers.get(SESSION_HEADER, "")) <= 100:
+            raise InvalidRequest(f"the MCP gateway needs the agent's session in the {SESSION_HEADER} header")
 
 
 def _backend(ctx: ServerRequestContext[Any, Any]) -> LocalGateway:

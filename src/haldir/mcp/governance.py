@@ -318,14 +318,14 @@ def build_governance_server(backend_factory: BackendFactory, *, clock: Clock | N
         try:
             args = tool.args.model_validate(params.arguments or {})
         except ValidationError as exc:
-            return _tool_error(tool.name, invalid_arguments(exc))
+            return tool_error(tool.name, invalid_arguments(exc))
         try:
             result = await tool.run(backend_factory(ctx), args)
         except HaldirError as exc:
-            return _tool_error(tool.name, exc)
+            return tool_error(tool.name, exc)
         except Exception:
             log.exception("mcp.tool_crashed", tool=tool.name)
-            return _tool_error(tool.name, InternalError("internal error; the server log has the details"))
+            return tool_error(tool.name, InternalError("internal error; the server log has the details"))
         log.info("mcp.tool", tool=tool.name, code=None)
         text = json.dumps(result, separators=(",", ":"))
         return types.CallToolResult(content=[types.TextContent(text=text)], structured_content=result)
@@ -343,8 +343,7 @@ def build_governance_server(backend_factory: BackendFactory, *, clock: Clock | N
                 backend_factory(ctx), params.name, params.arguments or {}, clock.now()
             )
         except HaldirError as exc:
-            status = types.INTERNAL_ERROR if exc.http_status >= 500 else types.INVALID_PARAMS
-            raise MCPError(status, f"{_code(exc)}: {exc.message}", data=error_body(exc)) from None
+            raise protocol_error(exc) from None
 
     def input_schema(name: str) -> dict[str, Any] | None:
         tool = tools.get(name)
@@ -368,6 +367,13 @@ def error_body(exc: HaldirError) -> Json:
     return {"error": exc.message, "code": exc.code, **exc.details}
 
 
+def protocol_error(exc: HaldirError) -> MCPError:
+    """A Haldir error where MCP has no tool result to carry it (listing, prompts): a JSON-RPC error whose
+    message starts with the code and whose data is the REST error body."""
+    status = types.INTERNAL_ERROR if exc.http_status >= 500 else types.INVALID_PARAMS
+    return MCPError(status, f"{_code(exc)}: {exc.message}", data=error_body(exc))
+
+
 def invalid_arguments(exc: ValidationError) -> InvalidRequest:
     """Argument problems, one per field, without the submitted values (one may be a secret)."""
     problems = [
@@ -382,7 +388,7 @@ def _code(exc: HaldirError) -> str:
     return str(exc.details.get("code", exc.code))
 
 
-def _tool_error(tool: str, exc: HaldirError) -> types.CallToolResult:
+def tool_error(tool: str, exc: HaldirError) -> types.CallToolResult:
     log.info("mcp.tool", tool=tool, code=_code(exc))
     return types.CallToolResult(
         content=[types.TextContent(text=f"{_code(exc)}: {exc.message}")],

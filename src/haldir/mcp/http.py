@@ -60,6 +60,9 @@ class McpEndpoint:
             max_request_body_size=MAX_BODY_BYTES,
         )
 
+    def admit(self, request: Request) -> None:
+        """What else a request needs, checked after its key; raise a `HaldirError` to refuse it."""
+
     def running(self) -> AbstractAsyncContextManager[None]:
         """The session manager's task group; requests are refused outside it."""
         return self.manager.run()
@@ -69,6 +72,7 @@ class McpEndpoint:
         try:
             gov = app_governor(request)
             principal = await gov.authenticate(_presented_key(request))
+            self.admit(request)
         except HaldirError as exc:
             response = error_response(
                 request, status=exc.http_status, code=exc.code, message=exc.message, **exc.details

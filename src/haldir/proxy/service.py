@@ -73,7 +73,7 @@ class ProxyService:
                     error=scrub(exc.message, secrets),
                     latency_ms=_ms(started),
                 )
-            raise type(exc)(scrub(exc.message, secrets)) from None
+            raise type(exc)(scrub(exc.message, secrets), **scrub(exc.details, secrets)) from None
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self._governor.finish_call(
@@ -138,7 +138,7 @@ class ProxyService:
         connection = self._remember(tenant_id, resolved)
         definitions = await self._pool.list_tools(tenant_id, connection.config)
         synced: ToolSync = await self._governor.record_tools(tenant_id, name, definitions)
-        if synced.added or synced.changed or synced.removed:
+        if synced.added or synced.changed or synced.reverted or synced.removed:
             await self._notify(tenant_id)
         return synced
 
