@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import httpx
@@ -76,10 +77,12 @@ PROFILE_DIR = "HALDIR_BENCH_PROFILE_DIR"
 Json = dict[str, Any]
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--requests", type=int, default=1000, help="Measured calls per path and level.")
     parser.add_argument("--concurrency", default="1,8,32", help="Comma-separated concurrency levels.")
     parser.add_argument("--warmup", type=int, default=100, help="Unmeasured calls per path and level.")
@@ -93,7 +96,10 @@ def parse_args() -> argparse.Namespace:
         "--profile", type=Path, default=None, help="Write pyinstrument profiles of the server into DIR."
     )
     parser.add_argument(
-        "--database-url", default=None, help="Store URL (e.g. postgresql://…); default SQLite in a temp dir."
+        "--database-url",
+        default=None,
+        help="A PostgreSQL URL; the run makes (and drops) a scratch database on that server. "
+        "Default: SQLite in a temporary directory.",
     )
     args = parser.parse_args()
     try:
@@ -144,6 +150,36 @@ def everything_http(port: int, log: Path) -> Iterator[tuple[str, int]]:
                 proc.wait()
 
 
+@contextlib.contextmanager
+def scratch_database(url: str | None) -> Iterator[str | None]:
+    """With a PostgreSQL URL: the URL of a new, empty database on that server, dropped afterwards.
+
+    A fresh database per run, because a reused one keeps the Vault master key pinned by the first server
+    that started on it, whose key file went with that run's temporary directory.
+    """
+    if url is None:
+        yield None
+        return
+    import asyncpg
+
+    parts = urlsplit(url)
+    admin = parts._replace(scheme="postgresql").geturl()
+    name = f"haldir_bench_gw_{secrets.token_hex(4)}"
+
+    async def execute(statement: str) -> None:
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    asyncio.run(execute(f'CREATE DATABASE "{name}"'))
+    try:
+        yield parts._replace(path=f"/{name}").geturl()
+    finally:
+        asyncio.run(execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 # the measured paths
 
 
@@ -161,9 +197,9 @@ class CallPath:
     cpu: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # seconds, by process
 
 
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of a process, all its threads, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_seconds(stat: str) -> float:
+    """User plus system CPU time from a /proc `stat` file: of a process (all its threads) or one thread."""
+    fields = Path(stat).read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -174,8 +210,9 @@ class Processes:
 
     def cpu(self) -> dict[str, float]:
         return {
-            "server": cpu_seconds(self.server),
-            "upstream": cpu_seconds(self.upstream),
+            "server": cpu_seconds(f"/proc/{self.server}/stat"),
+            "server main thread": cpu_seconds(f"/proc/{self.server}/task/{self.server}/stat"),
+            "upstream": cpu_seconds(f"/proc/{self.upstream}/stat"),
             "client": time.process_time(),
         }
 
@@ -378,8 +415,7 @@ async def run(
 # reports
 
 
-def ms(ordered: list[float], pct: float) -> str:
-    return f"{percentile_ms(ordered, pct):.1f}"
+CPU_COLUMNS = ("server", "server main thread", "upstream", "client")
 
 
 def minus(table: dict[str, float], path: str) -> str:
@@ -400,8 +436,9 @@ def print_tables(tables: Json, args: argparse.Namespace) -> bool:
         "|---:|---|---:|---:|---:|---:|---:|",
     ]
     cpu = [
-        "| concurrency | path | server CPU ms/call | upstream CPU ms/call | load generator CPU ms/call |",
-        "|---:|---|---:|---:|---:|",
+        "| concurrency | path | server CPU ms/call | of it main thread | upstream CPU ms/call "
+        "| load generator CPU ms/call |",
+        "|---:|---|---:|---:|---:|---:|",
     ]
     failed = False
     for level, data in tables["levels"].items():
@@ -411,7 +448,7 @@ def print_tables(tables: Json, args: argparse.Namespace) -> bool:
             rows.append(p.result)
             failed |= bool(p.result.failures)
             calls = p.result.requests or 1
-            used = [f"{p.cpu[name] / calls * 1000:.2f}" for name in ("server", "upstream", "client")]
+            used = [f"{p.cpu[name] / calls * 1000:.2f}" for name in CPU_COLUMNS]
             cpu.append(f"| {level} | {p.name} | {' | '.join(used)} |")
         p50 = {name: percentile_ms(sorted(p.result.latencies), 50) for name, p in paths.items()}
         p99 = {name: percentile_ms(sorted(p.result.latencies), 99) for name, p in paths.items()}
@@ -447,7 +484,11 @@ def print_tables(tables: Json, args: argparse.Namespace) -> bool:
 
 
 def print_phases(tables: Json) -> None:
-    print("\nServer-side steps (`--phases`), per governed call: mean ms and p50 ms of one occurrence:\n")
+    print(
+        "\nServer-side steps (`--phases`), wall time per governed call: mean ms per call "
+        "(occurrences per call × p50 ms of one occurrence); and the event loop thread's CPU ms per call "
+        "during the step, which only at concurrency 1 belongs to that call alone:\n"
+    )
     header = ["step"]
     columns = []
     for level, data in tables["levels"].items():
@@ -467,7 +508,8 @@ def print_phases(tables: Json) -> None:
                 continue
             per_call = sum(values) / calls * 1000
             times = len(values) / calls
-            cells.append(f"{per_call:.2f} ({times:.0f}× {percentile_ms(values, 50):.2f})")
+            cpu = sum(p.phases.get(CPU + name, ())) / calls * 1000
+            cells.append(f"{per_call:.2f} ({times:.0f}× {percentile_ms(values, 50):.2f}); CPU {cpu:.2f}")
         print(f"| {' | '.join(cells)} |")
     for counter in ("SQL statements", "commits"):
         cells = [f"{counter} per call"]
@@ -478,19 +520,16 @@ def print_phases(tables: Json) -> None:
     first = next((p for p in columns if p.name == "gateway"), None)
     if first is not None:
         calls = len(first.phases.get(PIPELINE, ())) or 1
-        print(f"\nSQL statements per call, gateway at concurrency {args_levels(tables)[0]}:\n")
+        print(f"\nSQL statements per call, gateway at concurrency {next(iter(tables['levels']))}:\n")
         print("| per call | statement (first 90 characters) |\n|---:|---|")
         for text, count in sorted(first.statements.items(), key=lambda item: -item[1]):
             print(f"| {count / calls:.2f} | `{text}` |")
 
 
-def args_levels(tables: Json) -> list[int]:
-    return list(tables["levels"])
-
-
 # the wrapper server (`--phases`): `haldir serve` with timers around the pipeline's steps
 
 PIPELINE = "pipeline: ProxyService.call_tool"
+CPU = "cpu:"  # a step's event loop thread CPU time is recorded under CPU + its name
 STEPS = (
     "HTTP: /mcp/gateway request (ASGI)",
     "auth: Governor.authenticate",
@@ -532,11 +571,12 @@ def serve_timed(argv: list[str]) -> None:
 
         @functools.wraps(inner)
         async def wrapper(*a: Any, **k: Any) -> Any:
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.thread_time()
             try:
                 return await inner(*a, **k)
             finally:
                 phases[name].append(time.perf_counter() - start)
+                phases[CPU + name].append(time.thread_time() - cpu)
 
         setattr(owner, attr, wrapper)
 
@@ -546,12 +586,13 @@ def serve_timed(argv: list[str]) -> None:
         @asynccontextmanager
         @functools.wraps(inner)
         async def wrapper(*a: Any, **k: Any) -> AsyncIterator[Any]:
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.thread_time()
             try:
                 async with inner(*a, **k) as value:
                     yield value
             finally:
                 phases[name].append(time.perf_counter() - start)
+                phases[CPU + name].append(time.thread_time() - cpu)
 
         setattr(owner, attr, wrapper)
 
@@ -634,9 +675,12 @@ def main() -> None:
     args = parse_args()
     load = os.getloadavg()
     started = time.strftime("%Y-%m-%d %H:%M")
-    with tempfile.TemporaryDirectory(prefix="haldir-bench-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="haldir-bench-") as tmp,
+        scratch_database(args.database_url) as database_url,
+    ):
         data_dir = Path(tmp)
-        env = server_env(data_dir, args.database_url) | {"HALDIR_OUTBOUND_ALLOW": "127.0.0.0/8"}
+        env = server_env(data_dir, database_url) | {"HALDIR_OUTBOUND_ALLOW": "127.0.0.0/8"}
         command = None
         if args.phases:
             env[PHASES_DIR] = str(data_dir)
@@ -645,7 +689,7 @@ def main() -> None:
             args.profile.mkdir(parents=True, exist_ok=True)
             env[PROFILE_DIR] = str(args.profile.resolve())
         haldir(env, "migrate", "up")
-        tenant = f"bench-gw-{secrets.token_hex(3)}"  # a fresh tenant: a reused database starts empty for it
+        tenant = "bench-gw"
         created = haldir(
             env, "keys", "create", "--json", "--tenant", tenant, "--name", "bench", "--scopes", "*"
         )

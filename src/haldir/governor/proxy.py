@@ -198,12 +198,14 @@ class ProxyMixin(RegistryMixin):
             for pid, rule in limits.spend_limits
             if rule.per != "session"
         )
+        if cost == 0 and not rates:
+            return ()  # nothing to count or charge: no write transaction on the call's path
         cap = limits.session_cap()
-        context = await self._lookback(session.tenant_id, session.session_id)
+        context = await self._lookback(session.tenant_id, session.session_id) if cost else None
         async with self._store.spend_transaction(session.tenant_id) as tx:
             for pid, subject, rule in rates:
                 await _take_call(tx, pid, subject, rule, now)
-            if cost == 0:
+            if context is None:
                 return ()
             charged = await tx.charge(session.session_id, cost, now=now, cap=None if cap is None else cap[0])
             if charged is None:
