@@ -6,8 +6,9 @@ from ipaddress import IPv4Network, IPv6Network, ip_network
 import anyio
 import pytest
 
-from haldir.core.outbound import check_outbound_url, outbound_target, refusal
+from haldir.core.outbound import outbound_target, refusal
 from haldir.errors import OutboundRefused
+from haldir.proxy.outbound import check_outbound_url
 
 LOOPBACK = [ip_network("127.0.0.0/8")]
 EVERYTHING_PRIVATE: list[IPv4Network | IPv6Network] = [

@@ -1,7 +1,7 @@
 """Where this server may connect: the pure half of the SSRF check on outbound URLs (upstreams, webhooks).
 
 `refusal` decides on one resolved address; `outbound_target` checks a URL's shape. Resolving the host
-is I/O and lives in `haldir.proxy.outbound.check_outbound_url`, re-exported here by name.
+is I/O and lives in `haldir.proxy.outbound.check_outbound_url`.
 """
 
 from __future__ import annotations
@@ -9,15 +9,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from haldir.errors import OutboundRefused
 
-if TYPE_CHECKING:
-    from haldir.proxy.outbound import check_outbound_url
-
-__all__ = ["METADATA_ADDRESSES", "OutboundTarget", "check_outbound_url", "outbound_target", "refusal"]
+__all__ = ["METADATA_ADDRESSES", "OutboundTarget", "outbound_target", "refusal"]
 
 IPAddress = IPv4Address | IPv6Address
 Network = IPv4Network | IPv6Network
@@ -136,13 +132,3 @@ def _special_kind(address: IPAddress) -> str | None:
     if not address.is_global:
         return "a non-global"
     return None
-
-
-def __getattr__(name: str) -> object:
-    # `check_outbound_url` resolves DNS, so it lives with the proxy; importing it lazily keeps core
-    # free of I/O imports while `from haldir.core.outbound import check_outbound_url` keeps working.
-    if name == "check_outbound_url":
-        from haldir.proxy.outbound import check_outbound_url
-
-        return check_outbound_url
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from haldir.core import ids
 from haldir.core.keys import Principal
 from haldir.core.ledger import NewEntry, canonical_bytes
-from haldir.core.outbound import check_outbound_url, outbound_target
+from haldir.core.outbound import outbound_target
 from haldir.core.policies import Policy, parse_policy
 from haldir.core.scopes import Scope
 from haldir.core.secrets import VAULT_TOOL, SecretVersion
@@ -33,6 +33,7 @@ from haldir.errors import Conflict, InvalidRequest, NotFound, VaultTampered
 from haldir.governor.base import text_field
 from haldir.governor.budgets import BudgetsMixin
 from haldir.governor.vault import VaultMixin
+from haldir.proxy.outbound import check_outbound_url
 
 MAX_POLICIES = 1000
 MAX_DEFINITION_BYTES = 64 * 1024
