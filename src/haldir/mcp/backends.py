@@ -13,8 +13,7 @@ from typing import Any, Literal, Protocol
 
 from haldir.client import AsyncHaldirClient
 from haldir.core.keys import Principal
-from haldir.core.ledger import EntryFilter, StoredEntry, to_hex
-from haldir.core.money import format_micros
+from haldir.core.ledger import EntryFilter
 from haldir.governor import Governor
 from haldir.http.routes.audit import EntryCreated, EntryList, SpendOut
 from haldir.http.routes.payments import Authorized
@@ -111,40 +110,17 @@ class LocalBackend:
         return _body(SessionDetail.at(await self._gov.revoke_session(self._who, session_id), self._gov.now()))
 
     async def check_permission(self, session_id: str, scope: str) -> Json:
-        check = await self._gov.check_permission(self._who, session_id, scope)
-        return _body(
-            CheckResult(
-                allowed=check.decision.allowed,
-                session_id=check.session.session_id,
-                scope=str(check.scope),
-                reason=check.decision.reason,
-            )
-        )
+        return _body(CheckResult.of(await self._gov.check_permission(self._who, session_id, scope)))
 
     async def store_secret(self, *, name: str, value: str, scope_required: str = "read") -> Json:
         outcome = await self._gov.store_secret(
             self._who, name=name, value=value, scope_required=scope_required
         )
-        stored = outcome.value
-        return _body(
-            SecretStored(
-                name=stored.name,
-                version=stored.version,
-                scope_required=stored.scope_required,
-                created_at=stored.created_at,
-            )
-        )
+        return _body(SecretStored.of(outcome.value))
 
     async def get_secret(self, name: str, *, session_id: str, version: int | None = None) -> Json:
         released = await self._gov.get_secret(self._who, name, session_id=session_id, version=version)
-        return _body(
-            SecretValue(
-                name=released.name,
-                version=released.version,
-                value=released.value,
-                scope_required=released.scope_required,
-            )
-        )
+        return _body(SecretValue.of(released))
 
     async def authorize_payment(
         self, *, session_id: str, amount: Decimal, currency: str = "USD", description: str = ""
@@ -152,15 +128,7 @@ class LocalBackend:
         outcome = await self._gov.authorize_payment(
             self._who, session_id=session_id, amount=amount, currency=currency, description=description
         )
-        payment = outcome.value.payment
-        return _body(
-            Authorized(
-                authorization_id=payment.payment_id,
-                amount=format_micros(payment.amount_micros),
-                remaining_budget=format_micros(outcome.value.remaining_micros),
-                status=payment.status,
-            )
-        )
+        return _body(Authorized.of(outcome.value))
 
     async def log_action(
         self,
@@ -183,15 +151,7 @@ class LocalBackend:
             status=status,
             authorization_id=authorization_id,
         )
-        return _body(
-            EntryCreated(
-                entry_id=entry.entry_id,
-                leaf_index=entry.leaf_index,
-                entry_hash=to_hex(entry.entry_hash),
-                flagged=entry.record["flagged"],
-                flag_reason=entry.record["flag_reason"],
-            )
-        )
+        return _body(EntryCreated.of(entry))
 
     async def list_entries(
         self,
@@ -209,9 +169,7 @@ class LocalBackend:
     ) -> Json:
         where = EntryFilter(session_id, agent_id, tool, status, flagged, since, until)
         page = await self._gov.list_entries(self._who, where=where, limit=limit, cursor=cursor, order=order)
-        return _body(
-            EntryList(entries=[_flat(entry) for entry in page.entries], next_cursor=page.next_cursor)
-        )
+        return _body(EntryList.of(page))
 
     async def spend(
         self,
@@ -224,29 +182,10 @@ class LocalBackend:
         result = await self._gov.spend(
             self._who, session_id=session_id, agent_id=agent_id, since=since, until=until
         )
-        return _body(
-            SpendOut(
-                total_usd=f"{result.total:f}",
-                count=result.count,
-                by_session={k: f"{v:f}" for k, v in result.by_session.items()},
-                by_agent={k: f"{v:f}" for k, v in result.by_agent.items()},
-                by_tool={k: f"{v:f}" for k, v in result.by_tool.items()},
-            )
-        )
+        return _body(SpendOut.of(result))
 
 
 def _body(model: Any) -> Json:
     """A response model as the JSON object FastAPI would send for it."""
     body: Json = model.model_dump(mode="json")
     return body
-
-
-def _flat(entry: StoredEntry) -> Json:
-    """An entry as `GET /v1/audit` lists it: the record's fields and the hashes that place it in the log."""
-    return {
-        **entry.record,
-        "leaf_index": entry.leaf_index,
-        "leaf_hash": to_hex(entry.leaf_hash),
-        "prev_hash": to_hex(entry.prev_hash),
-        "entry_hash": to_hex(entry.entry_hash),
-    }

@@ -10,7 +10,8 @@ from fastapi.responses import PlainTextResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from haldir.core.ledger import EntryFilter, StoredEntry, to_hex
-from haldir.governor.audit import Order
+from haldir.governor.audit import EntryPage, Order
+from haldir.governor.verification import Spend
 from haldir.http.auth import GovernorDep, PrincipalDep
 from haldir.http.schemas import Money, Timestamp
 
@@ -39,6 +40,17 @@ class EntryCreated(BaseModel):
     flagged: bool
     flag_reason: str | None
 
+    @classmethod
+    def of(cls, entry: StoredEntry) -> EntryCreated:
+        record = entry.record
+        return cls(
+            entry_id=entry.entry_id,
+            leaf_index=entry.leaf_index,
+            entry_hash=to_hex(entry.entry_hash),
+            flagged=record["flagged"],
+            flag_reason=record["flag_reason"],
+        )
+
 
 class EntryOut(BaseModel):
     record: dict[str, Any]
@@ -51,6 +63,10 @@ class EntryOut(BaseModel):
 class EntryList(BaseModel):
     entries: list[dict[str, Any]]
     next_cursor: str | None
+
+    @classmethod
+    def of(cls, page: EntryPage) -> EntryList:
+        return cls(entries=[_flat(entry) for entry in page.entries], next_cursor=page.next_cursor)
 
 
 class LogKeyOut(BaseModel):
@@ -101,6 +117,16 @@ class SpendOut(BaseModel):
     by_agent: dict[str, str]
     by_tool: dict[str, str]
 
+    @classmethod
+    def of(cls, spend: Spend) -> SpendOut:
+        return cls(
+            total_usd=f"{spend.total:f}",
+            count=spend.count,
+            by_session={k: f"{v:f}" for k, v in spend.by_session.items()},
+            by_agent={k: f"{v:f}" for k, v in spend.by_agent.items()},
+            by_tool={k: f"{v:f}" for k, v in spend.by_tool.items()},
+        )
+
 
 Since = Annotated[AwareDatetime | None, Query(description="ISO-8601 with a time zone; inclusive.")]
 Until = Annotated[AwareDatetime | None, Query(description="ISO-8601 with a time zone; exclusive.")]
@@ -119,14 +145,7 @@ async def log_action(body: EntryCreate, gov: GovernorDep, who: PrincipalDep) -> 
         status=body.status,
         authorization_id=body.authorization_id,
     )
-    record = entry.record
-    return EntryCreated(
-        entry_id=entry.entry_id,
-        leaf_index=entry.leaf_index,
-        entry_hash=to_hex(entry.entry_hash),
-        flagged=record["flagged"],
-        flag_reason=record["flag_reason"],
-    )
+    return EntryCreated.of(entry)
 
 
 @router.get("", response_model=EntryList)
@@ -148,7 +167,7 @@ async def list_entries(
 ) -> EntryList:
     where = EntryFilter(session_id, agent_id, tool, status, flagged, since, until)
     page = await gov.list_entries(who, where=where, limit=limit, cursor=cursor, order=order)
-    return EntryList(entries=[_flat(entry) for entry in page.entries], next_cursor=page.next_cursor)
+    return EntryList.of(page)
 
 
 @router.get("/entries/{entry_id}", response_model=EntryOut)
@@ -242,13 +261,8 @@ async def spend(
     since: Since = None,
     until: Until = None,
 ) -> SpendOut:
-    result = await gov.spend(who, session_id=session_id, agent_id=agent_id, since=since, until=until)
-    return SpendOut(
-        total_usd=f"{result.total:f}",
-        count=result.count,
-        by_session={k: f"{v:f}" for k, v in result.by_session.items()},
-        by_agent={k: f"{v:f}" for k, v in result.by_agent.items()},
-        by_tool={k: f"{v:f}" for k, v in result.by_tool.items()},
+    return SpendOut.of(
+        await gov.spend(who, session_id=session_id, agent_id=agent_id, since=since, until=until)
     )
 
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from haldir.core.money import format_micros
 from haldir.core.pagination import MAX_PAGE, encode_cursor
 from haldir.core.payments import CURRENCY, Payment
+from haldir.governor.budgets import Authorization
 from haldir.http.auth import GovernorDep, PrincipalDep
 from haldir.http.routes.keys import IdempotencyKey
 from haldir.http.schemas import Money, Timestamp
@@ -30,6 +31,16 @@ class Authorized(BaseModel):
     amount: str
     remaining_budget: str
     status: str
+
+    @classmethod
+    def of(cls, authorization: Authorization) -> Authorized:
+        payment = authorization.payment
+        return cls(
+            authorization_id=payment.payment_id,
+            amount=format_micros(payment.amount_micros),
+            remaining_budget=format_micros(authorization.remaining_micros),
+            status=payment.status,
+        )
 
 
 class CaptureRequest(BaseModel):
@@ -95,13 +106,7 @@ async def authorize_payment(
     )
     if outcome.replayed:
         response.headers["Idempotent-Replayed"] = "true"
-    payment = outcome.value.payment
-    return Authorized(
-        authorization_id=payment.payment_id,
-        amount=format_micros(payment.amount_micros),
-        remaining_budget=format_micros(outcome.value.remaining_micros),
-        status=payment.status,
-    )
+    return Authorized.of(outcome.value)
 
 
 @router.post("/{authorization_id}/capture", response_model=PaymentOut)

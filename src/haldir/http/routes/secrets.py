@@ -12,8 +12,9 @@ from fastapi import APIRouter, Header, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from haldir.core.pagination import MAX_PAGE, encode_cursor
-from haldir.core.secrets import SecretInfo
+from haldir.core.secrets import SecretInfo, SecretVersion
 from haldir.errors import InvalidRequest
+from haldir.governor.vault import ReleasedSecret
 from haldir.http.auth import GovernorDep, PrincipalDep
 from haldir.http.routes.keys import IdempotencyKey
 from haldir.http.schemas import OptionalTimestamp, Timestamp
@@ -47,12 +48,30 @@ class SecretStored(BaseModel):
     scope_required: str
     created_at: Timestamp
 
+    @classmethod
+    def of(cls, stored: SecretVersion) -> SecretStored:
+        return cls(
+            name=stored.name,
+            version=stored.version,
+            scope_required=stored.scope_required,
+            created_at=stored.created_at,
+        )
+
 
 class SecretValue(BaseModel):
     name: str
     version: int
     value: str
     scope_required: str
+
+    @classmethod
+    def of(cls, released: ReleasedSecret) -> SecretValue:
+        return cls(
+            name=released.name,
+            version=released.version,
+            value=released.value,
+            scope_required=released.scope_required,
+        )
 
 
 class SecretOut(BaseModel):
@@ -106,13 +125,7 @@ async def store_secret(
     )
     if outcome.replayed:
         response.headers["Idempotent-Replayed"] = "true"
-    stored = outcome.value
-    return SecretStored(
-        name=stored.name,
-        version=stored.version,
-        scope_required=stored.scope_required,
-        created_at=stored.created_at,
-    )
+    return SecretStored.of(outcome.value)
 
 
 @router.get("", response_model=SecretList)
@@ -145,12 +158,7 @@ async def get_secret(
         return SecretOut.of(await gov.secret_info(who, name))
     released = await gov.get_secret(who, name, session_id=session_id, version=version)
     response.headers["Cache-Control"] = "no-store"  # the middleware sets it too; a value must never lack it
-    return SecretValue(
-        name=released.name,
-        version=released.version,
-        value=released.value,
-        scope_required=released.scope_required,
-    )
+    return SecretValue.of(released)
 
 
 @router.delete("/{name}", response_model=SecretDeleted)

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from haldir.core.money import format_micros
 from haldir.core.pagination import MAX_PAGE, encode_cursor
 from haldir.core.sessions import Session
+from haldir.governor.sessions import PermissionCheck
 from haldir.http.auth import GovernorDep, PrincipalDep
 from haldir.http.routes.keys import IdempotencyKey
 from haldir.http.schemas import Money, OptionalTimestamp, Timestamp
@@ -75,6 +76,15 @@ class CheckResult(BaseModel):
     scope: str
     reason: str | None
 
+    @classmethod
+    def of(cls, check: PermissionCheck) -> CheckResult:
+        return cls(
+            allowed=check.decision.allowed,
+            session_id=check.session.session_id,
+            scope=str(check.scope),
+            reason=check.decision.reason,
+        )
+
 
 @router.post("", status_code=201, response_model=SessionOut)
 async def create_session(
@@ -127,13 +137,7 @@ async def revoke_session(session_id: str, gov: GovernorDep, who: PrincipalDep) -
 async def check_session(
     session_id: str, body: CheckRequest, gov: GovernorDep, who: PrincipalDep
 ) -> CheckResult:
-    check = await gov.check_permission(who, session_id, body.scope)
-    return CheckResult(
-        allowed=check.decision.allowed,
-        session_id=check.session.session_id,
-        scope=str(check.scope),
-        reason=check.decision.reason,
-    )
+    return CheckResult.of(await gov.check_permission(who, session_id, body.scope))
 
 
 def _fields(session: Session) -> dict[str, object]:
