@@ -14,7 +14,6 @@ on their `subscriptions/listen` stream, handshake-era clients on their connectio
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -31,9 +30,9 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from haldir import __version__
-from haldir.errors import HaldirError, InternalError
+from haldir.errors import HaldirError
 from haldir.mcp.backends import Json
-from haldir.mcp.governance import invalid_arguments, protocol_error, tool_error
+from haldir.mcp.governance import guarded, protocol_error, structured
 
 log = structlog.get_logger("haldir.mcp.gateway")
 
@@ -230,7 +229,8 @@ def build_gateway_server(
         ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
         seen(ctx)
-        try:
+
+        async def run() -> types.CallToolResult:
             backend = backend_for(ctx)
             mine = own.get(params.name)
             if mine is None:
@@ -238,16 +238,9 @@ def build_gateway_server(
                     session_id=backend.session_id, tool=params.name, arguments=params.arguments or {}
                 )
                 return forwarded_result(forwarded)
-            result = await mine.run(backend, mine.args.model_validate(params.arguments or {}))
-        except ValidationError as exc:
-            return tool_error(params.name, invalid_arguments(exc))
-        except HaldirError as exc:
-            return tool_error(params.name, exc)
-        except Exception:
-            log.exception("gateway.tool_crashed", tool=params.name)
-            return tool_error(params.name, InternalError("internal error; the server log has the details"))
-        text = json.dumps(result, separators=(",", ":"))
-        return types.CallToolResult(content=[types.TextContent(text=text)], structured_content=result)
+            return structured(await mine.run(backend, mine.args.model_validate(params.arguments or {})))
+
+        return await guarded(params.name, run)
 
     async def listen(
         ctx: ServerRequestContext[Any, Any], params: types.SubscriptionsListenRequestParams

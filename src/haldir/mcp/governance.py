@@ -315,20 +315,12 @@ def build_governance_server(backend_factory: BackendFactory, *, clock: Clock | N
         tool = tools.get(params.name)
         if tool is None:
             raise MCPError(types.INVALID_PARAMS, f"unknown tool {params.name!r}; see tools/list")
-        try:
+
+        async def run() -> types.CallToolResult:
             args = tool.args.model_validate(params.arguments or {})
-        except ValidationError as exc:
-            return tool_error(tool.name, invalid_arguments(exc))
-        try:
-            result = await tool.run(backend_factory(ctx), args)
-        except HaldirError as exc:
-            return tool_error(tool.name, exc)
-        except Exception:
-            log.exception("mcp.tool_crashed", tool=tool.name)
-            return tool_error(tool.name, InternalError("internal error; the server log has the details"))
-        log.info("mcp.tool", tool=tool.name, code=None)
-        text = json.dumps(result, separators=(",", ":"))
-        return types.CallToolResult(content=[types.TextContent(text=text)], structured_content=result)
+            return structured(await tool.run(backend_factory(ctx), args))
+
+        return await guarded(tool.name, run)
 
     async def list_prompts(
         ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
@@ -386,6 +378,28 @@ def invalid_arguments(exc: ValidationError) -> InvalidRequest:
 def _code(exc: HaldirError) -> str:
     # A remote error with a code this client does not know keeps the server's code in its details.
     return str(exc.details.get("code", exc.code))
+
+
+async def guarded(tool: str, run: Callable[[], Awaitable[types.CallToolResult]]) -> types.CallToolResult:
+    """Run one tool call so that nothing it raises breaks the session: bad arguments, a Haldir error or a
+    crash each become a tool error result."""
+    try:
+        result = await run()
+    except ValidationError as exc:
+        return tool_error(tool, invalid_arguments(exc))
+    except HaldirError as exc:
+        return tool_error(tool, exc)
+    except Exception:
+        log.exception("mcp.tool_crashed", tool=tool)
+        return tool_error(tool, InternalError("internal error; the server log has the details"))
+    log.info("mcp.tool", tool=tool, code=None)
+    return result
+
+
+def structured(result: Json) -> types.CallToolResult:
+    """A REST body as a tool result: compact JSON text, and the same object as structured content."""
+    text = json.dumps(result, separators=(",", ":"))
+    return types.CallToolResult(content=[types.TextContent(text=text)], structured_content=result)
 
 
 def tool_error(tool: str, exc: HaldirError) -> types.CallToolResult:
