@@ -15,6 +15,13 @@ _SCOPE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 LogLevel = Literal["debug", "info", "warning", "error"]
 
 
+def comma_list(value: object) -> object:
+    """A comma-separated environment value as a tuple of its non-empty, stripped parts."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
 class Settings(BaseSettings):
     """Server and operator settings. Each field is documented in the README's settings table."""
 
@@ -57,19 +64,7 @@ class Settings(BaseSettings):
         "comma-separated CIDRs (`127.0.0.0/8,10.0.0.0/8`). Cloud metadata addresses are always refused.",
     )
 
-    @field_validator("outbound_allow", mode="before")
-    @classmethod
-    def _split_networks(cls, value: object) -> object:
-        if isinstance(value, str):
-            return tuple(part.strip() for part in value.split(",") if part.strip())
-        return value
-
-    @field_validator("custom_scopes", mode="before")
-    @classmethod
-    def _split_scopes(cls, value: object) -> object:
-        if isinstance(value, str):
-            return tuple(part.strip() for part in value.split(",") if part.strip())
-        return value
+    _split_lists = field_validator("outbound_allow", "custom_scopes", mode="before")(comma_list)
 
     @field_validator("custom_scopes")
     @classmethod
@@ -116,9 +111,4 @@ class GatewaySettings(BaseSettings):
         default=5.0, gt=0, le=3600, description="How often `haldir proxy` looks for changed upstream tools."
     )
 
-    @field_validator("scopes", mode="before")
-    @classmethod
-    def _split_scopes(cls, value: object) -> object:
-        if isinstance(value, str):
-            return tuple(part.strip() for part in value.split(",") if part.strip())
-        return value
+    _split_scopes = field_validator("scopes", mode="before")(comma_list)
