@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -28,7 +29,9 @@ BASE = "http://haldir.test"
 
 
 def _client(api: Api, key: str | None = None) -> AsyncHaldirClient:
-    return AsyncHaldirClient(BASE, key or api.admin_key, transport=httpx.ASGITransport(app=api.app))
+    return AsyncHaldirClient(
+        api_key=key or api.admin_key, base_url=BASE, transport=httpx.ASGITransport(app=api.app)
+    )
 
 
 def _answering(status: int, body: object = None, *, text: str = "") -> httpx.MockTransport:
@@ -45,7 +48,7 @@ async def test_the_async_client_speaks_the_governor_method_names(api: Api) -> No
     async with _client(api) as client:
         session = await client.create_session(agent_id="bot", scopes=["execute"], spend_limit="25", ttl=600)
         session_id = session["session_id"]
-        assert session["spend_limit"] == "25.00"
+        assert session["spend_limit"] == Decimal("25.00")
         assert (await client.get_session(session_id))["is_valid"] is True
         assert [s["session_id"] for s in (await client.list_sessions(agent_id="bot"))["sessions"]] == [
             session_id
@@ -91,7 +94,10 @@ async def test_the_async_client_speaks_the_governor_method_names(api: Api) -> No
             proof=[bytes.fromhex(p) for p in link["proof"]],
         )
         assert await client.verify_log() == {"ok": True, "tree_size": 6, "first_bad": None}
-        assert (await client.spend(session_id=session_id))["by_tool"] == {"stripe": "0.00", "github": "1.50"}
+        assert (await client.spend(session_id=session_id))["by_tool"] == {
+            "stripe": Decimal("0.00"),
+            "github": Decimal("1.50"),
+        }
         assert (await client.revoke_session(session_id))["is_valid"] is False
 
 
@@ -119,7 +125,7 @@ async def test_error_responses_come_back_as_their_classes_with_the_message(api: 
 @pytest.mark.anyio
 async def test_an_unknown_error_code_is_a_haldir_error_with_the_status() -> None:
     body = {"error": "slow down", "code": "rate_limited_someday", "request_id": "req_1"}
-    async with AsyncHaldirClient(BASE, "hld_k", transport=_answering(429, body)) as client:
+    async with AsyncHaldirClient(api_key="hld_k", base_url=BASE, transport=_answering(429, body)) as client:
         with pytest.raises(HaldirError) as caught:
             await client.tree_head()
     assert type(caught.value) is HaldirError
@@ -134,7 +140,9 @@ async def test_an_unknown_error_code_is_a_haldir_error_with_the_status() -> None
 async def test_a_response_without_the_envelope_is_a_haldir_error(
     status: int, error: type[HaldirError]
 ) -> None:
-    async with AsyncHaldirClient(BASE, "hld_k", transport=_answering(status, text="<html>")) as client:
+    async with AsyncHaldirClient(
+        api_key="hld_k", base_url=BASE, transport=_answering(status, text="<html>")
+    ) as client:
         with pytest.raises(error):
             await client.verify_log()
 
@@ -144,11 +152,13 @@ async def test_a_failed_connection_is_server_unavailable_not_an_httpx_error() ->
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("connection refused", request=request)
 
-    async with AsyncHaldirClient(BASE, "hld_k", transport=httpx.MockTransport(refuse)) as client:
+    async with AsyncHaldirClient(
+        api_key="hld_k", base_url=BASE, transport=httpx.MockTransport(refuse)
+    ) as client:
         with pytest.raises(ServerUnavailable, match=r"cannot reach the Haldir server at http://haldir\.test"):
             await client.log_key()
     with (
-        HaldirClient(f"http://127.0.0.1:{free_port()}", "hld_k", timeout=5) as sync,
+        HaldirClient(api_key="hld_k", base_url=f"http://127.0.0.1:{free_port()}", timeout=5) as sync,
         pytest.raises(ServerUnavailable) as caught,
     ):
         sync.tree_head()
@@ -186,7 +196,10 @@ def test_url_and_key_default_to_the_client_settings(monkeypatch: pytest.MonkeyPa
 def test_the_sync_client_against_a_real_server(tmp_path: Path) -> None:
     env = environment(tmp_path)
     assert haldir("migrate", "up", env=env).returncode == 0
-    with serve(env, tmp_path) as server, HaldirClient(server.url, server.printed_keys()[0]) as client:
+    with (
+        serve(env, tmp_path) as server,
+        HaldirClient(api_key=server.printed_keys()[0], base_url=server.url) as client,
+    ):
         session = client.create_session(
             agent_id="bot", scopes=["read"], spend_limit="5", idempotency_key="once"
         )
@@ -196,8 +209,12 @@ def test_the_sync_client_against_a_real_server(tmp_path: Path) -> None:
         assert again["session_id"] == session["session_id"]
         for cost in ("0.10", "0.20", "0.30"):
             client.log_action(session_id=session["session_id"], tool="search", action="query", cost_usd=cost)
-        assert [e["cost_usd"] for e in client.iter_entries(page_size=2)] == ["0.30", "0.20", "0.10"]
-        assert client.spend()["total_usd"] == "0.60"
+        assert [e["cost_usd"] for e in client.iter_entries(page_size=2)] == [
+            Decimal("0.30"),
+            Decimal("0.20"),
+            Decimal("0.10"),
+        ]
+        assert client.spend()["total_usd"] == Decimal("0.60")
         assert client.tree_head()["tree_size"] == 3
         with pytest.raises(NotFound):
             client.revoke_session("ses_missing")

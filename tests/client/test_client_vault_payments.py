@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from decimal import Decimal
 
 import httpx
 import pytest
@@ -28,7 +29,7 @@ NEW_METHODS = [
 
 
 def _client(api: Api) -> AsyncHaldirClient:
-    return AsyncHaldirClient(BASE, api.admin_key, transport=httpx.ASGITransport(app=api.app))
+    return AsyncHaldirClient(api_key=api.admin_key, base_url=BASE, transport=httpx.ASGITransport(app=api.app))
 
 
 @pytest.mark.anyio
@@ -72,7 +73,7 @@ async def test_the_async_client_authorizes_captures_and_voids_payments(api: Api)
             session_id=session_id, amount="4", description="credits", idempotency_key="order-1"
         )
         assert again["authorization_id"] == first["authorization_id"]
-        assert first["remaining_budget"] == "6.00"
+        assert first["remaining_budget"] == Decimal("6.00")
         api.clock.advance(1)  # payments list newest first
         second = await client.authorize_payment(session_id=session_id, amount="3")
 
@@ -86,8 +87,8 @@ async def test_the_async_client_authorizes_captures_and_voids_payments(api: Api)
         captured = await client.capture_payment(first["authorization_id"], amount="2")
         assert (captured["status"], captured["captured_amount"], captured["reported"]) == (
             "captured",
-            "2.00",
-            "1.50",
+            Decimal("2.00"),
+            Decimal("1.50"),
         )
         assert (await client.void_payment(second["authorization_id"]))["status"] == "voided"
         with pytest.raises(Conflict):
@@ -99,8 +100,8 @@ async def test_the_async_client_authorizes_captures_and_voids_payments(api: Api)
         assert (await client.get_payment(first["authorization_id"]))["description"] == "credits"
         page = await client.list_payments(session_id=session_id, limit=1)
         assert [p["authorization_id"] for p in page["payments"]] == [second["authorization_id"]]
-        assert (await client.get_session(session_id))["spent"] == "2.00"
-        assert (await client.spend(session_id=session_id))["total_usd"] == "2.00"
+        assert (await client.get_session(session_id))["spent"] == Decimal("2.00")
+        assert (await client.spend(session_id=session_id))["total_usd"] == Decimal("2.00")
 
 
 def test_the_clients_name_the_new_methods_as_the_governor_does_with_the_same_signatures() -> None:

@@ -25,7 +25,7 @@ def logged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, d
     assert haldir("migrate", "up", env=env).returncode == 0
     with serve(env, workdir) as server:
         key = server.printed_keys()[0]
-        with HaldirClient(server.url, key) as client:
+        with HaldirClient(api_key=key, base_url=server.url) as client:
             session = client.create_session(agent_id="bot", scopes=["execute"], spend_limit="1000")
             for i in range(5):
                 client.log_action(
@@ -125,7 +125,7 @@ def test_an_export_of_a_tampered_store_fails_and_leaves_no_file(tmp_path: Path) 
     assert haldir("migrate", "up", env=env).returncode == 0
     with serve(env, tmp_path) as server:
         key = server.printed_keys()[0]
-        with HaldirClient(server.url, key) as client:
+        with HaldirClient(api_key=key, base_url=server.url) as client:
             session = client.create_session(agent_id="bot", scopes=["execute"], spend_limit="1000")
             entries = [
                 client.log_action(session_id=session["session_id"], tool="t", action="a", cost_usd="5")

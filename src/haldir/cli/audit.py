@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from haldir.client import HaldirClient
+from haldir.client.money import plain
 from haldir.core.checkpoints import CheckpointError, Verifier
 from haldir.core.export import (
     CSV_COLUMNS,
@@ -143,7 +144,7 @@ def _client() -> HaldirClient:
             "HALDIR_API_KEY is not set: client commands need an API key with scope audit:read "
             "(an operator makes one with `haldir keys create --scopes audit:read`)"
         )
-    return HaldirClient(settings.url, settings.api_key)
+    return HaldirClient(api_key=settings.api_key, base_url=settings.url)
 
 
 def _verifier(vkey: str) -> Verifier:
@@ -183,8 +184,9 @@ def _entries(
     until: datetime | None,
     advance: Callable[[int], None],
 ) -> Iterator[dict[str, Any]]:
-    """Entries below leaf `size` in leaf order, as `{"record", "leaf_index", …}` (the API lists them flat)."""
-    for flat in client.iter_entries(order="asc", since=since, until=until):
+    """Entries below leaf `size` in leaf order, as `{"record", "leaf_index", …}` (the API lists them flat),
+    exactly as the server sent them: the SDK's `Decimal` money back to its decimal strings."""
+    for flat in map(plain, client.iter_entries(order="asc", since=since, until=until)):
         index = int(flat["leaf_index"])
         if index >= size:
             return

@@ -1,13 +1,16 @@
-"""What the sync and async clients share: settings, how each method becomes a request, how errors come back.
+"""What the sync and async clients share: settings, how each method becomes a request, how answers come back.
 
-Each method of the API is a function returning a `Call`; the two clients only send it. An error response
+Each method of the API is a function returning a `Call`; the two clients only send it. Bodies are encoded
+here, so a `Decimal` anywhere in one travels as its exact decimal string; money in an answer comes back as
+`Decimal` (`haldir.client.money`). An error response
 `{"error", "code", "request_id"}` becomes the `HaldirError` subclass of its code, and a failed connection
 becomes `ServerUnavailable`: callers never see a raw httpx error.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,12 +20,13 @@ from urllib.parse import quote
 
 import httpx
 
+from haldir.client import money
 from haldir.errors import HaldirError, ServerUnavailable, error_classes
 from haldir.settings import ClientSettings
 
 T = TypeVar("T")
 Json = dict[str, Any]
-Amount = Decimal | int | str
+Amount = Decimal | int | float | str
 Time = datetime | str
 Order = Literal["asc", "desc"]
 
@@ -32,14 +36,25 @@ MAX_PAGE = 200
 
 @dataclass(frozen=True)
 class Call(Generic[T]):
-    """One request and how to read its successful response."""
+    """One request and how to read its successful response. `body` is any JSON value, `Decimal`s
+    included; None sends no body."""
 
     method: str
     path: str
     parse: Callable[[httpx.Response], T]
     params: dict[str, str] | None = None
-    body: Json | None = None
+    body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def content(self) -> bytes | None:
+        return None if self.body is None else encode(self.body)
+
+    @property
+    def request_headers(self) -> dict[str, str]:
+        if self.body is None:
+            return self.headers
+        return {"Content-Type": "application/json", **self.headers}
 
     def result(self, response: httpx.Response) -> T:
         if not response.is_success:
@@ -47,13 +62,24 @@ class Call(Generic[T]):
         return self.parse(response)
 
 
-def resolve(url: str | None, api_key: str | None) -> tuple[str, str | None]:
-    """The server URL and API key: the arguments, or else `HALDIR_URL` and `HALDIR_API_KEY`."""
-    if url is None or api_key is None:
+def resolve(api_key: str | None, base_url: str | None, url: str | None) -> tuple[str, str | None]:
+    """The server URL and API key: the arguments, or else `HALDIR_URL` and `HALDIR_API_KEY`.
+
+    `url` is the older name of `base_url`; giving both, different, is a mistake worth refusing.
+    """
+    if base_url is not None and url is not None and base_url != url:
+        raise TypeError(f"give the server URL once, as base_url (got base_url={base_url!r} and url={url!r})")
+    base_url = url if base_url is None else base_url
+    if api_key is not None and "://" in api_key:
+        raise TypeError(
+            f"api_key looks like a URL ({api_key!r}): the first positional argument is the API key; "
+            "pass the server as base_url=..."
+        )
+    if base_url is None or api_key is None:
         settings = ClientSettings()
-        url = settings.url if url is None else url
+        base_url = settings.url if base_url is None else base_url
         api_key = settings.api_key if api_key is None else api_key
-    return url.rstrip("/"), api_key or None
+    return base_url.rstrip("/"), api_key or None
 
 
 def headers(api_key: str | None) -> dict[str, str]:
@@ -101,17 +127,46 @@ def error_from(response: httpx.Response) -> HaldirError:
 
 
 def json_object(response: httpx.Response) -> Json:
-    try:
-        found = response.json()
-    except ValueError:
-        found = None
+    """The answer's JSON object, money as `Decimal`."""
+    found = _json(response)
     if not isinstance(found, dict):
         raise HaldirError(f"expected a JSON object from {response.url.path}, got {response.text[:200]!r}")
-    return found
+    result: Json = money.with_money(found)
+    return result
+
+
+def any_json(response: httpx.Response) -> Any:
+    """The answer's JSON value, money as `Decimal`; None for an empty body."""
+    if not response.content:
+        return None
+    found = _json(response)
+    if found is None and response.content.strip() != b"null":
+        raise HaldirError(f"expected JSON from {response.url.path}, got {response.text[:200]!r}")
+    return money.with_money(found)
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
 
 
 def text(response: httpx.Response) -> str:
     return response.text
+
+
+def encode(body: Any) -> bytes:
+    """A request body as JSON, each `Decimal` in it as its exact decimal string (a JSON string)."""
+    return json.dumps(
+        body, default=_encode_default, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+    ).encode()
+
+
+def _encode_default(value: object) -> str:
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    raise TypeError(f"a request body holds JSON values and Decimal, not {type(value).__name__}: {value!r}")
 
 
 def _query(values: Mapping[str, object]) -> dict[str, str]:
@@ -123,16 +178,20 @@ def _query(values: Mapping[str, object]) -> dict[str, str]:
             params[name] = "true" if value else "false"
         elif isinstance(value, datetime):
             params[name] = value.isoformat()
+        elif isinstance(value, Decimal | float):
+            params[name] = _amount(value)
         else:
             params[name] = str(value)
     return params
 
 
-def _amount(value: Amount | None) -> str | None:
-    """Amounts travel as decimal strings, never as floats."""
-    if value is None or isinstance(value, str):
+def _amount(value: Amount) -> str:
+    """Amounts travel as exact decimal strings, never as floats: a float as the decimal its repr writes."""
+    if isinstance(value, str):
         return value
-    return f"{value:f}" if isinstance(value, Decimal) else str(value)
+    if isinstance(value, float):
+        value = Decimal(repr(value))
+    return format(value, "f") if isinstance(value, Decimal) else str(value)
 
 
 def _segment(value: str) -> str:
@@ -143,18 +202,30 @@ def _idempotency(key: str | None) -> dict[str, str]:
     return {"Idempotency-Key": key} if key else {}
 
 
+def request(method: str, path: str, *, json: Any, params: Mapping[str, object] | None) -> Call[Any]:
+    """Any request to the server, for the routes the clients have no method for."""
+    if httpx.URL(path).is_absolute_url:
+        raise ValueError(
+            f"request() takes a path on the Haldir server, such as '/v1/audit', not a URL: {path!r} "
+            "(the API key is sent with it)"
+        )
+    return Call(method.upper(), path, any_json, params=_query(params or {}), body=json)
+
+
 # sessions
 
 
 def create_session(
     *,
     agent_id: str,
-    scopes: list[str],
+    scopes: Sequence[str],
     ttl: int | None,
     spend_limit: Amount | None,
     idempotency_key: str | None,
 ) -> Call[Json]:
-    body: Json = {"agent_id": agent_id, "scopes": scopes}
+    if isinstance(scopes, str):  # a str is a Sequence[str] too, of one-letter scopes
+        raise TypeError(f"scopes is a list of scopes, such as [{scopes!r}], not a string")
+    body: Json = {"agent_id": agent_id, "scopes": list(scopes)}
     if ttl is not None:
         body["ttl"] = ttl
     if spend_limit is not None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import Any, Self, TypeVar
 
 import httpx
 
@@ -15,21 +15,25 @@ T = TypeVar("T")
 
 
 class AsyncHaldirClient:
-    """A client of one Haldir server. `url` and `api_key` default to `HALDIR_URL` and `HALDIR_API_KEY`.
+    """A client of one Haldir server: `api_key` and `base_url` default to `HALDIR_API_KEY` and `HALDIR_URL`
+    (else http://127.0.0.1:8000); `url=` is the older name of `base_url`.
 
-    Errors raise the `HaldirError` subclass the server named (`NotFound`, `InsufficientScope`, …);
-    an unreachable server raises `ServerUnavailable`. Close it with `aclose()`, or use `async with`.
+    Results are the REST bodies as dicts, with money as exact `Decimal`s; amounts may be given as `Decimal`,
+    int, float or decimal strings, and a `Decimal` anywhere in a body is sent as its decimal string. Errors
+    raise the `HaldirError` subclass the server named (`NotFound`, `InsufficientScope`, …); an unreachable
+    server raises `ServerUnavailable`. Close it with `aclose()`, or use `async with`.
     """
 
     def __init__(
         self,
-        url: str | None = None,
         api_key: str | None = None,
+        base_url: str | None = None,
         *,
+        url: str | None = None,
         timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.url, key = _http.resolve(url, api_key)
+        self.url, key = _http.resolve(api_key, base_url, url)
         self._client = httpx.AsyncClient(
             base_url=self.url, headers=_http.headers(key), timeout=timeout, transport=transport
         )
@@ -48,7 +52,11 @@ class AsyncHaldirClient:
     async def _send(self, call: _http.Call[T]) -> T:
         with _http.mapped_errors(self.url):
             response = await self._client.request(
-                call.method, call.path, params=call.params, json=call.body, headers=call.headers
+                call.method,
+                call.path,
+                params=call.params,
+                content=call.content,
+                headers=call.request_headers,
             )
         return call.result(response)
 
@@ -56,13 +64,14 @@ class AsyncHaldirClient:
 
     async def create_session(
         self,
-        *,
         agent_id: str,
-        scopes: list[str],
+        scopes: Sequence[str] = (),
         ttl: int | None = None,
         spend_limit: Amount | None = None,
+        *,
         idempotency_key: str | None = None,
     ) -> Json:
+        """A session of `agent_id` holding `scopes`, for `ttl` seconds, with a budget of `spend_limit` USD."""
         return await self._send(
             _http.create_session(
                 agent_id=agent_id,
@@ -97,7 +106,7 @@ class AsyncHaldirClient:
     # secrets
 
     async def store_secret(
-        self, *, name: str, value: str, scope_required: str = "read", idempotency_key: str | None = None
+        self, name: str, value: str, scope_required: str = "read", *, idempotency_key: str | None = None
     ) -> Json:
         """Seal `value` as the next version of `name`; the answer never holds the value."""
         return await self._send(
@@ -106,7 +115,7 @@ class AsyncHaldirClient:
             )
         )
 
-    async def get_secret(self, name: str, *, session_id: str, version: int | None = None) -> Json:
+    async def get_secret(self, name: str, session_id: str, *, version: int | None = None) -> Json:
         """Release the value (latest version, or `version`) to a session holding its `scope_required`."""
         return await self._send(_http.get_secret(name, session_id=session_id, version=version))
 
@@ -124,14 +133,15 @@ class AsyncHaldirClient:
 
     async def authorize_payment(
         self,
-        *,
         session_id: str,
         amount: Amount,
         currency: str = "USD",
         description: str = "",
+        *,
         idempotency_key: str | None = None,
     ) -> Json:
-        """Reserve `amount` of the session's budget; `BudgetExceeded` when it does not fit."""
+        """Reserve `amount` (a `Decimal`, int, float or decimal string) of the session's budget;
+        `BudgetExceeded` when it does not fit."""
         return await self._send(
             _http.authorize_payment(
                 session_id=session_id,
@@ -160,15 +170,17 @@ class AsyncHaldirClient:
 
     async def log_action(
         self,
-        *,
         session_id: str,
         tool: str,
         action: str,
-        cost_usd: Amount = "0",
+        cost_usd: Amount = 0,
         details: Json | None = None,
+        *,
         status: str = "ok",
         authorization_id: str | None = None,
     ) -> Json:
+        """Append an action of the session to the ledger; a `cost_usd` above zero counts against its budget
+        (`authorization_id`: against that payment). `details` is kept exactly as sent."""
         return await self._send(
             _http.log_action(
                 session_id=session_id,
@@ -199,6 +211,36 @@ class AsyncHaldirClient:
         order: Order = "desc",
     ) -> Json:
         """One page, `{"entries", "next_cursor"}`: newest first, or in leaf order with `order="asc"`."""
+        return await self._send(
+            _http.list_entries(
+                session_id=session_id,
+                agent_id=agent_id,
+                tool=tool,
+                status=status,
+                flagged=flagged,
+                since=since,
+                until=until,
+                limit=limit,
+                cursor=cursor,
+                order=order,
+            )
+        )
+
+    async def get_audit_trail(
+        self,
+        session_id: str | None = None,
+        agent_id: str | None = None,
+        tool: str | None = None,
+        flagged: bool | None = None,
+        limit: int = 50,
+        *,
+        status: str | None = None,
+        since: Time | None = None,
+        until: Time | None = None,
+        cursor: str | None = None,
+        order: Order = "desc",
+    ) -> Json:
+        """`list_entries` by the name the seeds use: one page, `{"entries", "next_cursor"}`, newest first."""
         return await self._send(
             _http.list_entries(
                 session_id=session_id,
@@ -279,6 +321,20 @@ class AsyncHaldirClient:
             _http.spend(session_id=session_id, agent_id=agent_id, since=since, until=until)
         )
 
+    async def get_spend(
+        self,
+        session_id: str | None = None,
+        agent_id: str | None = None,
+        *,
+        since: Time | None = None,
+        until: Time | None = None,
+    ) -> Json:
+        """`spend` by the name the seeds use: `total_usd`, `count` and the sums `by_session`, `by_agent`,
+        `by_tool`, as `Decimal`."""
+        return await self._send(
+            _http.spend(session_id=session_id, agent_id=agent_id, since=since, until=until)
+        )
+
     # proxy
 
     async def register_upstream(
@@ -326,3 +382,15 @@ class AsyncHaldirClient:
     async def call_tool(self, *, session_id: str, tool: str, arguments: Json | None = None) -> Json:
         """One governed tool call through the proxy; the upstream's `CallToolResult` as JSON."""
         return await self._send(_http.call_tool(session_id=session_id, tool=tool, arguments=arguments))
+
+    # any route
+
+    async def request(
+        self, method: str, path: str, json: Any = None, params: Mapping[str, object] | None = None
+    ) -> Any:
+        """Send any request to the server (`path` such as "/v1/proxy/upstreams", `json` a body that may hold
+        `Decimal`s) with this client's key; the parsed JSON answer, money as `Decimal`, or None when empty.
+        Errors raise as every method's do."""
+        return await self._send(_http.request(method, path, json=json, params=params))
+
+    _request = request

@@ -1,5 +1,5 @@
 """What the governance tools call: one protocol, met in-process by `LocalBackend` (a governor and the
-authenticated principal) and over HTTP by `haldir.client.AsyncHaldirClient`.
+authenticated principal) and over HTTP by `haldir.client.AsyncHaldirClient` (`remote_backend`).
 
 Both answer with the REST API's JSON bodies: `LocalBackend` renders the governor's results with the
 same response models as the routes, so a tool's structured result is the body the route would send.
@@ -7,11 +7,13 @@ same response models as the routes, so a tool's structured result is the body th
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 from haldir.client import AsyncHaldirClient
+from haldir.client.money import plain
 from haldir.core.keys import Principal
 from haldir.core.ledger import EntryFilter
 from haldir.governor import Governor
@@ -83,8 +85,25 @@ class GovernanceBackend(Protocol):
 
 
 def remote_backend(client: AsyncHaldirClient) -> GovernanceBackend:
-    """The SDK is the remote backend as it is; the server it reaches enforces the key's scopes."""
-    return client
+    """The SDK as the remote backend, answering the bodies the server sent (its `Decimal` money back to the
+    server's exact decimal strings); the server it reaches enforces the key's scopes."""
+    sdk: GovernanceBackend = client  # mypy checks that the SDK meets the protocol
+    return cast(GovernanceBackend, _PlainAnswers(sdk))
+
+
+class _PlainAnswers:
+    """A backend whose answers are plain JSON, as the MCP tools' structured results must be."""
+
+    def __init__(self, backend: GovernanceBackend) -> None:
+        self._backend = backend
+
+    def __getattr__(self, name: str) -> Callable[..., Awaitable[Json]]:
+        method: Callable[..., Awaitable[Json]] = getattr(self._backend, name)
+
+        async def answer(*args: Any, **kwargs: Any) -> Json:
+            return plain(await method(*args, **kwargs))
+
+        return answer
 
 
 class LocalBackend:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from haldir.client import AsyncHaldirClient
+from haldir.client.money import plain
 from haldir.core.keys import Principal
 from haldir.governor import Governor
 from haldir.http.routes.proxy import ToolList, ToolOut
@@ -38,23 +39,24 @@ class LocalGateway(LocalBackend):
 
 
 class RemoteGateway:
-    """A Haldir server's REST API, through the SDK, for `session_id`; the server enforces everything."""
+    """A Haldir server's REST API, through the SDK, for `session_id`; the server enforces everything.
+    Its answers are the bodies the server sent: the SDK's `Decimal` money back to the exact strings."""
 
     def __init__(self, client: AsyncHaldirClient, session_id: str) -> None:
         self._client = client
         self.session_id = session_id
 
     async def list_proxy_tools(self) -> Json:
-        return await self._client.list_proxy_tools()
+        return plain(await self._client.list_proxy_tools())
 
     async def call_tool(self, *, session_id: str, tool: str, arguments: dict[str, Any]) -> Json:
-        return await self._client.call_tool(session_id=session_id, tool=tool, arguments=arguments)
+        return plain(await self._client.call_tool(session_id=session_id, tool=tool, arguments=arguments))
 
     async def check_permission(self, session_id: str, scope: str) -> Json:
-        return await self._client.check_permission(session_id, scope)
+        return plain(await self._client.check_permission(session_id, scope))
 
     async def spend(self, *, session_id: str | None = None) -> Json:
-        return await self._client.spend(session_id=session_id)
+        return plain(await self._client.spend(session_id=session_id))
 
     async def list_entries(self, *, session_id: str | None = None, limit: int = 50) -> Json:
-        return await self._client.list_entries(session_id=session_id, limit=limit)
+        return plain(await self._client.list_entries(session_id=session_id, limit=limit))
