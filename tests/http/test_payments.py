@@ -259,18 +259,21 @@ async def test_payments_list_newest_first_and_by_session(api: Api) -> None:
 async def test_spent_equals_the_ledger_spend_after_a_mix_of_spends(api: Api) -> None:
     session_id = await _session(api, limit="20.00")
     captured_less = await _authorized(api, session_id, "5.00")
+    api.clock.advance(1)  # costs are matched to the oldest open authorization first
     voided = await _authorized(api, session_id, "3.00")
+    api.clock.advance(1)
     reported = await _authorized(api, session_id, "4.00")
     assert (await _settle(api, captured_less, "capture", amount="2.25")).status_code == 200
     assert (await _settle(api, voided, "void")).status_code == 200
-    assert (await _log(api, session_id, "1.10")).status_code == 201
+    assert (await _log(api, session_id, "1.10")).status_code == 201  # matched to the 2.25 captured
     assert (await _log(api, session_id, "3.00", authorization_id=reported)).status_code == 201
     assert (await _settle(api, reported, "capture", amount="3.00")).status_code == 200
     assert (await _log(api, session_id, "0")).status_code == 201
-    assert (await _log(api, session_id, "100.00")).status_code == 402
+    over = await _log(api, session_id, "100.00")  # 1.15 still held by the capture, 98.85 charged
+    assert (over.status_code, over.json()["flagged"]) == (201, True)
 
     spent = await _spent(api, session_id)
-    assert spent == "6.35"  # 2.25 captured + 1.10 charged + 3.00 captured
+    assert spent == "104.10"  # 2.25 captured + 3.00 captured + 98.85 charged past the limit
     assert await _ledger_spend(api, session_id) == spent
 
 
@@ -292,15 +295,30 @@ async def test_a_cost_logged_against_an_authorization_is_not_charged_twice(api: 
     assert payment.json()["reported"] == "2.50"
 
 
-async def test_a_cost_beyond_what_the_authorization_holds_is_402(api: Api) -> None:
+async def test_a_cost_beyond_what_the_named_authorization_holds_charges_only_the_rest(api: Api) -> None:
     session_id = await _session(api)
     authorization_id = await _authorized(api, session_id, "4.00")
     assert (await _log(api, session_id, "3.00", authorization_id=authorization_id)).status_code == 201
     response = await _log(api, session_id, "1.50", authorization_id=authorization_id)
-    assert response.status_code == 402
-    assert response.json()["code"] == "budget_exceeded"
-    assert response.json()["remaining_budget"] == "1.00"
-    assert await _spent(api, session_id) == "4.00"
+    assert response.status_code == 201, response.text
+    assert response.json()["flagged"] is False
+    assert await _spent(api, session_id) == "4.50"  # 4.00 authorized + the 0.50 it did not hold
+    assert await _ledger_spend(api, session_id) == "4.50"
+
+
+async def test_authorize_then_log_the_same_amount_counts_it_once(api: Api) -> None:
+    session_id = await _session(api, limit="50.00")
+    authorization_id = await _authorized(api, session_id, "29.99")
+    response = await _log(api, session_id, "29.99")
+    assert response.status_code == 201, response.text
+    entry = await api.client.get(
+        f"/v1/audit/entries/{response.json()['entry_id']}", headers=api.auth(api.admin_key)
+    )
+    record = entry.json()["record"]
+    assert record["covered_by"] == [{"authorization_id": authorization_id, "amount_usd": "29.99"}]
+    assert record["charged_usd"] == "0.00"
+    assert await _spent(api, session_id) == "29.99"
+    assert await _ledger_spend(api, session_id) == "29.99"
 
 
 async def test_a_cost_against_another_sessions_authorization_is_404(api: Api) -> None:
@@ -312,19 +330,23 @@ async def test_a_cost_against_another_sessions_authorization_is_404(api: Api) ->
     assert await _spent(api, other) == "0.00"
 
 
-async def test_a_cost_over_the_remaining_budget_is_402_and_recorded_as_denied(api: Api) -> None:
+async def test_a_cost_over_the_remaining_budget_is_kept_and_flagged_over_budget(api: Api) -> None:
     session_id = await _session(api, limit="5.00")
     assert (await _log(api, session_id, "4.00")).status_code == 201
     response = await _log(api, session_id, "1.50")
-    assert response.status_code == 402
-    assert response.json()["code"] == "budget_exceeded"
-    assert response.json()["remaining_budget"] == "1.00"
-    assert await _spent(api, session_id) == "4.00"
-    entries = await api.client.get(
-        "/v1/audit", params={"session_id": session_id}, headers=api.auth(api.admin_key)
+    assert response.status_code == 201, response.text
+    assert response.json()["flagged"] is True
+    assert response.json()["flag_reason"].startswith("over_budget:")
+    session = await api.client.get(f"/v1/sessions/{session_id}", headers=api.auth(api.admin_key))
+    assert (session.json()["spent"], session.json()["remaining_budget"]) == ("5.50", "0.00")
+    assert await _ledger_spend(api, session_id) == "5.50"
+    flagged = await api.client.get(
+        "/v1/audit", params={"session_id": session_id, "flagged": "true"}, headers=api.auth(api.admin_key)
     )
-    latest = entries.json()["entries"][0]
-    assert (latest["status"], latest["cost_usd"], latest["charged_usd"]) == ("denied", "1.50", "0.00")
+    (latest,) = flagged.json()["entries"]
+    assert (latest["status"], latest["cost_usd"], latest["charged_usd"]) == ("ok", "1.50", "1.50")
+    refused = await _authorize(api, session_id, "0.01")  # authorizations still never overspend
+    assert refused.status_code == 402
 
 
 async def test_a_replayed_authorization_answers_the_same_id_and_charges_once(api: Api) -> None:
@@ -371,10 +393,11 @@ async def test_payments_of_one_tenant_are_invisible_to_another(api: Api) -> None
     assert await _spent(api, session_id) == "2.00"
 
 
-async def test_a_cost_on_an_expired_session_is_403_and_charges_nothing(api: Api) -> None:
+async def test_a_cost_logged_on_an_expired_session_is_kept_charged_and_flagged(api: Api) -> None:
     session_id = await _session(api, ttl=60)
     api.clock.advance(61)
     response = await _log(api, session_id, "1.00")
-    assert response.status_code == 403
-    assert response.json()["code"] == "scope_denied"
-    assert await _spent(api, session_id) == "0.00"
+    assert response.status_code == 201, response.text
+    assert response.json()["flagged"] is True
+    assert "expired" in response.json()["flag_reason"]
+    assert await _spent(api, session_id) == "1.00"

@@ -178,21 +178,108 @@ async def test_a_concurrent_capture_and_void_of_one_payment_settle_it_once(gover
     )
 
 
-async def test_a_governed_cost_is_charged_and_one_over_the_budget_is_refused_and_recorded(
-    governor: Governor,
+async def test_a_cost_no_authorization_covers_is_added_to_spent_within_the_limit(governor: Governor) -> None:
+    session = await _session(governor, limit="1.00", scopes=("execute",))
+    entry = await governor.log_action(
+        ACME, session_id=session.session_id, tool="search", action="q", cost_usd="0.60"
+    )
+    assert (entry.record["charged_usd"], entry.record["flagged"]) == ("0.60", False)
+    assert "covered_by" not in entry.record
+    assert await _reconciles(governor, session.session_id) == Decimal("0.6")
+
+
+async def test_a_cost_past_the_limit_is_kept_flagged_over_budget_and_announced(
+    governor: Governor, store: SqlStore
 ) -> None:
     session = await _session(governor, limit="1.00", scopes=("execute",))
     await governor.log_action(ACME, session_id=session.session_id, tool="search", action="q", cost_usd="0.60")
-    with pytest.raises(BudgetExceeded) as refused:
-        await governor.log_action(
-            ACME, session_id=session.session_id, tool="search", action="q", cost_usd="0.41"
+    entry = await governor.log_action(
+        ACME, session_id=session.session_id, tool="search", action="q", cost_usd="0.41"
+    )
+    assert entry.record["status"] == "ok"
+    assert entry.record["charged_usd"] == "0.41"
+    assert entry.record["flagged"] is True
+    assert entry.record["flag_reason"].startswith("over_budget: 0.41 USD not covered")
+    assert "1.01 USD spent, past its limit of 1.00 USD" in entry.record["flag_reason"]
+    assert await _reconciles(governor, session.session_id) == Decimal("1.01")
+    current = await governor.get_session(ACME, session.session_id)
+    assert current.remaining_micros == 0
+    (flagged,) = await _events(store, "audit.flagged")
+    assert flagged["entry_id"] == entry.entry_id
+    (exhausted,) = await _events(store, "budget.exhausted")  # once, on the charge that crossed
+    assert exhausted["entry_id"] == entry.entry_id
+    await governor.log_action(ACME, session_id=session.session_id, tool="search", action="q", cost_usd="1")
+    assert len(await _events(store, "budget.exhausted")) == 1
+    with pytest.raises(BudgetExceeded):  # what must never overspend still refuses
+        await governor.authorize_payment(
+            ACME, session_id=(await _session(governor, limit="1.00")).session_id, amount="1.01"
         )
-    assert refused.value.details["remaining_budget"] == "0.40"
-    assert await _reconciles(governor, session.session_id) == Decimal("0.6")
-    statuses = [
-        (r["status"], r["cost_usd"], r["charged_usd"]) for r in await _entries(governor, session.session_id)
-    ]
-    assert statuses == [("ok", "0.60", "0.60"), ("denied", "0.41", "0.00")]
+
+
+async def test_a_cost_on_a_session_without_a_limit_is_kept_and_flagged(governor: Governor) -> None:
+    created = await governor.create_session(ACME, agent_id="free", scopes=["read"])
+    entry = await governor.log_action(
+        ACME, session_id=created.value.session_id, tool="llm", action="complete", cost_usd="0.02"
+    )
+    assert (entry.record["charged_usd"], entry.record["flagged"]) == ("0.02", True)
+    assert "past its limit of 0.00 USD" in entry.record["flag_reason"]
+    assert await _reconciles(governor, created.value.session_id) == Decimal("0.02")
+
+
+async def test_a_cost_logged_after_the_session_expired_is_kept_charged_and_flagged(
+    governor: Governor, clock: FakeClock
+) -> None:
+    session = await _session(governor, limit="10.00", scopes=("execute",))
+    clock.advance(3601)
+    entry = await governor.log_action(
+        ACME, session_id=session.session_id, tool="search", action="q", cost_usd="1.00"
+    )
+    assert entry.record["charged_usd"] == "1.00"
+    assert (
+        entry.record["flag_reason"]
+        == f"a cost of 1.00 USD was logged after session {session.session_id} expired"
+    )
+    assert await _reconciles(governor, session.session_id) == Decimal(1)
+
+
+async def test_authorize_then_log_the_same_amount_counts_the_money_once(governor: Governor) -> None:
+    session = await _session(governor, limit="50.00")
+    authorized = await governor.authorize_payment(ACME, session_id=session.session_id, amount="29.99")
+    payment_id = authorized.value.payment.payment_id
+    entry = await governor.log_action(
+        ACME, session_id=session.session_id, tool="stripe", action="charge", cost_usd="29.99"
+    )
+    assert entry.record["charged_usd"] == "0.00"
+    assert entry.record["covered_by"] == [{"authorization_id": payment_id, "amount_usd": "29.99"}]
+    assert "authorization_id" not in entry.record  # only when the caller named one
+    assert entry.record["flagged"] is False
+    assert (await governor.get_payment(ACME, payment_id)).reported_micros == 29_990_000
+    assert await _reconciles(governor, session.session_id) == Decimal("29.99")
+    again = await governor.log_action(
+        ACME, session_id=session.session_id, tool="stripe", action="charge", cost_usd="29.99"
+    )
+    assert again.record["charged_usd"] == "29.99"  # the authorization is used up: charged, not matched
+    assert again.record["flagged"] is True
+    assert await _reconciles(governor, session.session_id) == Decimal("59.98")
+
+
+async def test_the_oldest_authorization_holding_the_whole_cost_covers_it_else_the_oldest_ones_share_it(
+    governor: Governor, clock: FakeClock
+) -> None:
+    session = await _session(governor, limit="100.00")
+    small = (await governor.authorize_payment(ACME, session_id=session.session_id, amount="10")).value.payment
+    clock.advance(1)  # oldest first: by creation time, then by id
+    large = (await governor.authorize_payment(ACME, session_id=session.session_id, amount="50")).value.payment
+    thirty = await governor.log_action(
+        ACME, session_id=session.session_id, tool="t", action="a", cost_usd="30"
+    )
+    assert thirty.record["covered_by"] == [{"authorization_id": large.payment_id, "amount_usd": "30.00"}]
+    ten = await governor.log_action(ACME, session_id=session.session_id, tool="t", action="a", cost_usd="10")
+    assert ten.record["covered_by"] == [{"authorization_id": small.payment_id, "amount_usd": "10.00"}]
+    rest = await governor.log_action(ACME, session_id=session.session_id, tool="t", action="a", cost_usd="25")
+    assert rest.record["covered_by"] == [{"authorization_id": large.payment_id, "amount_usd": "20.00"}]
+    assert rest.record["charged_usd"] == "5.00"
+    assert await _reconciles(governor, session.session_id) == Decimal(65)
 
 
 async def test_a_cost_matched_to_its_authorization_is_not_counted_twice(governor: Governor) -> None:
@@ -211,21 +298,77 @@ async def test_a_cost_matched_to_its_authorization_is_not_counted_twice(governor
     assert entry.record["authorization_id"] == payment.payment_id
     assert entry.record["charged_usd"] == "0.00"
     assert await _reconciles(governor, session.session_id) == Decimal(5)
-    with pytest.raises(BudgetExceeded, match=r"covers 2\.00 USD more"):
-        await governor.log_action(
-            ACME,
-            session_id=session.session_id,
-            tool="stripe",
-            action="charge",
-            cost_usd="2.01",
-            authorization_id=payment.payment_id,
-        )
+    beyond = await governor.log_action(
+        ACME,
+        session_id=session.session_id,
+        tool="stripe",
+        action="charge",
+        cost_usd="2.01",
+        authorization_id=payment.payment_id,
+    )
+    assert beyond.record["covered_by"] == [{"authorization_id": payment.payment_id, "amount_usd": "2.00"}]
+    assert (beyond.record["charged_usd"], beyond.record["flagged"]) == ("0.01", False)
+    assert await _reconciles(governor, session.session_id) == Decimal("5.01")
     with pytest.raises(Conflict, match="capture it instead"):
         await governor.void_payment(ACME, payment.payment_id)
     with pytest.raises(InvalidRequest, match="already reported"):
-        await governor.capture_payment(ACME, payment.payment_id, amount="2.99")
-    await governor.capture_payment(ACME, payment.payment_id, amount="3")
-    assert await _reconciles(governor, session.session_id) == Decimal(3)
+        await governor.capture_payment(ACME, payment.payment_id, amount="4.99")
+    await governor.capture_payment(ACME, payment.payment_id, amount="5")
+    assert await _reconciles(governor, session.session_id) == Decimal("5.01")
+
+
+async def test_a_named_authorization_covers_only_what_it_holds_and_the_rest_is_charged(
+    governor: Governor,
+) -> None:
+    session = await _session(governor)
+    named, other = [
+        (await governor.authorize_payment(ACME, session_id=session.session_id, amount="2")).value.payment
+        for _ in range(2)
+    ]
+    await governor.void_payment(ACME, named.payment_id)
+    entry = await governor.log_action(
+        ACME,
+        session_id=session.session_id,
+        tool="t",
+        action="a",
+        cost_usd="1.5",
+        authorization_id=named.payment_id,
+    )
+    assert "covered_by" not in entry.record  # a voided authorization holds nothing; the other is not asked
+    assert entry.record["charged_usd"] == "1.50"
+    assert (await governor.get_payment(ACME, other.payment_id)).reported_micros == 0
+    assert await _reconciles(governor, session.session_id) == Decimal("3.5")
+
+
+async def test_50_concurrent_logs_against_one_authorization_count_each_cost_once(
+    governor: Governor,
+) -> None:
+    session = await _session(governor, limit="5.00")
+    payment = (
+        await governor.authorize_payment(ACME, session_id=session.session_id, amount="3.00")
+    ).value.payment
+    entries = []
+
+    async def log(index: int) -> None:
+        named = {"authorization_id": payment.payment_id} if index % 2 else {}
+        entry = await governor.log_action(
+            ACME, session_id=session.session_id, tool="t", action="a", cost_usd="0.10", **named
+        )
+        entries.append(entry.record)
+
+    with anyio.fail_after(120):
+        async with anyio.create_task_group() as tg:
+            for index in range(50):
+                tg.start_soon(log, index)
+    covered = [sum((Decimal(p["amount_usd"]) for p in r.get("covered_by", [])), Decimal(0)) for r in entries]
+    charged = [Decimal(r["charged_usd"]) for r in entries]
+    assert len(entries) == 50
+    assert {c + h for c, h in zip(covered, charged, strict=True)} == {Decimal("0.10")}  # each counted once
+    assert sum(covered) == Decimal(3)  # the authorization covers exactly what it holds, once
+    assert sum(charged) == Decimal(2)  # the rest is charged once: 50 x 0.10 = 5.00 in all
+    assert (await governor.get_payment(ACME, payment.payment_id)).reported_micros == 3_000_000
+    assert await _reconciles(governor, session.session_id) == Decimal(5)
+    assert (await governor.verify_log(ACME)).ok
 
 
 async def test_an_authorization_of_another_session_cannot_cover_a_cost(governor: Governor) -> None:
@@ -241,6 +384,10 @@ async def test_an_authorization_of_another_session_cannot_cover_a_cost(governor:
             authorization_id=payment.payment_id,
         )
     assert await _reconciles(governor, other.session_id) == 0
+    with pytest.raises(NotFound):
+        await governor.log_action(
+            ACME, session_id=other.session_id, tool="t", action="a", cost_usd="1", authorization_id="pay_x"
+        )
 
 
 async def test_budget_exhausted_is_recorded_when_the_remaining_budget_reaches_zero(
@@ -256,8 +403,12 @@ async def test_budget_exhausted_is_recorded_when_the_remaining_budget_reaches_ze
 
 
 async def _exhausted_events(store: SqlStore) -> list[dict[str, Any]]:
+    return await _events(store, "budget.exhausted")
+
+
+async def _events(store: SqlStore, kind: str) -> list[dict[str, Any]]:
     async with store.read_connection() as conn:
-        rows = await conn.execute(sa.select(events.c.payload).where(events.c.type == "budget.exhausted"))
+        rows = await conn.execute(sa.select(events.c.payload).where(events.c.type == kind))
         return [dict(row.payload) for row in rows]
 
 

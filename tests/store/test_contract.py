@@ -190,9 +190,13 @@ async def test_idempotency_keys_are_per_tenant(store: SqlStore) -> None:
     assert second.value.session_id == "ses_2"
 
 
-async def test_the_schema_refuses_spending_past_the_limit(store: SqlStore) -> None:
+async def test_the_schema_refuses_negative_spending_but_lets_a_logged_cost_pass_the_limit(
+    store: SqlStore,
+) -> None:
     await _tenant(store)
     await store.insert_session(_session("ses_1"))
+    async with store.engines.write.begin() as conn:  # a logged cost is a record: it may pass the limit
+        await conn.execute(sa.update(sessions).values(spent=50_000_001))
     with pytest.raises(IntegrityError):
         async with store.engines.write.begin() as conn:
-            await conn.execute(sa.update(sessions).values(spent=50_000_001))
+            await conn.execute(sa.update(sessions).values(spent=-1))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
@@ -35,3 +36,33 @@ class Payment:
         if self.status == VOIDED:
             return 0
         return self.amount_micros if self.captured_micros is None else self.captured_micros
+
+    @property
+    def unreported_micros(self) -> int:
+        """What this payment holds that no logged cost has been matched to yet."""
+        return max(self.charged_micros - self.reported_micros, 0)
+
+
+def match_cost(cost_micros: int, payments: Sequence[Payment]) -> list[tuple[str, int]]:
+    """Which authorizations a logged cost is matched to, and how much of it each covers.
+
+    `payments` are the candidates oldest first (the one the caller named, or the session's open ones).
+    The rule: the oldest payment that holds the whole cost covers it alone; when none does, the payments
+    cover it oldest first, each with what it holds, and what is left is charged to the session. So an
+    authorize-then-log of the same amount counts the money once, and a cost is never matched twice.
+    """
+    if cost_micros <= 0:
+        return []
+    open_payments = [payment for payment in payments if payment.unreported_micros > 0]
+    for payment in open_payments:
+        if payment.unreported_micros >= cost_micros:
+            return [(payment.payment_id, cost_micros)]
+    matched: list[tuple[str, int]] = []
+    left = cost_micros
+    for payment in open_payments:
+        if left == 0:
+            break
+        covered = min(payment.unreported_micros, left)
+        matched.append((payment.payment_id, covered))
+        left -= covered
+    return matched

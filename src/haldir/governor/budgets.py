@@ -7,6 +7,7 @@ Every change to a session's `spent` commits in one transaction with the ledger e
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -24,6 +25,7 @@ from haldir.core.payments import (
     PAYMENTS_TOOL,
     VOIDED,
     Payment,
+    match_cost,
 )
 from haldir.core.sessions import Session, holds_spend, spend_refusal
 from haldir.errors import BudgetExceeded, Conflict, InvalidAmount, InvalidRequest, NotFound, ScopeDenied
@@ -55,9 +57,12 @@ class BudgetsMixin(AuditMixin):
     ) -> StoredEntry:
         """Append an action of a session to its tenant's ledger; returns once the entry is durable.
 
-        A cost is charged to the session's budget in the same transaction, or refused (402, and the
-        refusal is what the ledger records). With `authorization_id` the cost is matched to that
-        payment authorization, which already holds it, instead of being charged twice.
+        A logged action is a record of what happened, so it is never refused for budget reasons. Its
+        cost is matched to the session's payment authorizations first (`authorization_id`, else the
+        oldest open ones: `match_cost`), so authorize-then-log counts the money once; whatever no
+        authorization covers is added to the session's `spent`, in the same transaction as the entry.
+        When that takes `spent` past the limit, the entry is flagged `over_budget` (which writes an
+        `audit.flagged` event). A session's `spent` stays the sum of its entries' `charged_usd`.
         """
         principal.require("audit:write")
         session = await self._session(principal, session_id)
@@ -74,42 +79,46 @@ class BudgetsMixin(AuditMixin):
             "details": details,
         }
         cost = to_micros(cost_usd, field="cost_usd")
-        if authorization_id is not None:
-            return await self._log_against(principal, session, authorization_id, cost, fields)
-        if cost == 0:
+        if authorization_id is not None and not ids.is_id(ids.PAYMENT, authorization_id):
+            raise NotFound(f"no payment authorization {authorization_id!r} of session {session.session_id}")
+        if cost == 0 and authorization_id is None:
             return await self._append(
                 principal.tenant_id, session_id=session.session_id, agent_id=session.agent_id, **fields
             )
         context = await self._lookback(principal.tenant_id, session.session_id)
         async with self._store.spend_transaction(principal.tenant_id) as tx:
-            charged = await tx.charge(session.session_id, cost, now=self._clock.now())
-            if charged is not None:
-                entry = await tx.append(self._spend_entry(context, charged, charged_micros=cost, **fields))
-                await self._exhausted(tx, charged, entry)
-                return entry
-            refusal = await self._refuse(tx, context, session, cost, fields)
-        raise refusal
-
-    async def _log_against(
-        self, principal: Principal, session: Session, authorization_id: str, cost: int, fields: dict[str, Any]
-    ) -> StoredEntry:
-        fields = {**fields, "authorization_id": authorization_id}
-        context = await self._lookback(principal.tenant_id, session.session_id)
-        async with self._store.spend_transaction(principal.tenant_id) as tx:
-            payment = await tx.payment(authorization_id) if ids.is_id(ids.PAYMENT, authorization_id) else None
-            if payment is None or payment.session_id != session.session_id:
-                raise NotFound(
-                    f"no payment authorization {authorization_id!r} of session {session.session_id}"
-                )
-            if await tx.report(authorization_id, cost, now=self._clock.now()) is not None:
-                return await tx.append(self._spend_entry(context, session, charged_micros=0, **fields))
-            held = 0 if payment.status == VOIDED else payment.charged_micros - payment.reported_micros
-            reason = (
-                f"authorization {authorization_id} is {payment.status} and covers {format_micros(held)} USD "
-                f"more, less than {format_micros(cost)}: authorize the difference"
+            if authorization_id is None:
+                candidates = await tx.open_payments(session.session_id)
+            else:
+                named = await tx.payment(authorization_id)  # locked, like the open ones
+                if named is None or named.session_id != session.session_id:
+                    raise NotFound(
+                        f"no payment authorization {authorization_id!r} of session {session.session_id}"
+                    )
+                candidates = [named]
+                fields["authorization_id"] = authorization_id
+            matched = match_cost(cost, candidates)
+            for payment_id, covered in matched:
+                reported = await tx.report(payment_id, covered, now=self._clock.now())
+                assert reported is not None  # locked above, and `covered` is within what it holds
+            if matched:
+                fields["covered_by"] = [
+                    {"authorization_id": payment_id, "amount_usd": format_micros(covered)}
+                    for payment_id, covered in matched
+                ]
+            uncovered = cost - sum(covered for _, covered in matched)
+            if uncovered:
+                current = await tx.record_spend(session.session_id, uncovered)
+            else:
+                current = await tx.session(session.session_id)
+            assert current is not None  # sessions are never deleted
+            flag = _uncovered_flag(current, uncovered, now=self._clock.now())
+            entry = await tx.append(
+                self._spend_entry(context, current, charged_micros=uncovered, flag_reason=flag, **fields)
             )
-            await tx.append(self._spend_entry(context, session, charged_micros=0, **_denied(fields, reason)))
-        raise BudgetExceeded(reason, remaining_budget=format_micros(held))
+            if uncovered:
+                await self._exhausted(tx, current, entry, charged_micros=uncovered)
+            return entry
 
     # payments
 
@@ -185,7 +194,7 @@ class BudgetsMixin(AuditMixin):
                 entry = await tx.append(
                     self._spend_entry(context, charged, charged_micros=micros, status="ok", **fields)
                 )
-                await self._exhausted(tx, charged, entry)
+                await self._exhausted(tx, charged, entry, charged_micros=micros)
                 return Outcome(Authorization(payment, charged.remaining_micros))
             refusal = await self._refuse(tx, context, session, micros, {**fields, "status": "ok"})
         raise refusal
@@ -320,9 +329,13 @@ class BudgetsMixin(AuditMixin):
             return ScopeDenied(reason)
         return BudgetExceeded(reason, remaining_budget=format_micros(current.remaining_micros))
 
-    async def _exhausted(self, tx: SpendTransaction, session: Session, entry: StoredEntry) -> None:
-        """Record `budget.exhausted` when this charge took the session's remaining budget to zero."""
-        if session.remaining_micros == 0:
+    async def _exhausted(
+        self, tx: SpendTransaction, session: Session, entry: StoredEntry, *, charged_micros: int
+    ) -> None:
+        """Record `budget.exhausted` when this charge took the session's remaining budget to zero (not
+        when it had none left before)."""
+        had_left = session.spend_limit_micros - (session.spent_micros - charged_micros) > 0
+        if had_left and session.remaining_micros == 0:
             await tx.record_event(
                 BUDGET_EXHAUSTED,
                 {
@@ -334,6 +347,23 @@ class BudgetsMixin(AuditMixin):
                 },
                 at=self._clock.now(),
             )
+
+
+def _uncovered_flag(session: Session, uncovered_micros: int, *, now: datetime) -> str | None:
+    """Why a logged cost no authorization covered is flagged: it took the session's `spent` past its
+    limit (`over_budget`), or the session no longer allows anything; None when neither."""
+    if not uncovered_micros:
+        return None
+    if session.spent_micros > session.spend_limit_micros:
+        return (
+            f"over_budget: {format_micros(uncovered_micros)} USD not covered by an authorization took "
+            f"session {session.session_id} to {format_micros(session.spent_micros)} USD spent, past its "
+            f"limit of {format_micros(session.spend_limit_micros)} USD"
+        )
+    invalid = session.invalid_reason(now)
+    if invalid:
+        return f"a cost of {format_micros(uncovered_micros)} USD was logged after {invalid}"
+    return None
 
 
 def _denied(fields: dict[str, Any], reason: str) -> dict[str, Any]:

@@ -219,7 +219,7 @@ class ProxyMixin(RegistryMixin):
                     raise BudgetExceeded(reason, flag_reason=reason, policy_id=pid)
             fields = _call_fields(tool, limits, status="ok", cost_micros=cost, phase="reserve")
             entry = await tx.append(self._spend_entry(context, charged, charged_micros=cost, **fields))
-            await self._exhausted(tx, charged, entry)
+            await self._exhausted(tx, charged, entry, charged_micros=cost)
         return tuple(Reservation(pid, subject, cost) for pid, subject, _ in counters)
 
     async def _record_refusal(

@@ -276,7 +276,9 @@ TOOLS: tuple[GovernanceTool[Any], ...] = (
         LogActionArgs,
         log_action,
         "audit:write",
-        "Append an action of a session to the tamper-evident ledger; a cost_usd is charged to its budget.",
+        "Append an action of a session to the tamper-evident ledger. A cost_usd is matched to the "
+        "session's payment authorizations first, the rest charged to its budget; never refused for budget, "
+        "but flagged over_budget when it takes the session past its limit.",
         _hints("Log action", read_only=False, idempotent=False),
     ),
     GovernanceTool(

@@ -127,6 +127,11 @@ class SpendTransaction(Protocol):
         `cap`, when given); a release (< 0) always applies. None when the condition did not hold."""
         ...
 
+    async def record_spend(self, session_id: str, micros: int) -> Session | None:
+        """Add `micros` (> 0) to the session's `spent` whatever its limit and validity: a logged cost
+        that already happened. The session afterwards; None when there is no such session."""
+        ...
+
     async def take_call(
         self, policy_id: str, subject: str, *, max_calls: int, window_start: datetime
     ) -> int | None:
@@ -149,6 +154,11 @@ class SpendTransaction(Protocol):
 
     async def payment(self, payment_id: str) -> Payment | None:
         """The payment, locked until the transaction ends."""
+        ...
+
+    async def open_payments(self, session_id: str) -> list[Payment]:
+        """The session's payments that hold money no logged cost was matched to, oldest first, locked
+        until the transaction ends."""
         ...
 
     async def settle_payment(

@@ -67,6 +67,18 @@ class SqlSpend:
         ).first()
         return None if row is None else session_from_row(row)
 
+    async def record_spend(self, session_id: str, micros: int) -> Session | None:
+        c = sessions.c
+        row = (
+            await self._conn.execute(
+                sa.update(sessions)
+                .where(c.tenant_id == self._tenant_id, c.session_id == session_id)
+                .values(spent=c.spent + micros)
+                .returning(*sessions.c)
+            )
+        ).first()
+        return None if row is None else session_from_row(row)
+
     async def take_call(
         self, policy_id: str, subject: str, *, max_calls: int, window_start: datetime
     ) -> int | None:
@@ -158,6 +170,21 @@ class SqlSpend:
             )
         ).first()
         return None if row is None else payment_from_row(row)
+
+    async def open_payments(self, session_id: str) -> list[Payment]:
+        c = payments.c
+        rows = await self._conn.execute(
+            sa.select(payments)
+            .where(
+                c.tenant_id == self._tenant_id,
+                c.session_id == session_id,
+                c.status != "voided",
+                c.reported < sa.func.coalesce(c.captured, c.amount),
+            )
+            .order_by(c.created_at, c.payment_id)
+            .with_for_update()
+        )
+        return [payment_from_row(row) for row in rows]
 
     async def settle_payment(
         self, payment_id: str, *, status: str, captured_micros: int | None, now: datetime
