@@ -121,9 +121,15 @@ async def store(store_url: str) -> AsyncIterator[SqlStore]:
 
 @pytest.fixture
 async def governor(store: SqlStore, clock: FakeClock) -> Governor:
-    """A governor over the store, with a Vault master key registered."""
+    """A governor over the store, with a Vault master key; tenant `acme` may run stdio upstreams."""
     keyring = MasterKeyring([generate_master_key()], source="the test keyring")
-    built = Governor(store=store, clock=clock, custom_scopes=frozenset({"stripe"}), master_keys=keyring)
+    built = Governor(
+        store=store,
+        clock=clock,
+        custom_scopes=frozenset({"stripe"}),
+        master_keys=keyring,
+        stdio_tenants=frozenset({"acme"}),  # the tests' tenant registers stdio upstreams
+    )
     await built.verify_vault_keys()
     return built
 
@@ -149,7 +155,9 @@ class Api:
 
 @pytest.fixture
 async def api(store_url: str, clock: FakeClock, tmp_path: Path) -> AsyncIterator[Api]:
-    settings = Settings(data_dir=tmp_path, database_url=store_url, custom_scopes=("stripe",))
+    settings = Settings(
+        data_dir=tmp_path, database_url=store_url, custom_scopes=("stripe",), stdio_tenants=("acme",)
+    )
     app = create_app(settings, clock=clock)
     async with app.router.lifespan_context(app):
         governor: Governor = app.state.governor

@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings
 
 from haldir.http.app import create_app
 from haldir.settings import ClientSettings, GatewaySettings, Settings
+from tests.http.routes import SAMPLES
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTINGS_MODELS: tuple[type[BaseSettings], ...] = (Settings, ClientSettings, GatewaySettings)
@@ -101,3 +102,31 @@ def test_the_quick_start_is_make_run_and_make_test() -> None:
         line.split("#", 1)[0].strip() for block in blocks for line in block.splitlines() if line.strip()
     ]
     assert commands == ["make run", "make test"]
+
+
+def test_the_readme_key_scope_table_names_the_resource_of_every_route() -> None:
+    """Each route's required key scope (as the route walker proves it) is in the README row of its path."""
+    table = _section(_read("README.md"), "API key scopes")
+    rows = dict(re.findall(r"^\| `([a-z]+)` \| (.*) \|$", table, flags=re.MULTILINE))
+    wrong = []
+    for (method, path), (required, _) in SAMPLES.items():
+        resource = required.split()[0].split(":")[0]
+        prefixes = re.findall(r"`(/[^`]*)`", rows.get(resource, ""))
+        if not any(path.startswith(prefix) for prefix in prefixes):
+            wrong.append(f"{method} {path} needs {required}")
+    assert not wrong, f"README.md's API key scope table does not match the routes: {wrong}"
+
+
+def test_the_readme_lists_every_route_that_accepts_an_idempotency_key() -> None:
+    conventions = _section(_read("README.md"), "HTTP conventions")
+    idempotency = next(line for line in conventions.split("\n- ") if line.startswith("**Idempotency:**"))
+    app = create_app(Settings())
+    accepting = {
+        f"{method.upper()} {path}"
+        for path, operations in app.openapi()["paths"].items()
+        for method, operation in operations.items()
+        if any(parameter["name"] == "Idempotency-Key" for parameter in operation.get("parameters", []))
+    }
+    assert "POST /v1/sessions" in accepting, f"the header is not in the schema: {sorted(accepting)}"
+    listed = set(re.findall(r"`([A-Z]+ /[^`]*)`", " ".join(idempotency.split())))
+    assert listed == accepting

@@ -34,6 +34,7 @@ def test_exported_members_are_pinned() -> None:
         "RateLimited",
         "ScopeDenied",
         "ServerUnavailable",
+        "StdioNotAllowed",
         "StoreUnavailable",
         "ToolDefinitionChanged",
         "ToolDenied",

@@ -48,3 +48,40 @@ def test_importing_haldir_reads_no_environment(monkeypatch: pytest.MonkeyPatch) 
 
     importlib.reload(haldir.http.app)
     assert [key for key in reads if key.startswith("HALDIR_")] == []
+
+
+def test_only_the_operators_tenant_may_run_command_upstreams_by_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("HALDIR_STDIO_TENANTS", raising=False)
+    monkeypatch.delenv("HALDIR_STDIO_COMMANDS", raising=False)
+    assert Settings().stdio_tenants == ("default",)
+    assert Settings().stdio_commands == ()
+
+
+def test_stdio_tenants_and_commands_are_read_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HALDIR_STDIO_TENANTS", "default, acme,")
+    monkeypatch.setenv("HALDIR_STDIO_COMMANDS", "npx, /usr/local/bin/uvx")
+    assert Settings().stdio_tenants == ("default", "acme")
+    assert Settings().stdio_commands == ("npx", "/usr/local/bin/uvx")
+
+
+def test_an_empty_stdio_tenant_list_allows_no_tenant(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HALDIR_STDIO_TENANTS", "")
+    assert Settings().stdio_tenants == ()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("HALDIR_STDIO_TENANTS", "default,Acme Corp", "tenant ids"),
+        ("HALDIR_STDIO_COMMANDS", "npx,bin/uvx", "absolute path in normal form"),
+        ("HALDIR_STDIO_COMMANDS", "/usr/local/bin/../bin/uvx", "absolute path in normal form"),
+    ],
+)
+def test_malformed_stdio_settings_are_refused(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError, match=message):
+        Settings()

@@ -65,6 +65,15 @@ class ScopeDenied(HaldirError):
     exit_code = 4
 
 
+class StdioNotAllowed(HaldirError):
+    """A command (stdio) upstream runs a program on the Haldir server: the operator allows it only for
+    the tenants in HALDIR_STDIO_TENANTS and, when HALDIR_STDIO_COMMANDS is set, only those programs."""
+
+    code = "stdio_not_allowed"
+    http_status = 403
+    exit_code = 4
+
+
 class BudgetExceeded(HaldirError):
     """The amount does not fit in what is left of the session's budget; `details` holds the remainder."""
 

@@ -56,12 +56,15 @@ async def open_runtime(
         governor = Governor(
             store=store,
             clock=clock,
+            strict_scopes=settings.strict_scopes,
             custom_scopes=frozenset(settings.custom_scopes),
             max_ttl=settings.session_max_ttl,
             log_signer=log_signer,
             log_origin=settings.log_origin,
             master_keys=master_keys,
             outbound_allow=settings.outbound_allow,
+            stdio_tenants=frozenset(settings.stdio_tenants),
+            stdio_commands=settings.stdio_commands,
         )
         if master_keys is not None:
             await governor.verify_vault_keys()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Annotated, Literal
@@ -10,7 +9,9 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-_SCOPE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+from haldir.core.commands import program_entry
+from haldir.core.ids import TENANT_ID
+from haldir.core.scopes import SCOPE_NAME
 
 LogLevel = Literal["debug", "info", "warning", "error"]
 
@@ -39,9 +40,15 @@ class Settings(BaseSettings):
     session_max_ttl: int = Field(
         default=30 * 86400, ge=1, description="Longest session TTL in seconds a caller may ask for."
     )
+    strict_scopes: bool = Field(
+        default=False,
+        description="Accept only the built-in session scope names and `custom_scopes` (a typo guard); "
+        "off: any well-formed name.",
+    )
     custom_scopes: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(),
-        description="Extra session scope names beyond the built-in ones, comma-separated (`stripe,github`).",
+        description="With `strict_scopes`: session scope names allowed beyond the built-in ones, "
+        "comma-separated (`stripe,github`).",
     )
     log_origin: str = Field(
         default="haldir.local",
@@ -63,15 +70,42 @@ class Settings(BaseSettings):
         description="Private, loopback or link-local networks that upstream and webhook URLs may reach, "
         "comma-separated CIDRs (`127.0.0.0/8,10.0.0.0/8`). Cloud metadata addresses are always refused.",
     )
+    stdio_tenants: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=("default",),
+        description="Tenants that may register and run command (stdio) upstreams, which run programs on "
+        "this server as its user; comma-separated tenant ids. Empty: none.",
+    )
+    stdio_commands: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Programs command upstreams may start, comma-separated: bare names (looked up on the "
+        "server's PATH) or absolute paths, each matched exactly. Empty: any program.",
+    )
 
     _split_lists = field_validator("outbound_allow", "custom_scopes", mode="before")(comma_list)
+    _split_stdio = field_validator("stdio_tenants", "stdio_commands", mode="before")(comma_list)
+
+    @field_validator("stdio_tenants")
+    @classmethod
+    def _check_tenant_ids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [tenant for tenant in value if not TENANT_ID.fullmatch(tenant)]
+        if bad:
+            raise ValueError(f"tenant ids are 1 to 64 lowercase letters, digits, '_' or '-': {bad}")
+        return value
+
+    @field_validator("stdio_commands")
+    @classmethod
+    def _check_programs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(program_entry(entry) for entry in value)
 
     @field_validator("custom_scopes")
     @classmethod
     def _check_scope_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        bad = [name for name in value if not _SCOPE_NAME.fullmatch(name)]
+        bad = [name for name in value if not SCOPE_NAME.fullmatch(name)]
         if bad:
-            raise ValueError(f"scope names must be lowercase letters, digits, '_' or '-': {bad}")
+            raise ValueError(
+                f"scope names must be at most 64 lowercase letters, digits, '_', '-' or '.', starting "
+                f"with a letter: {bad}"
+            )
         return value
 
     @field_validator("log_level", mode="before")
@@ -102,7 +136,10 @@ class GatewaySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HALDIR_", extra="ignore", frozen=True)
 
     session_id: str | None = Field(default=None, description="An existing session to act under.")
-    agent_id: str | None = Field(default=None, description="Without a session id: the new session's agent.")
+    agent_id: str | None = Field(
+        default=None,
+        description="Without a session id: the new session's agent; unset: `proxy-<key prefix>`.",
+    )
     scopes: Annotated[tuple[str, ...], NoDecode] = Field(
         default=("execute",), description="Without a session id: the new session's scopes, comma-separated."
     )

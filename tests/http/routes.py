@@ -11,7 +11,7 @@ from tests.mcp_servers import BIN, time_server_params
 
 TIME_COMMAND = str(BIN / "mcp-server-time")
 
-PUBLIC = {("GET", "/livez"), ("GET", "/readyz"), ("GET", "/healthz")}
+PUBLIC = {("GET", "/livez"), ("GET", "/readyz"), ("GET", "/healthz"), ("GET", "/health")}
 
 # (method, path) -> (required key scopes, space-separated, the first checked first; JSON body or None);
 # "{name}" in a body is filled like a path.

@@ -73,7 +73,7 @@ async def test_a_replay_answers_the_same_even_after_the_session_changes(api: Api
 
 async def test_a_failed_request_does_not_use_up_its_key(api: Api) -> None:
     headers = {**api.auth(api.admin_key), "Idempotency-Key": "k4"}
-    bad = await api.client.post("/v1/sessions", json={**BODY, "scopes": ["teleport"]}, headers=headers)
+    bad = await api.client.post("/v1/sessions", json={**BODY, "scopes": ["Teleport!"]}, headers=headers)
     assert bad.status_code == 400
     good = await api.client.post("/v1/sessions", json=BODY, headers=headers)
     assert good.status_code == 201

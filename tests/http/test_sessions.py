@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from haldir.core.keys import Principal
+from haldir.governor import Governor
+from haldir.http.app import create_app
+from haldir.settings import Settings
 from tests.conftest import Api
 
 pytestmark = pytest.mark.anyio
@@ -121,7 +127,6 @@ async def test_a_broad_scope_grants_its_qualified_forms_but_not_the_reverse(api:
 @pytest.mark.parametrize(
     ("scopes", "fragment"),
     [
-        (["teleport"], "unknown scope"),
         (["Read"], "malformed scope"),
         (["read:"], "malformed scope"),
         (["spend:abc"], "malformed scope"),
@@ -129,15 +134,45 @@ async def test_a_broad_scope_grants_its_qualified_forms_but_not_the_reverse(api:
         (["read:x y"], "bad qualifier"),
     ],
 )
-async def test_unknown_or_malformed_scopes_are_rejected_at_creation(
-    api: Api, scopes: list[str], fragment: str
-) -> None:
+async def test_malformed_scopes_are_rejected_at_creation(api: Api, scopes: list[str], fragment: str) -> None:
     response = await api.client.post(
         "/v1/sessions", json={"agent_id": "a", "scopes": scopes}, headers=api.auth(api.admin_key)
     )
     assert response.status_code == 400
     assert response.json()["code"] == "invalid_scope"
     assert fragment in response.json()["error"]
+
+
+async def test_any_well_formed_scope_name_is_accepted_by_default(api: Api) -> None:
+    body = await _create(api, scopes=["read", "browse", "spend:50", "crm.contacts:export"])
+    assert body["scopes"] == ["browse", "crm.contacts:export", "read", "spend"]
+    assert body["spend_limit"] == "50.00"
+    assert (await _check(api, body["session_id"], "browse:news"))["allowed"] is True
+    assert (await _check(api, body["session_id"], "teleport"))["allowed"] is False
+
+
+async def test_strict_scopes_accept_only_built_in_and_custom_names(store_url: str, tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path, database_url=store_url, strict_scopes=True, custom_scopes=("stripe",)
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        governor: Governor = app.state.governor
+        created = await governor.create_key(Principal.operator("acme"), name="t", scopes=["*"])
+        headers = {"Authorization": f"Bearer {created.value.value}"}
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://haldir.test") as client:
+            allowed = await client.post(
+                "/v1/sessions", json={"agent_id": "a", "scopes": ["read", "stripe:refund"]}, headers=headers
+            )
+            refused = await client.post(
+                "/v1/sessions", json={"agent_id": "a", "scopes": ["read", "browse"]}, headers=headers
+            )
+    assert allowed.status_code == 201, allowed.text
+    assert refused.status_code == 400
+    assert refused.json()["code"] == "invalid_scope"
+    assert "unknown scope 'browse'" in refused.json()["error"]
+    assert "HALDIR_CUSTOM_SCOPES" in refused.json()["error"]
 
 
 async def test_checking_a_malformed_scope_is_a_400(api: Api) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -15,6 +17,8 @@ import httpx
 import pytest
 from mcp import Client, StdioServerParameters
 
+from haldir.mcp.stdio import uses_local_store
+from haldir.settings import ClientSettings, Settings
 from tests.e2e.server import environment, haldir
 from tests.mcp.conftest import Running
 from tests.mcp.support import TIMEOUT_S, TOOL_NAMES, call, prompt_text, refused
@@ -48,9 +52,9 @@ def _key(env: dict[str, str], *scopes: str) -> str:
 
 
 @asynccontextmanager
-async def stdio_client(env: dict[str, str]) -> AsyncIterator[Client]:
+async def stdio_client(env: dict[str, str], *, cwd: Path | None = None) -> AsyncIterator[Client]:
     """The SDK's client on `haldir-mcp`, started the way an MCP client config starts it."""
-    params = StdioServerParameters(command=HALDIR_MCP, env=env)
+    params = StdioServerParameters(command=HALDIR_MCP, env=env, cwd=cwd)
     with anyio.fail_after(TIMEOUT_S):
         async with Client(params) as client:
             yield client
@@ -118,3 +122,52 @@ async def test_the_remote_mode_calls_the_server_with_the_key(running: Running) -
     assert denied["code"] == "insufficient_scope"
     assert denied["required"] == "audit:read"
     assert denied["request_id"].startswith("req_")
+
+
+async def test_the_readmes_config_with_a_url_serves_the_ten_tools_from_an_empty_folder(
+    running: Running, tmp_path: Path
+) -> None:
+    """Only HALDIR_API_KEY and HALDIR_URL, started in a folder with no store: the MCP client's usual case."""
+    env = {"HALDIR_API_KEY": running.admin_key, "HALDIR_URL": running.url}
+    async with stdio_client(env, cwd=tmp_path) as client:
+        assert {tool.name for tool in (await client.list_tools()).tools} == TOOL_NAMES
+        created = await call(client, "createSession", agent_id="desk", scopes=["read"])
+    assert created["session_id"].startswith("ses_")
+    assert [path async for path in anyio.Path(tmp_path).iterdir()] == []  # no store was created
+
+
+def test_with_only_a_key_it_calls_the_default_server_and_never_creates_a_store(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", 8000)) == 0:
+            pytest.skip("something listens on 127.0.0.1:8000, the default HALDIR_URL")
+    env = {"HALDIR_API_KEY": "hld_" + "x" * 48, "PATH": os.environ.get("PATH", "")}
+    result = subprocess.run(
+        [HALDIR_MCP], env=env, cwd=tmp_path, input="", capture_output=True, text=True, timeout=TIMEOUT_S
+    )
+    assert result.returncode == 7, result.stderr
+    assert result.stdout == ""
+    assert (
+        "haldir-mcp: error: cannot reach the Haldir server at http://127.0.0.1:8000 (the default, as "
+        "HALDIR_URL is not set and neither HALDIR_DATA_DIR nor HALDIR_DATABASE_URL names a local store)"
+    ) in result.stderr
+    assert list(tmp_path.iterdir()) == []  # no .haldir folder
+
+
+@pytest.mark.parametrize(
+    ("variables", "local"),
+    [
+        ({}, False),
+        ({"HALDIR_URL": "https://haldir.example.com"}, False),
+        ({"HALDIR_DATA_DIR": "/srv/haldir"}, True),
+        ({"HALDIR_DATABASE_URL": "postgresql://db/haldir"}, True),
+        ({"HALDIR_DATA_DIR": "/srv/haldir", "HALDIR_URL": "https://haldir.example.com"}, False),
+    ],
+)
+def test_a_local_store_is_used_only_when_named_and_no_url_is_set(
+    monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], local: bool
+) -> None:
+    for name in ("HALDIR_URL", "HALDIR_DATA_DIR", "HALDIR_DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    assert uses_local_store(Settings(), ClientSettings()) is local

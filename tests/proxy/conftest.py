@@ -25,6 +25,7 @@ from tests.support import FakeClock
 _ = everything_http  # the fixture, imported for pytest to find
 
 TIMEOUT_S = 30
+MAX_TENANTS = 64  # tenants (one per test) of a module's live server
 DRIFTING_TOOLS = Path(__file__).with_name("drifting_tools.py")
 
 
@@ -35,11 +36,13 @@ def drifting_tools_params() -> StdioServerParameters:
 
 @dataclass
 class Live:
-    """A running server; `data_dir` is its SQLite store, where tests make keys of new tenants."""
+    """A running server; `data_dir` is its SQLite store, where tests make keys of new tenants, named from
+    `tenant_ids`: the tenants its HALDIR_STDIO_TENANTS lets register stdio upstreams."""
 
     server: Server
     data_dir: Path
     env: dict[str, str]
+    tenant_ids: list[str]
 
     @property
     def url(self) -> str:
@@ -78,17 +81,22 @@ class Tenant:
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     workdir = tmp_path_factory.mktemp("gateway")
-    env = environment(workdir) | {"HALDIR_OUTBOUND_ALLOW": "127.0.0.0/8"}
+    tenant_ids = [f"t-{uuid.uuid4().hex[:10]}" for _ in range(MAX_TENANTS)]
+    env = environment(workdir) | {
+        "HALDIR_OUTBOUND_ALLOW": "127.0.0.0/8",
+        "HALDIR_STDIO_TENANTS": ",".join(tenant_ids),
+    }
     migrated = haldir("migrate", "up", env=env)
     assert migrated.returncode == 0, migrated.stderr
     with serve(env, workdir) as server:
-        yield Live(server, workdir, env)
+        yield Live(server, workdir, env, tenant_ids)
 
 
 @pytest.fixture
 async def tenant(live: Live) -> AsyncIterator[Tenant]:
     """A new tenant with a `*` key, so each test sees only its own upstreams, tools and ledger."""
-    name = f"t-{uuid.uuid4().hex[:10]}"
+    assert live.tenant_ids, f"more than {MAX_TENANTS} tenants in one module: raise MAX_TENANTS"
+    name = live.tenant_ids.pop()
     settings = Settings(data_dir=live.data_dir, database_url=f"sqlite:///{live.data_dir / 'haldir.db'}")
     async with open_runtime(settings) as runtime:
         created = await runtime.governor.create_key(Principal.operator(name), name="test", scopes=["*"])
@@ -103,7 +111,11 @@ async def tenant(live: Live) -> AsyncIterator[Tenant]:
 async def loopback_api(store_url: str, clock: FakeClock, tmp_path: Path) -> AsyncIterator[Api]:
     """The `api` fixture's app, allowed to reach upstream URLs on loopback (HALDIR_OUTBOUND_ALLOW)."""
     settings = Settings(
-        data_dir=tmp_path, database_url=store_url, custom_scopes=("stripe",), outbound_allow=("127.0.0.0/8",)
+        data_dir=tmp_path,
+        database_url=store_url,
+        custom_scopes=("stripe",),
+        outbound_allow=("127.0.0.0/8",),
+        stdio_tenants=("acme",),
     )
     app = create_app(settings, clock=clock)
     async with app.router.lifespan_context(app):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -77,12 +78,28 @@ async def test_haldir_proxy_creates_its_session_from_the_agent_settings(tenant: 
     assert session["spend_limit"] == "2.50"
 
 
-async def test_haldir_proxy_refuses_to_start_without_a_session_or_an_agent(tenant: Tenant) -> None:
+async def test_with_only_a_url_and_a_key_haldir_proxy_acts_for_an_agent_named_after_the_key(
+    tenant: Tenant,
+) -> None:
+    """The proxy guide's config: HALDIR_URL and HALDIR_API_KEY only."""
+    await tenant.register("time", time_server_params())
+    keys = (await tenant.rest.get("/v1/keys")).json()["keys"]
+    agent_id = f"proxy-{keys[0]['prefix']}"  # the display prefix the server shows for the key
     with anyio.fail_after(TIMEOUT_S):
-        done = await anyio.run_process([HALDIR, "proxy"], env=proxy_env(tenant), check=False)
-    assert done.returncode != 0
-    assert b"HALDIR_SESSION_ID" in done.stderr
+        done = await anyio.run_process(
+            [HALDIR, "proxy"], input=b"", env=proxy_env(tenant, log_level="info"), check=False
+        )
+    assert done.returncode == 0, done.stderr
     assert done.stdout == b""  # stdout carries MCP only
+    logged = [json.loads(line) for line in done.stderr.splitlines() if b"proxy.session_created" in line]
+    assert [(line["agent_id"], line["scopes"]) for line in logged] == [(agent_id, ["execute"])]
+    async with stdio_proxy(proxy_env(tenant)) as client:
+        called = await client.call_tool("get_current_time", {"timezone": "UTC"})
+        permission = await structured(client, "haldir_check_permission", {"scope": "execute"})
+    session = (await tenant.rest.get(f"/v1/sessions/{permission['session_id']}")).json()
+    assert not called.is_error
+    assert session["agent_id"] == agent_id
+    assert session["scopes"] == ["execute"]
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])

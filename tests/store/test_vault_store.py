@@ -160,9 +160,9 @@ async def test_empty_unencodable_or_huge_values_are_refused(governor: Governor, 
         await governor.store_secret(ACME, name="v", value=value)
 
 
-async def test_an_unknown_scope_required_is_refused(governor: Governor) -> None:
+async def test_a_malformed_scope_required_is_refused(governor: Governor) -> None:
     with pytest.raises(InvalidRequest):
-        await governor.store_secret(ACME, name="v", value=VALUE, scope_required="stirpe")
+        await governor.store_secret(ACME, name="v", value=VALUE, scope_required="Stripe!")
 
 
 async def test_a_ciphertext_moved_to_another_secret_does_not_open(

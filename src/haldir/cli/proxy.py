@@ -1,8 +1,9 @@
 """`haldir proxy`: the MCP gateway over stdio, for an MCP client that starts it as a command.
 
 It talks to a Haldir server (`HALDIR_URL`, `HALDIR_API_KEY`) and serves the tenant's upstream tools under
-one session: `HALDIR_SESSION_ID`, or a session it creates at start from `HALDIR_AGENT_ID`, `HALDIR_SCOPES`
-and `HALDIR_SPEND_LIMIT`. Every call goes through the server's pipeline. Standard output carries MCP only.
+one session: `HALDIR_SESSION_ID`, or a session it creates at start from `HALDIR_AGENT_ID` (by default
+`proxy-<the key's display prefix>`, e.g. `proxy-hld_Ab3dEf9h`), `HALDIR_SCOPES` and `HALDIR_SPEND_LIMIT`.
+Every call goes through the server's pipeline. Standard output carries MCP only.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from mcp.server.lowlevel import NotificationOptions
 from mcp.server.stdio import stdio_server
 
 from haldir.client import AsyncHaldirClient
-from haldir.errors import InvalidRequest, Unauthenticated
+from haldir.core.keys import display_prefix
+from haldir.errors import Unauthenticated
 from haldir.logging import configure_logging
 from haldir.mcp.gateway import ToolChangeFanout, build_gateway_server
 from haldir.mcp.gateway_backends import RemoteGateway
@@ -45,8 +47,8 @@ def proxy() -> None:
 
 
 async def serve(client: ClientSettings, gateway: GatewaySettings) -> None:
-    async with AsyncHaldirClient(client.url, client.api_key, timeout=TIMEOUT) as remote:
-        backend = RemoteGateway(remote, await _session_id(remote, gateway))
+    async with AsyncHaldirClient(api_key=client.api_key, base_url=client.url, timeout=TIMEOUT) as remote:
+        backend = RemoteGateway(remote, await _session_id(remote, gateway, client.api_key or ""))
         fanout = ToolChangeFanout(held_connections=True)
         server = build_gateway_server(lambda ctx: backend, lambda ctx: _TENANT, fanout)
         options = server.create_initialization_options(NotificationOptions(tools_changed=True))
@@ -56,19 +58,28 @@ async def serve(client: ClientSettings, gateway: GatewaySettings) -> None:
             tasks.cancel_scope.cancel()
 
 
-async def _session_id(remote: AsyncHaldirClient, gateway: GatewaySettings) -> str:
+async def _session_id(remote: AsyncHaldirClient, gateway: GatewaySettings, api_key: str) -> str:
     if gateway.session_id:
         session: dict[str, object] = await remote.get_session(gateway.session_id)
         return str(session["session_id"])
-    if not gateway.agent_id:
-        raise InvalidRequest(
-            "set HALDIR_SESSION_ID, or HALDIR_AGENT_ID (and HALDIR_SCOPES) to create a session"
-        )
+    agent_id = gateway.agent_id or default_agent_id(api_key)
     created = await remote.create_session(
-        agent_id=gateway.agent_id, scopes=list(gateway.scopes), spend_limit=gateway.spend_limit
+        agent_id=agent_id, scopes=list(gateway.scopes), spend_limit=gateway.spend_limit
     )
-    log.info("proxy.session_created", session_id=created["session_id"], agent_id=gateway.agent_id)
+    log.info(
+        "proxy.session_created",
+        session_id=created["session_id"],
+        agent_id=agent_id,
+        agent_from="HALDIR_AGENT_ID" if gateway.agent_id else "the API key's prefix (HALDIR_AGENT_ID unset)",
+        scopes=list(gateway.scopes),
+    )
     return str(created["session_id"])
+
+
+def default_agent_id(api_key: str) -> str:
+    """The agent of the session created without HALDIR_AGENT_ID: named after the key, by the display prefix
+    the server stores and lists for it (`proxy-hld_Ab3dEf9h`), never by any secret part of it."""
+    return f"proxy-{display_prefix(api_key)}"
 
 
 async def _watch_tools(backend: RemoteGateway, fanout: ToolChangeFanout, every: float) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import string
 
 _ALPHABET = string.ascii_letters + string.digits
+TENANT_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # tenant ids: also part of checkpoint origins
 
 SESSION = "ses"
 PAYMENT = "pay"

@@ -2,7 +2,8 @@
 
 Grammar: a scope is `name` or `name:qualifier`. `name` grants itself and every `name:<anything>`;
 `name:qualifier` grants only itself. `spend:<amount>` is the one typed qualifier: it grants `spend`
-and sets the session's spend limit when none is given explicitly.
+and sets the session's spend limit when none is given explicitly. Any well-formed name is accepted unless
+the caller passes the set of `known` names (strict mode, the typo guard).
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from haldir.errors import InvalidAmount, InvalidScope
 BUILTIN_SCOPES = frozenset({"read", "write", "execute", "delete", "spend", "admin"})
 SPEND = "spend"
 
-_NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}")
-_QUALIFIER = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
+SCOPE_NAME = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
+SCOPE_QUALIFIER = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 _SPEND_AMOUNT = re.compile(r"[0-9]{1,10}(\.[0-9]{1,6})?")
 
 
@@ -43,20 +44,20 @@ class Scope:
         return self.name if self.qualifier is None else f"{self.name}:{self.qualifier}"
 
 
-def parse_scope(text: str, *, known: frozenset[str]) -> Scope:
-    """Parse one scope; malformed text or a name outside `known` raises `InvalidScope`."""
+def parse_scope(text: str, *, known: frozenset[str] | None = None) -> Scope:
+    """Parse one scope; malformed text, or a name outside `known` when it is given, raises `InvalidScope`."""
     if not isinstance(text, str):
         raise InvalidScope(f"a scope must be a string, got {type(text).__name__}")
     name, sep, qualifier = text.partition(":")
-    if not _NAME.fullmatch(name) or (sep and not qualifier):
+    if not SCOPE_NAME.fullmatch(name) or (sep and not qualifier):
         raise InvalidScope(
-            f"malformed scope {text!r}: expected 'name' or 'name:qualifier' with lowercase letters, "
-            "digits, '_' or '-'"
+            f"malformed scope {text!r}: expected 'name' or 'name:qualifier', each at most 64 lowercase "
+            "letters, digits, '_', '-' or '.', the name starting with a letter"
         )
-    if name not in known:
+    if known is not None and name not in known:
         raise InvalidScope(
-            f"unknown scope {name!r}; known scopes are {sorted(known)} "
-            "(declare your own names with HALDIR_CUSTOM_SCOPES)"
+            f"unknown scope {name!r}; known scopes are {sorted(known)} (HALDIR_STRICT_SCOPES is on: "
+            "declare your own names with HALDIR_CUSTOM_SCOPES)"
         )
     if not sep:
         return Scope(name)
@@ -70,7 +71,7 @@ def parse_scope(text: str, *, known: frozenset[str]) -> Scope:
         except InvalidAmount as exc:
             raise InvalidScope(f"malformed scope {text!r}: {exc.message}") from None
         return Scope(name, qualifier)
-    if not _QUALIFIER.fullmatch(qualifier):
+    if not SCOPE_QUALIFIER.fullmatch(qualifier):
         raise InvalidScope(f"malformed scope {text!r}: bad qualifier {qualifier!r}")
     return Scope(name, qualifier)
 
@@ -83,7 +84,7 @@ class SessionScopes:
     implied_spend_limit_micros: int | None
 
 
-def parse_session_scopes(texts: Iterable[str], *, known: frozenset[str]) -> SessionScopes:
+def parse_session_scopes(texts: Iterable[str], *, known: frozenset[str] | None = None) -> SessionScopes:
     """Parse, de-duplicate and normalise a session's scopes (`spend:50` becomes `spend` plus a limit)."""
     parsed: set[Scope] = set()
     limits: set[int] = set()

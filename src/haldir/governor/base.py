@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from datetime import datetime
 from ipaddress import IPv4Network, IPv6Network
@@ -10,6 +9,7 @@ from ipaddress import IPv4Network, IPv6Network
 from haldir.core import ids
 from haldir.core.checkpoints import Signer
 from haldir.core.clock import Clock
+from haldir.core.commands import CommandRule
 from haldir.core.keys import Principal
 from haldir.core.scopes import BUILTIN_SCOPES
 from haldir.core.sessions import Session
@@ -19,7 +19,6 @@ from haldir.governor.keyring import MasterKeyring
 from haldir.store.ports import Store
 
 DEFAULT_TENANT = "default"
-_TENANT = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
 
 class GovernorBase:
@@ -28,21 +27,26 @@ class GovernorBase:
         *,
         store: Store,
         clock: Clock,
+        strict_scopes: bool = False,
         custom_scopes: frozenset[str] = frozenset(),
         max_ttl: int = 30 * 86400,
         log_signer: Signer | None = None,
         log_origin: str = "haldir.local",
         master_keys: MasterKeyring | None = None,
         outbound_allow: Sequence[IPv4Network | IPv6Network] = (),
+        stdio_tenants: frozenset[str] = frozenset({DEFAULT_TENANT}),
+        stdio_commands: Sequence[str] = (),
     ) -> None:
         self._store = store
         self._clock = clock
-        self._known_scopes = BUILTIN_SCOPES | custom_scopes
+        # None: any well-formed session scope name; strict: only these (a typo guard).
+        self._known_scopes = BUILTIN_SCOPES | custom_scopes if strict_scopes else None
         self._max_ttl = max_ttl
         self._log_signer = log_signer
         self._log_origin = log_origin
         self._keyring = master_keys
         self._outbound_allow = tuple(outbound_allow)  # private networks upstream URLs may reach
+        self._commands = CommandRule(frozenset(stdio_tenants), tuple(stdio_commands))  # stdio upstreams
         self._master_checks: dict[int, str] = {}  # master key version -> check value, as registered
         self._data_keys: dict[tuple[str, int], DataKey] = {}  # unwrapped, by (tenant, version)
 
@@ -66,6 +70,6 @@ def text_field(value: str, *, field: str, max_length: int) -> str:
 
 
 def valid_tenant_id(tenant_id: str) -> str:
-    if not _TENANT.fullmatch(tenant_id):
+    if not ids.TENANT_ID.fullmatch(tenant_id):
         raise InvalidRequest(f"tenant id {tenant_id!r} must be 1 to 64 lowercase letters, digits, '_' or '-'")
     return tenant_id

@@ -1,6 +1,7 @@
 """The proxy's registry: upstreams (and the secrets their connections use), tool pins and their
 approval, and policies. Reading needs the key scope `proxy:read`, changing `proxy:write`; registering a
-stdio upstream also needs `admin:write`, because it runs a command on this server."""
+stdio upstream also needs `admin:write`, because it runs a command on this server, and only the tenants
+and programs the operator allows (`core.commands`) may register or start one."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from haldir.core.keys import Principal
 from haldir.core.ledger import NewEntry, canonical_bytes
 from haldir.core.outbound import outbound_target
 from haldir.core.policies import Policy, parse_policy
-from haldir.core.scopes import Scope
+from haldir.core.scopes import SCOPE_QUALIFIER, Scope
 from haldir.core.secrets import VAULT_TOOL, SecretVersion
 from haldir.core.tools import (
     PROXY_TOOL,
@@ -29,7 +30,7 @@ from haldir.core.tools import (
     substitute,
 )
 from haldir.core.vault import SealError
-from haldir.errors import Conflict, InvalidRequest, NotFound, VaultTampered
+from haldir.errors import Conflict, InvalidRequest, NotFound, StdioNotAllowed, VaultTampered
 from haldir.governor.base import text_field
 from haldir.governor.budgets import BudgetsMixin
 from haldir.governor.vault import VaultMixin
@@ -41,7 +42,6 @@ MAX_TOOL_NAME = 128
 _UPSTREAM = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 _HEADER = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}")  # an RFC 9110 token
 _ENV = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
-_QUALIFIER = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")  # core.scopes' qualifier grammar
 
 
 @dataclass(frozen=True, repr=False)
@@ -133,6 +133,7 @@ class RegistryMixin(BudgetsMixin, VaultMixin):
             created_at=now,
             updated_at=now,
         )
+        self._require_runnable(upstream, doing="registered")  # before anything is stored or started
         entry = await self._governance_entry(
             principal, "proxy.upstream.register", _upstream_details(upstream)
         )
@@ -167,7 +168,7 @@ class RegistryMixin(BudgetsMixin, VaultMixin):
         """The upstream with `{{secret:NAME}}` in its header and env values replaced by the tenant's
         secrets. Upstream configuration is the operator's, so no session scope applies; each release is
         recorded in the ledger (actor "proxy") before the value is returned."""
-        upstream = await self._upstream(tenant_id, name)
+        upstream = self._require_runnable(await self._upstream(tenant_id, name), doing="started")
         secrets = [await self._upstream_secret(upstream, ref) for ref in _refs(upstream)]
         values = {secret.name: await self._open(secret) for secret in secrets}
         context = await self._lookback(tenant_id, None)
@@ -186,10 +187,24 @@ class RegistryMixin(BudgetsMixin, VaultMixin):
 
     async def upstream_fingerprint(self, tenant_id: str, name: str) -> str:
         """The fingerprint `upstream_for_connect` would give now, without opening any secret: a cached
-        connection whose fingerprint differs is stale."""
-        upstream = await self._upstream(tenant_id, name)
+        connection whose fingerprint differs is stale. Refuses, as `upstream_for_connect` does, a stdio
+        upstream the operator no longer allows, so a cached connection is not used either."""
+        upstream = self._require_runnable(await self._upstream(tenant_id, name), doing="started")
         versions = {ref: await self._store.vault.latest_version(tenant_id, ref) for ref in _refs(upstream)}
         return _fingerprint(upstream, versions)
+
+    def _require_runnable(self, upstream: Upstream, *, doing: str) -> Upstream:
+        """`upstream`, unless it is a stdio upstream that the operator's rule (HALDIR_STDIO_TENANTS,
+        HALDIR_STDIO_COMMANDS, read at start) does not allow: checked on registering and again before
+        every start, since a stored upstream may outlive the rule it was registered under."""
+        if upstream.transport != "stdio":
+            return upstream
+        refusal = self._commands.tenant_refusal(upstream.tenant_id) or self._commands.program_refusal(
+            upstream.command or "", upstream.env
+        )
+        if refusal:
+            raise StdioNotAllowed(f"upstream {upstream.name!r} is not {doing}: {refusal}")
+        return upstream
 
     async def _upstream(self, tenant_id: str, name: str) -> Upstream:
         found = None
@@ -377,7 +392,7 @@ def upstream_name(name: Any) -> str:
 def tool_scope(exposed_name: str) -> Scope:
     """The session scope a tool call needs: `execute:<tool>` (which `execute` grants), or `execute` when
     the tool's name cannot be a scope qualifier (uppercase letters, say)."""
-    return Scope("execute", exposed_name if _QUALIFIER.fullmatch(exposed_name) else None)
+    return Scope("execute", exposed_name if SCOPE_QUALIFIER.fullmatch(exposed_name) else None)
 
 
 def _no_refs(text: str, *, field: str) -> str:

@@ -1,7 +1,9 @@
 """`haldir-mcp`: the governance MCP server over stdio, for MCP clients that start it as a command.
 
-With `HALDIR_URL` set it calls that Haldir server with `HALDIR_API_KEY`; without, it opens the local store
-(`HALDIR_DATA_DIR` or `HALDIR_DATABASE_URL`, as `haldir serve` does) and acts for `HALDIR_API_KEY`.
+It calls a Haldir server with `HALDIR_API_KEY`: the one at `HALDIR_URL`, by default http://127.0.0.1:8000
+(what `make run` serves), and refuses to start when nothing answers there. Only when `HALDIR_URL` is unset
+and `HALDIR_DATA_DIR` or `HALDIR_DATABASE_URL` is set does it open that local store itself (as `haldir
+serve` does) and act for the key there; it never creates a store the environment does not name.
 Standard output carries MCP messages only: logs and errors go to standard error.
 """
 
@@ -13,17 +15,21 @@ from contextlib import asynccontextmanager
 from typing import NoReturn
 
 import anyio
+import httpx
 import structlog
 from mcp.server.stdio import stdio_server
 from pydantic import ValidationError
 
 from haldir.client import AsyncHaldirClient
-from haldir.errors import ConfigurationError, HaldirError, Unauthenticated
+from haldir.errors import ConfigurationError, HaldirError, ServerUnavailable, Unauthenticated
 from haldir.logging import configure_logging
 from haldir.mcp.backends import GovernanceBackend, LocalBackend, remote_backend
 from haldir.mcp.governance import build_governance_server
 from haldir.runtime import open_runtime
 from haldir.settings import ClientSettings, Settings
+
+PROBE_TIMEOUT = 10.0  # seconds to wait for the server's `/livez` at start
+log = structlog.get_logger("haldir")
 
 
 def main() -> None:
@@ -54,13 +60,16 @@ async def _backend(settings: Settings, client: ClientSettings) -> AsyncIterator[
         raise Unauthenticated(
             "HALDIR_API_KEY is not set: give haldir-mcp an API key (hld_…), e.g. from 'haldir keys create'"
         )
-    if "url" in client.model_fields_set:
-        async with AsyncHaldirClient(client.url, client.api_key) as remote:
+    if not uses_local_store(settings, client):
+        await _require_server(client)
+        log.info("mcp.remote", url=client.url)
+        async with AsyncHaldirClient(api_key=client.api_key, base_url=client.url) as remote:
             yield remote_backend(remote)  # the server checks the key on each call
         return
+    log.info("mcp.local", store=_store(settings))
     async with open_runtime(settings, vault=True) as runtime:
         if runtime.generated_master_key is not None:
-            structlog.get_logger("haldir").warning(
+            log.warning(
                 "vault.master_key_generated",
                 path=runtime.generated_master_key,
                 advice="back this file up: without it no secret can be read",
@@ -73,6 +82,33 @@ async def _backend(settings: Settings, client: ClientSettings) -> AsyncIterator[
                 "HALDIR_URL to use it against a Haldir server"
             ) from None
         yield LocalBackend(runtime.governor, principal)
+
+
+def uses_local_store(settings: Settings, client: ClientSettings) -> bool:
+    """Whether to open the local store rather than call a server: only when the environment names a
+    store (HALDIR_DATA_DIR or HALDIR_DATABASE_URL) and no server (HALDIR_URL)."""
+    if "url" in client.model_fields_set:
+        return False
+    return bool({"data_dir", "database_url"} & settings.model_fields_set)
+
+
+async def _require_server(client: ClientSettings) -> None:
+    """Refuse to start when nothing answers at the server's URL, saying where that URL came from."""
+    try:
+        async with httpx.AsyncClient(timeout=PROBE_TIMEOUT) as http:
+            await http.get(f"{client.url.rstrip('/')}/livez")
+    except httpx.HTTPError as exc:
+        source = (
+            "HALDIR_URL"
+            if "url" in client.model_fields_set
+            else "the default, as HALDIR_URL is not set and neither HALDIR_DATA_DIR nor HALDIR_DATABASE_URL "
+            "names a local store"
+        )
+        raise ServerUnavailable(
+            f"cannot reach the Haldir server at {client.url} ({source}): {exc or type(exc).__name__}; start "
+            "it (`haldir serve`), set HALDIR_URL to the server's URL, or set HALDIR_DATA_DIR to use a "
+            "local store"
+        ) from None
 
 
 def _store(settings: Settings) -> str:

@@ -52,15 +52,18 @@ class ProxyService:
         """Admit, forward and record one `tools/call`; the upstream's result with injected secrets scrubbed.
 
         A refusal raises the governor's denial error (already in the ledger). Once admitted, the call is
-        recorded even if the caller goes away mid-flight: the record runs shielded from cancellation.
+        recorded even if the caller goes away mid-flight: the record runs shielded from cancellation. An
+        upstream that cannot be used (refused by the operator's rule, a missing secret) ends the call as an
+        error, so its reserved cost is released.
         """
         admission = await self._governor.admit_call(
             principal, session_id=session_id, tool=tool, arguments=arguments
         )
-        connection = await self._connection(principal.tenant_id, admission.upstream)
-        secrets = {**connection.injected, **admission.injected}
+        secrets = dict(admission.injected)
         started = time.perf_counter()
         try:
+            connection = await self._connection(principal.tenant_id, admission.upstream)
+            secrets = {**connection.injected, **admission.injected}
             result = await self._pool.call_tool(
                 principal.tenant_id, connection.config, admission.tool_name, admission.arguments
             )

@@ -41,6 +41,12 @@ async def healthz(request: Request) -> JSONResponse:
     return await _readiness(request)
 
 
+@router.get("/health", response_model=Ready, responses={503: {"model": Ready}})
+async def health(request: Request) -> JSONResponse:
+    """The same check and body as `/healthz`, at the path the self-hosting guide uses."""
+    return await _readiness(request)
+
+
 async def _readiness(request: Request) -> JSONResponse:
     store = request.app.state.store
     error = None
