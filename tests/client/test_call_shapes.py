@@ -30,11 +30,6 @@ SHAPES = {
     ),
     "check_permission": (["session_id", "scope"], []),
     "revoke_session": (["session_id"], []),
-    "get_audit_trail": (
-        ["session_id", "agent_id", "tool", "flagged", "limit"],
-        ["status", "since", "until", "cursor", "order"],
-    ),
-    "get_spend": (["session_id", "agent_id"], ["since", "until"]),
     "request": (["method", "path", "json", "params"], []),
 }
 
@@ -69,6 +64,12 @@ def test_positional_parameters_are_where_the_seeds_put_them(
 def test_request_and_underscore_request_are_one_method() -> None:
     assert HaldirClient._request is HaldirClient.request
     assert AsyncHaldirClient._request is AsyncHaldirClient.request
+
+
+def test_the_seeds_audit_and_spend_names_are_the_governors_methods() -> None:
+    for client in (HaldirClient, AsyncHaldirClient):
+        assert client.get_audit_trail is client.list_entries
+        assert client.get_spend is client.spend
 
 
 @pytest.mark.anyio
@@ -197,13 +198,15 @@ async def test_the_proxy_guide_reads_the_audit_trail_and_spend_as_printed_on_the
         trail = await h.get_audit_trail(session_id=session["session_id"])
         costs = [f"${entry['cost_usd']:.2f}" for entry in trail["entries"]]
         assert (costs, trail["next_cursor"]) == (["$0.25", "$1.50"], None)
-        first_page = await h.get_audit_trail(session["session_id"], None, "search", False, 1)
+        first_page = await h.get_audit_trail(
+            session_id=session["session_id"], tool="search", flagged=False, limit=1
+        )
         assert [e["cost_usd"] for e in first_page["entries"]] == [Decimal("0.25")]
         assert first_page["next_cursor"] is not None
         spend = await h.get_spend(session_id=session["session_id"])
         assert f"Total spend: ${spend['total_usd']:.2f}" == "Total spend: $1.75"
         assert await h.get_spend(agent_id="scanner-bot") == spend
-        assert (await h.get_spend(session["session_id"]))["by_tool"] == {"search": Decimal("1.75")}
+        assert (await h.get_spend(session_id=session["session_id"]))["by_tool"] == {"search": Decimal("1.75")}
 
 
 @pytest.mark.anyio

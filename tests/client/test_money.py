@@ -78,7 +78,7 @@ async def test_the_blocking_client_answers_money_as_exact_decimals_too(api: Api)
         with HaldirClient(api_key=api.admin_key, base_url=BASE, transport=AppTransport(api.app)) as h:
             session = h.create_session("bot", ["spend"], spend_limit=50)
             authorized = h.authorize_payment(session["session_id"], 29.99)
-            return authorized, h.get_spend(session["session_id"])
+            return authorized, h.get_spend(session_id=session["session_id"])
 
     authorized, spend = await blocking(run)
     _exact(authorized["amount"], "29.99")

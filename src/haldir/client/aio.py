@@ -226,36 +226,6 @@ class AsyncHaldirClient:
             )
         )
 
-    async def get_audit_trail(
-        self,
-        session_id: str | None = None,
-        agent_id: str | None = None,
-        tool: str | None = None,
-        flagged: bool | None = None,
-        limit: int = 50,
-        *,
-        status: str | None = None,
-        since: Time | None = None,
-        until: Time | None = None,
-        cursor: str | None = None,
-        order: Order = "desc",
-    ) -> Json:
-        """`list_entries` by the name the seeds use: one page, `{"entries", "next_cursor"}`, newest first."""
-        return await self._send(
-            _http.list_entries(
-                session_id=session_id,
-                agent_id=agent_id,
-                tool=tool,
-                status=status,
-                flagged=flagged,
-                since=since,
-                until=until,
-                limit=limit,
-                cursor=cursor,
-                order=order,
-            )
-        )
-
     async def iter_entries(
         self,
         *,
@@ -321,19 +291,9 @@ class AsyncHaldirClient:
             _http.spend(session_id=session_id, agent_id=agent_id, since=since, until=until)
         )
 
-    async def get_spend(
-        self,
-        session_id: str | None = None,
-        agent_id: str | None = None,
-        *,
-        since: Time | None = None,
-        until: Time | None = None,
-    ) -> Json:
-        """`spend` by the name the seeds use: `total_usd`, `count` and the sums `by_session`, `by_agent`,
-        `by_tool`, as `Decimal`."""
-        return await self._send(
-            _http.spend(session_id=session_id, agent_id=agent_id, since=since, until=until)
-        )
+    # The names the product description and the MCP tools use (getAuditTrail, getSpend).
+    get_audit_trail = list_entries
+    get_spend = spend
 
     # proxy
 

@@ -225,36 +225,6 @@ class HaldirClient:
             )
         )
 
-    def get_audit_trail(
-        self,
-        session_id: str | None = None,
-        agent_id: str | None = None,
-        tool: str | None = None,
-        flagged: bool | None = None,
-        limit: int = 50,
-        *,
-        status: str | None = None,
-        since: Time | None = None,
-        until: Time | None = None,
-        cursor: str | None = None,
-        order: Order = "desc",
-    ) -> Json:
-        """`list_entries` by the name the seeds use: one page, `{"entries", "next_cursor"}`, newest first."""
-        return self._send(
-            _http.list_entries(
-                session_id=session_id,
-                agent_id=agent_id,
-                tool=tool,
-                status=status,
-                flagged=flagged,
-                since=since,
-                until=until,
-                limit=limit,
-                cursor=cursor,
-                order=order,
-            )
-        )
-
     def iter_entries(
         self,
         *,
@@ -317,17 +287,9 @@ class HaldirClient:
     ) -> Json:
         return self._send(_http.spend(session_id=session_id, agent_id=agent_id, since=since, until=until))
 
-    def get_spend(
-        self,
-        session_id: str | None = None,
-        agent_id: str | None = None,
-        *,
-        since: Time | None = None,
-        until: Time | None = None,
-    ) -> Json:
-        """`spend` by the name the seeds use: `total_usd`, `count` and the sums `by_session`, `by_agent`,
-        `by_tool`, as `Decimal`."""
-        return self._send(_http.spend(session_id=session_id, agent_id=agent_id, since=since, until=until))
+    # The names the product description and the MCP tools use (getAuditTrail, getSpend).
+    get_audit_trail = list_entries
+    get_spend = spend
 
     # proxy
 
