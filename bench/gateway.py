@@ -532,9 +532,9 @@ PIPELINE = "pipeline: ProxyService.call_tool"
 CPU = "cpu:"  # a step's event loop thread CPU time is recorded under CPU + its name
 STEPS = (
     "HTTP: /mcp/gateway request (ASGI)",
-    "auth: Governor.authenticate",
+    "auth: Keys.authenticate",
     PIPELINE,
-    "admit: Governor.admit_call",
+    "admit: Proxy.admit_call",
     "· session read",
     "· tool read",
     "· policies read",
@@ -542,7 +542,7 @@ STEPS = (
     "· · write transaction (empty at cost 0)",
     "upstream fingerprint read",
     "forward: UpstreamPool.call_tool",
-    "record: Governor.finish_call",
+    "record: Proxy.finish_call",
     "lookback reads (rules, recent entries)",
     "· ledger append (group commit)",
 )
@@ -554,7 +554,11 @@ def serve_timed(argv: list[str]) -> None:
     from sqlalchemy.engine import Engine
 
     from haldir.cli.serve import serve
-    from haldir.governor import Governor
+    from haldir.governor.keys import Keys
+    from haldir.governor.ledger import Ledger
+    from haldir.governor.proxy import Proxy
+    from haldir.governor.registry import Registry
+    from haldir.governor.sessions import Sessions
     from haldir.mcp.gateway_http import GatewayEndpoint
     from haldir.proxy.service import ProxyService
     from haldir.proxy.upstreams import UpstreamPool
@@ -597,18 +601,18 @@ def serve_timed(argv: list[str]) -> None:
         setattr(owner, attr, wrapper)
 
     timed("HTTP: /mcp/gateway request (ASGI)", GatewayEndpoint, "__call__")
-    timed("auth: Governor.authenticate", Governor, "authenticate")
+    timed("auth: Keys.authenticate", Keys, "authenticate")
     timed(PIPELINE, ProxyService, "call_tool")
-    timed("admit: Governor.admit_call", Governor, "admit_call")
-    timed("· session read", Governor, "_session")
-    timed("· tool read", Governor, "_proxy_tool")
+    timed("admit: Proxy.admit_call", Proxy, "admit_call")
+    timed("· session read", Sessions, "require_session")
+    timed("· tool read", Registry, "proxy_tool")
     timed("· policies read", SqlProxy, "list_policies")
-    timed("· reserve: lookback + write transaction", Governor, "_reserve")
+    timed("· reserve: lookback + write transaction", Proxy, "_reserve")
     timed_context("· · write transaction (empty at cost 0)", SqlStore, "spend_transaction")
-    timed("upstream fingerprint read", Governor, "upstream_fingerprint")
+    timed("upstream fingerprint read", Registry, "upstream_fingerprint")
     timed("forward: UpstreamPool.call_tool", UpstreamPool, "call_tool")
-    timed("record: Governor.finish_call", Governor, "finish_call")
-    timed("lookback reads (rules, recent entries)", Governor, "_lookback")
+    timed("record: Proxy.finish_call", Proxy, "finish_call")
+    timed("lookback reads (rules, recent entries)", Ledger, "lookback")
     timed("· ledger append (group commit)", SqlLedger, "append")
 
     def statement(_conn: Any, _cursor: Any, text: str, *_: Any) -> None:

@@ -45,6 +45,7 @@ from haldir.core import ids, merkle
 from haldir.core.keys import Principal
 from haldir.core.ledger import GENESIS, NewEntry, audit_record, canonical_bytes, hash_entry, timestamp_text
 from haldir.governor import Governor
+from haldir.runtime import wire
 from haldir.store.schema import epoch_micros
 from haldir.store.sql import SqlStore
 
@@ -130,8 +131,8 @@ class Tenant:
 
 async def new_tenant(gov: Governor, name: str) -> Tenant:
     principal = Principal.operator(f"{name}-{secrets.token_hex(3)}")
-    created = await gov.create_key(principal, name="bench", scopes=["*"])
-    session = await gov.create_session(
+    created = await gov.keys.create_key(principal, name="bench", scopes=["*"])
+    session = await gov.sessions.create_session(
         principal, agent_id="bench", scopes=["read", "execute"], spend_limit=BENCH_BUDGET
     )
     assert created.value.value is not None
@@ -141,7 +142,7 @@ async def new_tenant(gov: Governor, name: str) -> Tenant:
 async def tenant_in(url: str, name: str) -> Tenant:
     store = SqlStore.open(url, pool_size=1)
     try:
-        return await new_tenant(Governor(store=store, clock=SystemClock()), name)
+        return await new_tenant(wire(store=store, clock=SystemClock()), name)
     finally:
         await store.close()
 
@@ -194,14 +195,14 @@ class Appends:
 async def inprocess_appends(url: str, args: argparse.Namespace) -> tuple[list[Result], list[str]]:
     """Governor.log_action and SqlLedger.append with prepared entries, at each concurrency level."""
     store = SqlStore.open(url)
-    gov = Governor(store=store, clock=SystemClock())
+    gov = wire(store=store, clock=SystemClock())
     appends = Appends(store, budget_s=args.budget)
     try:
         for level in args.levels:
             tenant = await new_tenant(gov, f"gov{level}")
 
             async def log(i: int, tenant: Tenant = tenant) -> None:
-                await gov.log_action(
+                await gov.budgets.log_action(
                     tenant.principal,
                     session_id=tenant.session_id,
                     tool="stripe",
@@ -406,7 +407,7 @@ async def inprocess_proofs(
     url: str, log: BulkLog, args: argparse.Namespace
 ) -> tuple[list[Result], list[str]]:
     store = SqlStore.open(url)
-    gov = Governor(store=store, clock=SystemClock())
+    gov = wire(store=store, clock=SystemClock())
     principal = Principal.operator(log.tenant_id)
     rng = random.Random(1)
     results: list[Result] = []
@@ -415,14 +416,14 @@ async def inprocess_proofs(
 
         async def inclusion(i: int) -> None:
             n = rng.randrange(size)
-            proof = await gov.inclusion_proof(principal, log.entry_id(n))
+            proof = await gov.ledger.inclusion_proof(principal, log.entry_id(n))
             merkle.verify_inclusion(
                 leaf_hash=proof.leaf_hash, index=n, size=size, proof=proof.proof, root=root
             )
 
         async def consistency(i: int) -> None:
             first = rng.randrange(1, size)
-            proof = await gov.consistency_proof(principal, first=first, second=size)
+            proof = await gov.ledger.consistency_proof(principal, first=first, second=size)
             merkle.verify_consistency(
                 first=first, second=size, first_root=proof.first_root, second_root=root, proof=proof.proof
             )
@@ -440,13 +441,13 @@ async def inprocess_proofs(
             )
 
         # Appends to the big log read and write O(log n) nodes per commit.
-        created = await gov.create_session(
+        created = await gov.sessions.create_session(
             principal, agent_id="bench", scopes=["read"], spend_limit=BENCH_BUDGET
         )
         appends = Appends(store, budget_s=budget)
 
         async def log_action(i: int) -> None:
-            await gov.log_action(principal, session_id=created.value.session_id, tool="t", action="a")
+            await gov.budgets.log_action(principal, session_id=created.value.session_id, tool="t", action="a")
 
         for concurrency, count in ((1, 500), (32, args.appends)):
             label = f"Governor.log_action at {size:,}, concurrency {concurrency}"

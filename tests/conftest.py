@@ -25,6 +25,7 @@ from haldir.governor import Governor
 from haldir.governor.keyring import MasterKeyring
 from haldir.http.app import create_app
 from haldir.logging import configure_logging
+from haldir.runtime import wire
 from haldir.settings import Settings
 from haldir.store.migrate import upgrade
 from haldir.store.schema import metadata
@@ -120,17 +121,22 @@ async def store(store_url: str) -> AsyncIterator[SqlStore]:
 
 
 @pytest.fixture
-async def governor(store: SqlStore, clock: FakeClock) -> Governor:
+def keyring() -> MasterKeyring:
+    """The `governor` fixture's Vault master key."""
+    return MasterKeyring([generate_master_key()], source="the test keyring")
+
+
+@pytest.fixture
+async def governor(store: SqlStore, clock: FakeClock, keyring: MasterKeyring) -> Governor:
     """A governor over the store, with a Vault master key; tenant `acme` may run stdio upstreams."""
-    keyring = MasterKeyring([generate_master_key()], source="the test keyring")
-    built = Governor(
+    built = wire(
         store=store,
         clock=clock,
         custom_scopes=frozenset({"stripe"}),
         master_keys=keyring,
         stdio_tenants=frozenset({"acme"}),  # the tests' tenant registers stdio upstreams
     )
-    await built.verify_vault_keys()
+    await built.vault.verify_vault_keys()
     return built
 
 
@@ -145,7 +151,9 @@ class Api:
     admin_key: str
 
     async def key(self, *scopes: str, tenant: str = "acme") -> str:
-        created = await self.governor.create_key(Principal.operator(tenant), name="test", scopes=list(scopes))
+        created = await self.governor.keys.create_key(
+            Principal.operator(tenant), name="test", scopes=list(scopes)
+        )
         assert created.value.value is not None
         return created.value.value
 

@@ -18,6 +18,7 @@ from haldir.core.ledger import EntryFilter
 from haldir.errors import BudgetExceeded, RateLimited
 from haldir.governor import Governor
 from haldir.governor.proxy import Admission
+from haldir.runtime import wire
 from haldir.store.schema import proxy_spend_counters
 from haldir.store.sql import SqlStore
 from tests.store.processes import run_workers
@@ -32,14 +33,14 @@ AGENTS = ("a1", "a2", "a3")
 
 async def _setup(governor: Governor, *policies: dict[str, object]) -> list[str]:
     """Tenant acme with one upstream tool `search`, `policies`, and two sessions per agent."""
-    await governor.create_key(ACME, name="setup", scopes=["*"])
-    await governor.register_upstream(ACME, name="web", url=URL)
-    await governor.record_tools("acme", "web", [{"name": "search"}])
+    await governor.keys.create_key(ACME, name="setup", scopes=["*"])
+    await governor.registry.register_upstream(ACME, name="web", url=URL)
+    await governor.registry.record_tools("acme", "web", [{"name": "search"}])
     for spec in policies:
-        await governor.create_policy(ACME, spec)
+        await governor.registry.create_policy(ACME, spec)
     sessions = []
     for agent in AGENTS * 2:
-        created = await governor.create_session(
+        created = await governor.sessions.create_session(
             ACME, agent_id=agent, scopes=["execute"], spend_limit=Decimal(100), ttl=86400
         )
         sessions.append(created.value.session_id)
@@ -55,7 +56,7 @@ async def _hammer(
     async def call(session_id: str) -> None:
         try:
             admitted.append(
-                await governor.admit_call(ACME, session_id=session_id, tool="search", arguments={})
+                await governor.proxy.admit_call(ACME, session_id=session_id, tool="search", arguments={})
             )
         except (BudgetExceeded, RateLimited) as exc:
             refused[exc.code] += 1
@@ -71,8 +72,8 @@ async def _spent_by_agent(governor: Governor, sessions: list[str]) -> dict[str, 
     """Each agent's `spent`, after checking that every session's equals its ledger charges."""
     by_agent: Counter[str] = Counter()
     for session_id in sessions:
-        session = await governor.get_session(ACME, session_id)
-        page = await governor.list_entries(ACME, where=EntryFilter(session_id=session_id), limit=200)
+        session = await governor.sessions.get_session(ACME, session_id)
+        page = await governor.ledger.list_entries(ACME, where=EntryFilter(session_id=session_id), limit=200)
         charged = sum(Decimal(entry.record["charged_usd"]) for entry in page.entries)
         assert charged * 1_000_000 == session.spent_micros
         by_agent[session.agent_id] += session.spent_micros
@@ -108,7 +109,7 @@ async def test_concurrent_calls_never_exceed_per_agent_and_per_tenant_spend_limi
 
     # Failed calls give their cost back to every counter, so others fit again.
     for admission in admitted[:3]:
-        await governor.finish_call(ACME, admission, result=None, error="upstream failed", latency_ms=1)
+        await governor.proxy.finish_call(ACME, admission, result=None, error="upstream failed", latency_ms=1)
     again, _ = await _hammer(governor, sessions, 30)
     assert len(again) == 3
     assert sum((await _spent_by_agent(governor, sessions)).values()) == 7_000_000
@@ -133,7 +134,7 @@ async def test_calls_from_4_processes_on_postgresql_never_exceed_the_limits(
 ) -> None:
     store = SqlStore.open(postgres_url, pool_size=4)
     try:
-        governor = Governor(store=store, clock=SystemClock())  # the workers' clock: sessions must be live
+        governor = wire(store=store, clock=SystemClock())  # the workers' clock: sessions must be live
         sessions = await _setup(
             governor,
             {"type": "tool_cost", "tool": "search", "cost_usd": "0.50"},
@@ -148,6 +149,6 @@ async def test_calls_from_4_processes_on_postgresql_never_exceed_the_limits(
         assert admitted * 500_000 == sum(by_agent.values()) <= 7_500_000  # 15 calls at most
         assert max(by_agent.values()) <= 4_000_000
         assert admitted == 15  # agents could spend 12 USD, the tenant 10: the 15-call rate limit binds first
-        assert (await governor.verify_log(ACME)).ok
+        assert (await governor.ledger.verify_log(ACME)).ok
     finally:
         await store.close()

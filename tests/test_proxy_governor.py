@@ -40,7 +40,7 @@ SECRET = "sk_live_4eC39HqLyjWDarjtT1zdp7dc"
 @pytest.fixture(autouse=True)
 async def _tenants(governor: Governor) -> None:
     for tenant in ("acme", "globex"):
-        await governor.create_key(Principal.operator(tenant), name="setup", scopes=["*"])
+        await governor.keys.create_key(Principal.operator(tenant), name="setup", scopes=["*"])
 
 
 def _tool(name: str, description: str = "does a thing") -> dict[str, Any]:
@@ -48,28 +48,28 @@ def _tool(name: str, description: str = "does a thing") -> dict[str, Any]:
 
 
 async def _proxy(governor: Governor, *tools: str, upstream: str = "web") -> None:
-    await governor.register_upstream(ACME, name=upstream, url=URL)
-    await governor.record_tools("acme", upstream, [_tool(name) for name in tools or ("search",)])
+    await governor.registry.register_upstream(ACME, name=upstream, url=URL)
+    await governor.registry.record_tools("acme", upstream, [_tool(name) for name in tools or ("search",)])
 
 
 async def _session(governor: Governor, *scopes: str, limit: str = "10.00", agent: str = "agent-7") -> str:
-    created = await governor.create_session(
+    created = await governor.sessions.create_session(
         ACME, agent_id=agent, scopes=list(scopes or ["execute"]), spend_limit=Decimal(limit)
     )
     return created.value.session_id
 
 
 async def _admit(governor: Governor, session_id: str, tool: str = "search", **arguments: Any) -> Admission:
-    return await governor.admit_call(ACME, session_id=session_id, tool=tool, arguments=arguments)
+    return await governor.proxy.admit_call(ACME, session_id=session_id, tool=tool, arguments=arguments)
 
 
 async def _records(governor: Governor, **where: Any) -> list[dict[str, Any]]:
-    page = await governor.list_entries(ACME, where=EntryFilter(**where), limit=200, order="asc")
+    page = await governor.ledger.list_entries(ACME, where=EntryFilter(**where), limit=200, order="asc")
     return [entry.record for entry in page.entries]
 
 
 async def _reconciles(governor: Governor, session_id: str) -> Decimal:
-    spent = Decimal((await governor.get_session(ACME, session_id)).spent_micros) / 1_000_000
+    spent = Decimal((await governor.sessions.get_session(ACME, session_id)).spent_micros) / 1_000_000
     charged = sum(
         (Decimal(r["charged_usd"]) for r in await _records(governor, session_id=session_id)), Decimal(0)
     )
@@ -81,7 +81,7 @@ async def _reconciles(governor: Governor, session_id: str) -> Decimal:
 
 
 async def test_an_upstream_is_registered_listed_and_deleted_with_ledger_entries(governor: Governor) -> None:
-    upstream = await governor.register_upstream(
+    upstream = await governor.registry.register_upstream(
         ACME, name="web", url=URL + "?token=abc", headers={"Authorization": "Bearer {{secret:web_token}}"}
     )
     assert (upstream.name, upstream.transport, upstream.headers) == (
@@ -89,11 +89,11 @@ async def test_an_upstream_is_registered_listed_and_deleted_with_ledger_entries(
         "http",
         {"Authorization": "Bearer {{secret:web_token}}"},
     )
-    assert await governor.list_upstreams(ACME) == [upstream]
-    assert await governor.get_upstream(ACME, "web") == upstream
-    await governor.delete_upstream(ACME, "web")
+    assert await governor.registry.list_upstreams(ACME) == [upstream]
+    assert await governor.registry.get_upstream(ACME, "web") == upstream
+    await governor.registry.delete_upstream(ACME, "web")
     with pytest.raises(NotFound):
-        await governor.get_upstream(ACME, "web")
+        await governor.registry.get_upstream(ACME, "web")
     registered, deleted = await _records(governor, tool="proxy")
     assert (registered["action"], deleted["action"]) == ("proxy.upstream.register", "proxy.upstream.delete")
     # no path or query: they may hold credentials
@@ -104,9 +104,9 @@ async def test_an_upstream_is_registered_listed_and_deleted_with_ledger_entries(
 
 
 async def test_registering_a_name_again_is_a_conflict(governor: Governor) -> None:
-    await governor.register_upstream(ACME, name="web", url=URL)
+    await governor.registry.register_upstream(ACME, name="web", url=URL)
     with pytest.raises(Conflict, match="delete it first"):
-        await governor.register_upstream(ACME, name="web", url=URL)
+        await governor.registry.register_upstream(ACME, name="web", url=URL)
 
 
 @pytest.mark.parametrize(
@@ -127,21 +127,21 @@ async def test_a_malformed_upstream_is_refused(
     governor: Governor, config: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(InvalidRequest, match=message):
-        await governor.register_upstream(ACME, **config)
+        await governor.registry.register_upstream(ACME, **config)
 
 
 async def test_an_upstream_url_to_a_private_or_metadata_address_is_refused(governor: Governor) -> None:
     for url in ("http://127.0.0.1:8080/mcp", "http://169.254.169.254/", "file:///etc/passwd"):
         with pytest.raises(OutboundRefused):
-            await governor.register_upstream(ACME, name="web", url=url)
-    assert await governor.list_upstreams(ACME) == []
+            await governor.registry.register_upstream(ACME, name="web", url=url)
+    assert await governor.registry.list_upstreams(ACME) == []
 
 
 async def test_a_stdio_upstream_needs_admin_write_because_it_runs_a_command(governor: Governor) -> None:
     writer = Principal("acme", "hld_writer", frozenset({"proxy:write"}))
     with pytest.raises(InsufficientScope, match="admin:write"):
-        await governor.register_upstream(writer, name="local", command="mcp-server-time")
-    upstream = await governor.register_upstream(
+        await governor.registry.register_upstream(writer, name="local", command="mcp-server-time")
+    upstream = await governor.registry.register_upstream(
         ACME, name="local", command="mcp-server-time", args=["--tz", "UTC"], env={"TOKEN": "{{secret:t}}"}
     )
     assert (upstream.transport, upstream.args, upstream.env) == (
@@ -152,15 +152,15 @@ async def test_a_stdio_upstream_needs_admin_write_because_it_runs_a_command(gove
 
 
 async def test_connecting_substitutes_secrets_and_records_each_release(governor: Governor) -> None:
-    await governor.store_secret(ACME, name="web_token", value=SECRET, scope_required="admin")
-    await governor.register_upstream(
+    await governor.vault.store_secret(ACME, name="web_token", value=SECRET, scope_required="admin")
+    await governor.registry.register_upstream(
         ACME, name="web", url=URL, headers={"Authorization": "Bearer {{secret:web_token}}", "X-Plain": "1"}
     )
-    resolved = await governor.upstream_for_connect("acme", "web")
+    resolved = await governor.registry.upstream_for_connect("acme", "web")
     assert resolved.headers == {"Authorization": f"Bearer {SECRET}", "X-Plain": "1"}
     assert resolved.injected == {"web_token": SECRET}
     assert SECRET not in repr(resolved)
-    assert resolved.fingerprint == await governor.upstream_fingerprint("acme", "web")
+    assert resolved.fingerprint == await governor.registry.upstream_fingerprint("acme", "web")
     (release,) = [r for r in await _records(governor, tool="vault") if r["action"] == "secret.release"]
     assert (release["details"]["actor"], release["details"]["upstream"], release["session_id"]) == (
         "proxy",
@@ -168,14 +168,14 @@ async def test_connecting_substitutes_secrets_and_records_each_release(governor:
         None,
     )
     assert SECRET not in str(await _records(governor))
-    await governor.store_secret(ACME, name="web_token", value="rotated", scope_required="admin")
-    assert await governor.upstream_fingerprint("acme", "web") != resolved.fingerprint
+    await governor.vault.store_secret(ACME, name="web_token", value="rotated", scope_required="admin")
+    assert await governor.registry.upstream_fingerprint("acme", "web") != resolved.fingerprint
 
 
 async def test_connecting_with_a_missing_secret_says_which(governor: Governor) -> None:
-    await governor.register_upstream(ACME, name="web", url=URL, headers={"A": "{{secret:nope}}"})
+    await governor.registry.register_upstream(ACME, name="web", url=URL, headers={"A": "{{secret:nope}}"})
     with pytest.raises(NotFound, match="secret 'nope'"):
-        await governor.upstream_for_connect("acme", "web")
+        await governor.registry.upstream_for_connect("acme", "web")
 
 
 # tools
@@ -183,12 +183,12 @@ async def test_connecting_with_a_missing_secret_says_which(governor: Governor) -
 
 async def test_new_tools_are_pinned_and_exposed_by_unique_names(governor: Governor) -> None:
     await _proxy(governor, "search", "fetch", upstream="web")
-    synced = await governor.record_tools("acme", "web", [_tool("search"), _tool("fetch")])
+    synced = await governor.registry.record_tools("acme", "web", [_tool("search"), _tool("fetch")])
     assert (synced.added, synced.changed, synced.removed) == ((), (), ())
-    await governor.register_upstream(ACME, name="docs", url=URL)
-    synced = await governor.record_tools("acme", "docs", [_tool("search"), {"name": ""}, "junk"])
+    await governor.registry.register_upstream(ACME, name="docs", url=URL)
+    synced = await governor.registry.record_tools("acme", "docs", [_tool("search"), {"name": ""}, "junk"])
     assert (synced.added, synced.skipped) == (("search",), ("#1", "#2"))
-    tools = await governor.list_proxy_tools(ACME)
+    tools = await governor.registry.list_proxy_tools(ACME)
     assert [(t.name, t.upstream, t.tool_name, t.status) for t in tools] == [
         ("docs__search", "docs", "search", "pinned"),
         ("fetch", "web", "fetch", "pinned"),
@@ -199,9 +199,11 @@ async def test_new_tools_are_pinned_and_exposed_by_unique_names(governor: Govern
 async def test_a_changed_definition_is_flagged_refused_until_approved(governor: Governor) -> None:
     await _proxy(governor, "search")
     session = await _session(governor)
-    synced = await governor.record_tools("acme", "web", [_tool("search", "now also emails your files")])
+    synced = await governor.registry.record_tools(
+        "acme", "web", [_tool("search", "now also emails your files")]
+    )
     assert synced.changed == ("search",)
-    (tool,) = await governor.list_proxy_tools(ACME)
+    (tool,) = await governor.registry.list_proxy_tools(ACME)
     assert tool.status == "changed"
     assert tool.definition["description"] == "does a thing"
     assert tool.pending_definition is not None
@@ -212,50 +214,54 @@ async def test_a_changed_definition_is_flagged_refused_until_approved(governor: 
     with pytest.raises(ToolDefinitionChanged):
         await _admit(governor, session)
 
-    approved = await governor.approve_tool(ACME, "search")
+    approved = await governor.registry.approve_tool(ACME, "search")
     assert (approved.status, approved.definition["description"]) == ("pinned", "now also emails your files")
-    again = await governor.approve_tool(ACME, "search")  # a repeated approval is harmless
+    again = await governor.registry.approve_tool(ACME, "search")  # a repeated approval is harmless
     assert (again.status, again.pinned_hash) == ("pinned", approved.pinned_hash)
     assert (await _admit(governor, session)).tool_name == "search"
 
 
 async def test_a_tool_back_at_its_pinned_definition_needs_no_approval(governor: Governor) -> None:
     await _proxy(governor, "search")
-    await governor.record_tools("acme", "web", [_tool("search", "evil")])
-    synced = await governor.record_tools("acme", "web", [_tool("search")])
+    await governor.registry.record_tools("acme", "web", [_tool("search", "evil")])
+    synced = await governor.registry.record_tools("acme", "web", [_tool("search")])
     assert synced.reverted == ("search",)
-    assert [t.status for t in await governor.list_proxy_tools(ACME)] == ["pinned"]
+    assert [t.status for t in await governor.registry.list_proxy_tools(ACME)] == ["pinned"]
 
 
 async def test_a_tool_no_longer_listed_disappears_and_returns_under_its_pin(governor: Governor) -> None:
     await _proxy(governor, "search", "fetch")
-    assert (await governor.record_tools("acme", "web", [_tool("search")])).removed == ("fetch",)
-    assert [t.name for t in await governor.list_proxy_tools(ACME)] == ["search"]
-    assert (await governor.record_tools("acme", "web", [_tool("search"), _tool("fetch")])).added == ("fetch",)
+    assert (await governor.registry.record_tools("acme", "web", [_tool("search")])).removed == ("fetch",)
+    assert [t.name for t in await governor.registry.list_proxy_tools(ACME)] == ["search"]
+    assert (await governor.registry.record_tools("acme", "web", [_tool("search"), _tool("fetch")])).added == (
+        "fetch",
+    )
 
 
 # policies
 
 
 async def test_policies_are_created_listed_and_deleted_with_ledger_entries(governor: Governor) -> None:
-    policy = await governor.create_policy(ACME, {"type": "spend_limit", "max_usd": 50.0, "per": "agent"})
+    policy = await governor.registry.create_policy(
+        ACME, {"type": "spend_limit", "max_usd": 50.0, "per": "agent"}
+    )
     assert policy.policy_id.startswith("pol_")
     assert policy.spec == {"type": "spend_limit", "max_usd": "50.00", "per": "agent"}
-    assert await governor.list_policies(ACME) == [policy]
-    assert await governor.delete_policy(ACME, policy.policy_id) == policy
+    assert await governor.registry.list_policies(ACME) == [policy]
+    assert await governor.registry.delete_policy(ACME, policy.policy_id) == policy
     with pytest.raises(NotFound):
-        await governor.delete_policy(ACME, policy.policy_id)
+        await governor.registry.delete_policy(ACME, policy.policy_id)
     actions = [r["action"] for r in await _records(governor, tool="proxy")]
     assert actions == ["proxy.policy.create", "proxy.policy.delete"]
 
 
 async def test_reading_needs_proxy_read_and_changing_proxy_write(governor: Governor) -> None:
     reader = Principal("acme", "hld_reader", frozenset({"proxy:read"}))
-    assert await governor.list_policies(reader) == []
+    assert await governor.registry.list_policies(reader) == []
     with pytest.raises(InsufficientScope):
-        await governor.create_policy(reader, {"type": "deny", "tools": ["x"]})
+        await governor.registry.create_policy(reader, {"type": "deny", "tools": ["x"]})
     with pytest.raises(InsufficientScope):
-        await governor.admit_call(reader, session_id="ses_x", tool="search", arguments={})
+        await governor.proxy.admit_call(reader, session_id="ses_x", tool="search", arguments={})
 
 
 # the governed call
@@ -267,7 +273,9 @@ async def test_without_policies_a_session_holding_execute_may_call_any_tool(gove
     admission = await _admit(governor, session, q="cats")
     assert (admission.upstream, admission.tool_name, admission.arguments) == ("web", "search", {"q": "cats"})
     assert (admission.cost_micros, admission.policy_ids, admission.reserved) == (0, (), ())
-    entry = await governor.finish_call(ACME, admission, result={"content": []}, error=None, latency_ms=12.5)
+    entry = await governor.proxy.finish_call(
+        ACME, admission, result={"content": []}, error=None, latency_ms=12.5
+    )
     record = entry.record
     assert (record["tool"], record["action"], record["status"], record["charged_usd"]) == (
         "search",
@@ -289,7 +297,7 @@ async def test_a_session_needs_execute_or_the_tools_own_scope(governor: Governor
 
 async def test_a_denied_call_is_one_flagged_entry_naming_the_policy(governor: Governor) -> None:
     await _proxy(governor, "delete_database")
-    policy = await governor.create_policy(ACME, {"type": "deny", "tools": ["delete_database"]})
+    policy = await governor.registry.create_policy(ACME, {"type": "deny", "tools": ["delete_database"]})
     session = await _session(governor)
     with pytest.raises(ToolDenied) as denied:
         await _admit(governor, session, "delete_database")
@@ -308,8 +316,8 @@ async def test_a_denied_call_is_one_flagged_entry_naming_the_policy(governor: Go
 
 async def test_allow_list_arguments_and_unknown_tools_are_refused_and_recorded(governor: Governor) -> None:
     await _proxy(governor, "search", "read_file")
-    await governor.create_policy(ACME, {"type": "allow", "tools": ["read_file"]})
-    await governor.create_policy(
+    await governor.registry.create_policy(ACME, {"type": "allow", "tools": ["read_file"]})
+    await governor.registry.create_policy(
         ACME, {"type": "arguments", "tool": "read_file", "rules": [{"argument": "path", "pattern": "^/tmp/"}]}
     )
     session = await _session(governor)
@@ -326,7 +334,7 @@ async def test_allow_list_arguments_and_unknown_tools_are_refused_and_recorded(g
 
 async def test_a_time_window_follows_the_injected_clock(governor: Governor, clock: FakeClock) -> None:
     await _proxy(governor, "search")
-    await governor.create_policy(
+    await governor.registry.create_policy(
         ACME,
         {
             "type": "time_window",
@@ -335,7 +343,9 @@ async def test_a_time_window_follows_the_injected_clock(governor: Governor, cloc
             "days": ["sun"],
         },
     )
-    created = await governor.create_session(ACME, agent_id="night-owl", scopes=["execute"], ttl=86400)
+    created = await governor.sessions.create_session(
+        ACME, agent_id="night-owl", scopes=["execute"], ttl=86400
+    )
     session = created.value.session_id
     clock.moment = datetime(2026, 4, 5, 19, 59, tzinfo=UTC)  # Sunday 21:59 in Berlin (UTC+2)
     with pytest.raises(OutsideTimeWindow):
@@ -348,7 +358,9 @@ async def test_a_rate_limit_refuses_with_retry_after_until_its_window_ends(
     governor: Governor, clock: FakeClock
 ) -> None:
     await _proxy(governor, "search")
-    policy = await governor.create_policy(ACME, {"type": "rate_limit", "max_calls": 2, "window_seconds": 60})
+    policy = await governor.registry.create_policy(
+        ACME, {"type": "rate_limit", "max_calls": 2, "window_seconds": 60}
+    )
     clock.moment = datetime(2026, 4, 5, 19, 0, 15, tzinfo=UTC)
     session, other = await _session(governor), await _session(governor)
     await _admit(governor, session)
@@ -364,11 +376,13 @@ async def test_a_rate_limit_refuses_with_retry_after_until_its_window_ends(
 
 async def test_a_tool_cost_is_reserved_with_its_entry_and_kept_on_success(governor: Governor) -> None:
     await _proxy(governor, "search")
-    cost = await governor.create_policy(ACME, {"type": "tool_cost", "tool": "search", "cost_usd": 0.25})
+    cost = await governor.registry.create_policy(
+        ACME, {"type": "tool_cost", "tool": "search", "cost_usd": 0.25}
+    )
     session = await _session(governor, "execute", limit="1.00")
     admission = await _admit(governor, session)
     assert (admission.cost_micros, admission.policy_ids) == (250_000, (cost.policy_id,))
-    await governor.finish_call(ACME, admission, result={"content": []}, error=None, latency_ms=1)
+    await governor.proxy.finish_call(ACME, admission, result={"content": []}, error=None, latency_ms=1)
     assert await _reconciles(governor, session) == Decimal("0.25")
     reserve, finish = await _records(governor, session_id=session)
     assert (reserve["details"]["phase"], reserve["charged_usd"], reserve["cost_usd"]) == (
@@ -385,15 +399,15 @@ async def test_a_tool_cost_is_reserved_with_its_entry_and_kept_on_success(govern
 
 async def test_a_failed_call_releases_its_cost_and_its_spend_limit_counters(governor: Governor) -> None:
     await _proxy(governor, "search")
-    await governor.create_policy(ACME, {"type": "tool_cost", "tool": "search", "cost_usd": "0.40"})
-    await governor.create_policy(ACME, {"type": "spend_limit", "max_usd": "0.50", "per": "agent"})
+    await governor.registry.create_policy(ACME, {"type": "tool_cost", "tool": "search", "cost_usd": "0.40"})
+    await governor.registry.create_policy(ACME, {"type": "spend_limit", "max_usd": "0.50", "per": "agent"})
     session = await _session(governor)
     for outcome in (
         {"result": None, "error": "upstream timed out"},
         {"result": {"isError": True}, "error": None},
     ):
         admission = await _admit(governor, session)
-        entry = await governor.finish_call(ACME, admission, latency_ms=3, **outcome)
+        entry = await governor.proxy.finish_call(ACME, admission, latency_ms=3, **outcome)
         assert (entry.record["status"], entry.record["charged_usd"]) == ("error", "-0.40")
     await _admit(governor, session)  # the agent's limit has room again
     assert await _reconciles(governor, session) == Decimal("0.4")
@@ -401,11 +415,11 @@ async def test_a_failed_call_releases_its_cost_and_its_spend_limit_counters(gove
 
 async def test_the_budget_and_each_kind_of_spend_limit_refuse_what_does_not_fit(governor: Governor) -> None:
     await _proxy(governor, "search")
-    await governor.create_policy(ACME, {"type": "tool_cost", "tool": "search", "cost_usd": "1"})
+    await governor.registry.create_policy(ACME, {"type": "tool_cost", "tool": "search", "cost_usd": "1"})
     poor = await _session(governor, limit="0.50")
     with pytest.raises(BudgetExceeded, match="budget left"):
         await _admit(governor, poor)
-    per_session = await governor.create_policy(
+    per_session = await governor.registry.create_policy(
         ACME, {"type": "spend_limit", "max_usd": "1", "per": "session"}
     )
     capped = await _session(governor)
@@ -413,7 +427,9 @@ async def test_the_budget_and_each_kind_of_spend_limit_refuse_what_does_not_fit(
     with pytest.raises(BudgetExceeded) as refused:
         await _admit(governor, capped)
     assert refused.value.details["policy_id"] == per_session.policy_id
-    per_tenant = await governor.create_policy(ACME, {"type": "spend_limit", "max_usd": "2", "per": "tenant"})
+    per_tenant = await governor.registry.create_policy(
+        ACME, {"type": "spend_limit", "max_usd": "2", "per": "tenant"}
+    )
     await _admit(governor, await _session(governor, agent="a1"))
     await _admit(governor, await _session(governor, agent="a2"))
     with pytest.raises(BudgetExceeded) as refused:
@@ -425,18 +441,22 @@ async def test_the_budget_and_each_kind_of_spend_limit_refuse_what_does_not_fit(
 
 async def test_a_refused_charge_rolls_back_the_rate_counter_taken_before_it(governor: Governor) -> None:
     await _proxy(governor, "search")
-    await governor.create_policy(ACME, {"type": "rate_limit", "max_calls": 1, "window_seconds": 3600})
-    cost = await governor.create_policy(ACME, {"type": "tool_cost", "tool": "search", "cost_usd": "1"})
+    await governor.registry.create_policy(
+        ACME, {"type": "rate_limit", "max_calls": 1, "window_seconds": 3600}
+    )
+    cost = await governor.registry.create_policy(
+        ACME, {"type": "tool_cost", "tool": "search", "cost_usd": "1"}
+    )
     session = await _session(governor, limit="0.50")
     with pytest.raises(BudgetExceeded):
         await _admit(governor, session)
-    await governor.delete_policy(ACME, cost.policy_id)
+    await governor.registry.delete_policy(ACME, cost.policy_id)
     await _admit(governor, session)  # the refused attempt did not use up the one call
 
 
 async def test_argument_secrets_are_released_under_the_session_scope_and_scrubbed(governor: Governor) -> None:
     await _proxy(governor, "charge")
-    await governor.store_secret(ACME, name="stripe_key", value=SECRET, scope_required="stripe")
+    await governor.vault.store_secret(ACME, name="stripe_key", value=SECRET, scope_required="stripe")
     denied_session = await _session(governor)
     with pytest.raises(ScopeDenied, match="stripe"):
         await _admit(governor, denied_session, "charge", key="{{secret:stripe_key}}")
@@ -444,7 +464,7 @@ async def test_argument_secrets_are_released_under_the_session_scope_and_scrubbe
     admission = await _admit(governor, session, "charge", key="{{secret:stripe_key}}", note="x")
     assert admission.arguments == {"key": SECRET, "note": "x"}
     assert SECRET not in repr(admission)
-    entry = await governor.finish_call(
+    entry = await governor.proxy.finish_call(
         ACME,
         admission,
         result={"content": [{"type": "text", "text": f"used {SECRET}"}]},
@@ -452,7 +472,7 @@ async def test_argument_secrets_are_released_under_the_session_scope_and_scrubbe
         latency_ms=2,
     )
     plain = await _admit(governor, session, "charge", key="[secret:stripe_key]", note="x")
-    finished = await governor.finish_call(ACME, plain, result={"content": []}, error=None, latency_ms=1)
+    finished = await governor.proxy.finish_call(ACME, plain, result={"content": []}, error=None, latency_ms=1)
     assert entry.record["details"]["arguments_sha256"] == finished.record["details"]["arguments_sha256"]
     assert SECRET not in str(await _records(governor))
     releases = [r for r in await _records(governor, tool="vault") if r["action"] == "secret.release"]

@@ -1,21 +1,90 @@
-"""Composition root shared by the server and the operator CLI: settings in, a store and a governor out."""
+"""Composition root shared by the server, the operator CLI and the tests: `wire` builds the governor's
+services over a store; `open_runtime` opens the configured store and wires them from settings."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network
 
 from haldir.clock import SystemClock
 from haldir.core.checkpoints import Signer
 from haldir.core.clock import Clock
+from haldir.core.commands import CommandRule
+from haldir.core.scopes import BUILTIN_SCOPES
 from haldir.errors import ConfigurationError
-from haldir.governor import Governor
+from haldir.governor import DEFAULT_TENANT, Governor
+from haldir.governor.budgets import Budgets
 from haldir.governor.keyring import MasterKeyring
+from haldir.governor.keys import Keys
+from haldir.governor.ledger import Ledger
+from haldir.governor.proxy import Proxy
+from haldir.governor.registry import Registry
+from haldir.governor.rules import Rules
+from haldir.governor.sessions import Sessions
+from haldir.governor.vault import Vault
 from haldir.settings import Settings
 from haldir.store.migrate import require_latest_schema
+from haldir.store.ports import Store
 from haldir.store.sql import SqlStore
 from haldir.vaultkey import key_file, load_master_keys
+
+
+def wire(
+    *,
+    store: Store,
+    clock: Clock,
+    strict_scopes: bool = False,
+    custom_scopes: frozenset[str] = frozenset(),
+    max_ttl: int = 30 * 86400,
+    log_signer: Signer | None = None,
+    log_origin: str = "haldir.local",
+    master_keys: MasterKeyring | None = None,
+    outbound_allow: Sequence[IPv4Network | IPv6Network] = (),
+    stdio_tenants: frozenset[str] = frozenset({DEFAULT_TENANT}),
+    stdio_commands: Sequence[str] = (),
+) -> Governor:
+    """The governor's services over `store`, each given only the ports, settings and services it uses,
+    built in dependency order. `strict_scopes` limits session scopes to the built-in and `custom_scopes`
+    names (a typo guard); otherwise any well-formed name is a scope."""
+    known_scopes = BUILTIN_SCOPES | custom_scopes if strict_scopes else None
+    ledger = Ledger(ledger_store=store.ledger, clock=clock, log_signer=log_signer, log_origin=log_origin)
+    sessions = Sessions(session_store=store, clock=clock, known_scopes=known_scopes, max_ttl=max_ttl)
+    vault = Vault(
+        vault_store=store.vault,
+        sessions=sessions,
+        ledger=ledger,
+        clock=clock,
+        master_keys=master_keys,
+        known_scopes=known_scopes,
+    )
+    registry = Registry(
+        proxy_store=store.proxy,
+        vault=vault,
+        ledger=ledger,
+        clock=clock,
+        outbound_allow=outbound_allow,
+        commands=CommandRule(frozenset(stdio_tenants), tuple(stdio_commands)),
+    )
+    return Governor(
+        keys=Keys(key_store=store, clock=clock),
+        sessions=sessions,
+        ledger=ledger,
+        rules=Rules(ledger_store=store.ledger, clock=clock),
+        budgets=Budgets(payment_store=store, sessions=sessions, ledger=ledger, clock=clock),
+        vault=vault,
+        registry=registry,
+        proxy=Proxy(
+            registry=registry,
+            sessions=sessions,
+            vault=vault,
+            ledger=ledger,
+            payment_store=store,
+            clock=clock,
+        ),
+        clock=clock,
+    )
 
 
 @dataclass(frozen=True)
@@ -53,7 +122,7 @@ async def open_runtime(
                     f"{log_signer.vkey}: set HALDIR_LOG_SIGNING_KEY to the matching private key"
                 )
         master_keys, generated = await _master_keys(settings, store) if vault else (None, False)
-        governor = Governor(
+        governor = wire(
             store=store,
             clock=clock,
             strict_scopes=settings.strict_scopes,
@@ -67,7 +136,7 @@ async def open_runtime(
             stdio_commands=settings.stdio_commands,
         )
         if master_keys is not None:
-            await governor.verify_vault_keys()
+            await governor.vault.verify_vault_keys()
         yield Runtime(store, governor, master_keys.source if generated and master_keys else None)
     finally:
         await store.close()

@@ -82,7 +82,7 @@ async def _seal(tenant: str, secrets: dict[str, str]) -> None:
     """Store secrets as a server would: the runtime with the Vault, keys generated on first start."""
     async with open_runtime(Settings(), vault=True) as runtime:
         for name, value in secrets.items():
-            await runtime.governor.store_secret(Principal.operator(tenant), name=name, value=value)
+            await runtime.governor.vault.store_secret(Principal.operator(tenant), name=name, value=value)
 
 
 async def _release(tenant: str, names: list[str]) -> dict[str, str]:
@@ -90,9 +90,9 @@ async def _release(tenant: str, names: list[str]) -> dict[str, str]:
     async with open_runtime(Settings(), vault=True) as runtime:
         governor = runtime.governor
         principal = Principal.operator(tenant)
-        session = (await governor.create_session(principal, agent_id="agent", scopes=["read"])).value
+        session = (await governor.sessions.create_session(principal, agent_id="agent", scopes=["read"])).value
         return {
-            name: (await governor.get_secret(principal, name, session_id=session.session_id)).value
+            name: (await governor.vault.get_secret(principal, name, session_id=session.session_id)).value
             for name in names
         }
 
@@ -245,16 +245,16 @@ async def test_a_server_opened_before_rotation_keeps_serving_and_wraps_new_tenan
     async with open_runtime(Settings(), vault=True) as server:
         governor = server.governor
         acme = Principal.operator("acme")
-        session = (await governor.create_session(acme, agent_id="agent", scopes=["read"])).value
+        session = (await governor.sessions.create_session(acme, agent_id="agent", scopes=["read"])).value
 
         result = await anyio.to_thread.run_sync(_invoke, "vault", "rotate-key")
         assert result.exit_code == 0, result.output
 
         # acme's data key was never unwrapped by this server: it now needs version 2, from the file.
-        released = await governor.get_secret(acme, "stripe", session_id=session.session_id)
+        released = await governor.vault.get_secret(acme, "stripe", session_id=session.session_id)
         assert released.value == "sk_live_acme"
         globex = Principal.operator("globex")
-        await governor.store_secret(globex, name="stripe", value="sk_live_globex")
+        await governor.vault.store_secret(globex, name="stripe", value="sk_live_globex")
         wrapped = await server.store.vault.data_key("globex")
         assert wrapped is not None
         assert wrapped.master_version == 2

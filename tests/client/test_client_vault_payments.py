@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+from collections.abc import Callable
 from decimal import Decimal
+from typing import Any, get_type_hints
 
 import httpx
 import pytest
@@ -104,13 +107,22 @@ async def test_the_async_client_authorizes_captures_and_voids_payments(api: Api)
         assert (await client.spend(session_id=session_id))["total_usd"] == Decimal("2.00")
 
 
+def _governed(name: str) -> Callable[..., Any]:
+    """The governor's method `name`, on whichever of its services has it (exactly one does)."""
+    hints = get_type_hints(Governor)
+    owners = [hints[field.name] for field in dataclasses.fields(Governor)]
+    found = [getattr(owner, name) for owner in owners if hasattr(owner, name)]
+    assert len(found) == 1, name
+    method: Callable[..., Any] = found[0]
+    return method
+
+
 def test_the_clients_name_the_new_methods_as_the_governor_does_with_the_same_signatures() -> None:
     for name in NEW_METHODS:
-        assert hasattr(Governor, name), name
         sync = inspect.signature(getattr(HaldirClient, name))
         aio = inspect.signature(getattr(AsyncHaldirClient, name))
         assert sync == aio, name
-        governed = inspect.signature(getattr(Governor, name)).parameters
+        governed = inspect.signature(_governed(name)).parameters
         assert [p for p in sync.parameters if p != "self"] == [
             p for p in governed if p not in ("self", "principal")
         ], name

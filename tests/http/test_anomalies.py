@@ -239,6 +239,6 @@ async def test_rules_of_one_tenant_do_not_flag_another_tenants_entries(api: Api)
 async def test_a_tenant_has_a_bounded_number_of_rules(api: Api) -> None:
     operator = Principal.operator("acme")
     for n in range(MAX_RULES):
-        await api.governor.create_rule(operator, type="tool_match", params={"pattern": f"tool_{n}"})
+        await api.governor.rules.create_rule(operator, type="tool_match", params={"pattern": f"tool_{n}"})
     with pytest.raises(Conflict, match="delete one"):
-        await api.governor.create_rule(operator, type="tool_match", params={"pattern": "one_more"})
+        await api.governor.rules.create_rule(operator, type="tool_match", params={"pattern": "one_more"})

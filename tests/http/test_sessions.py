@@ -158,7 +158,7 @@ async def test_strict_scopes_accept_only_built_in_and_custom_names(store_url: st
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         governor: Governor = app.state.governor
-        created = await governor.create_key(Principal.operator("acme"), name="t", scopes=["*"])
+        created = await governor.keys.create_key(Principal.operator("acme"), name="t", scopes=["*"])
         headers = {"Authorization": f"Bearer {created.value.value}"}
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://haldir.test") as client:

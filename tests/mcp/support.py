@@ -33,7 +33,7 @@ TOOL_NAMES = {
 @asynccontextmanager
 async def governance_client(api: Api, key: str, *, mode: str = "auto") -> AsyncIterator[Client]:
     """The official SDK's client on the governance server in this process, acting for `key`."""
-    principal = await api.governor.authenticate(key)
+    principal = await api.governor.keys.authenticate(key)
     server = build_governance_server(lambda ctx: LocalBackend(api.governor, principal), clock=api.clock)
     with anyio.fail_after(TIMEOUT_S):
         async with Client(server, mode=mode) as client:

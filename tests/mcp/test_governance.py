@@ -200,8 +200,8 @@ async def test_handshake_era_clients_get_the_same_tools_and_errors(api: Api) -> 
 
 
 async def test_the_security_audit_prompt_holds_the_flags_denials_and_spend_of_the_trail(api: Api) -> None:
-    await api.governor.create_rule(
-        await api.governor.authenticate(api.admin_key), type="tool_match", params={"pattern": "delete_*"}
+    await api.governor.rules.create_rule(
+        await api.governor.keys.authenticate(api.admin_key), type="tool_match", params={"pattern": "delete_*"}
     )
     async with governance_client(api, api.admin_key) as client:
         prompts = {prompt.name: prompt for prompt in (await client.list_prompts()).prompts}

@@ -99,7 +99,7 @@ async def tenant(live: Live) -> AsyncIterator[Tenant]:
     name = live.tenant_ids.pop()
     settings = Settings(data_dir=live.data_dir, database_url=f"sqlite:///{live.data_dir / 'haldir.db'}")
     async with open_runtime(settings) as runtime:
-        created = await runtime.governor.create_key(Principal.operator(name), name="test", scopes=["*"])
+        created = await runtime.governor.keys.create_key(Principal.operator(name), name="test", scopes=["*"])
     key = created.value.value
     assert key is not None
     headers = {"Authorization": f"Bearer {key}"}

@@ -16,7 +16,7 @@ import anyio.to_thread
 from haldir.clock import SystemClock
 from haldir.core.keys import Principal
 from haldir.errors import BudgetExceeded
-from haldir.governor import Governor
+from haldir.runtime import wire
 from haldir.store.sql import SqlStore
 from tests.store.ledger_worker import causes
 
@@ -25,7 +25,7 @@ RUN_LIMIT_S = 60.0
 
 async def pay_all(url: str, tenant: str, session_id: str, count: int) -> dict[str, object]:
     store = SqlStore.open(url, pool_size=4)
-    governor = Governor(store=store, clock=SystemClock())
+    governor = wire(store=store, clock=SystemClock())
     principal = Principal.operator(tenant)
     authorized: list[str] = []
     refused = 0
@@ -38,7 +38,9 @@ async def pay_all(url: str, tenant: str, session_id: str, count: int) -> dict[st
         async def pay() -> None:
             nonlocal refused
             try:
-                outcome = await governor.authorize_payment(principal, session_id=session_id, amount="1.00")
+                outcome = await governor.budgets.authorize_payment(
+                    principal, session_id=session_id, amount="1.00"
+                )
                 authorized.append(outcome.value.payment.payment_id)
             except BudgetExceeded:
                 refused += 1

@@ -17,7 +17,7 @@ import anyio.to_thread
 from haldir.clock import SystemClock
 from haldir.core.keys import Principal
 from haldir.errors import BudgetExceeded, RateLimited
-from haldir.governor import Governor
+from haldir.runtime import wire
 from haldir.store.sql import SqlStore
 from tests.store.ledger_worker import causes
 
@@ -26,7 +26,7 @@ RUN_LIMIT_S = 60.0
 
 async def call_all(url: str, tenant: str, count: int, sessions: list[str]) -> dict[str, object]:
     store = SqlStore.open(url, pool_size=4)
-    governor = Governor(store=store, clock=SystemClock())
+    governor = wire(store=store, clock=SystemClock())
     principal = Principal.operator(tenant)
     outcomes: Counter[str] = Counter()
     try:
@@ -37,7 +37,7 @@ async def call_all(url: str, tenant: str, count: int, sessions: list[str]) -> di
 
         async def call(session_id: str) -> None:
             try:
-                await governor.admit_call(principal, session_id=session_id, tool="search", arguments={})
+                await governor.proxy.admit_call(principal, session_id=session_id, tool="search", arguments={})
                 outcomes["admitted"] += 1
             except (BudgetExceeded, RateLimited) as refused:
                 outcomes[refused.code] += 1

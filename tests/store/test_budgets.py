@@ -18,6 +18,7 @@ from haldir.core.pagination import encode_cursor
 from haldir.core.sessions import Session
 from haldir.errors import BudgetExceeded, Conflict, InvalidRequest, NotFound, ScopeDenied
 from haldir.governor import Governor
+from haldir.runtime import wire
 from haldir.store.schema import events
 from haldir.store.sql import SqlStore
 from tests.store.processes import run_workers
@@ -31,24 +32,26 @@ ACME = Principal.operator("acme")
 @pytest.fixture(autouse=True)
 async def _tenants(governor: Governor) -> None:
     for tenant in ("acme", "globex"):
-        await governor.create_key(Principal.operator(tenant), name="setup", scopes=["*"])
+        await governor.keys.create_key(Principal.operator(tenant), name="setup", scopes=["*"])
 
 
 async def _session(
     governor: Governor, *, limit: str = "10.00", scopes: tuple[str, ...] = ("spend",)
 ) -> Session:
-    created = await governor.create_session(
+    created = await governor.sessions.create_session(
         ACME, agent_id="agent-7", scopes=list(scopes), spend_limit=Decimal(limit)
     )
     return created.value
 
 
 async def _spent(governor: Governor, session_id: str) -> Decimal:
-    return Decimal((await governor.get_session(ACME, session_id)).spent_micros) / 1_000_000
+    return Decimal((await governor.sessions.get_session(ACME, session_id)).spent_micros) / 1_000_000
 
 
 async def _entries(governor: Governor, session_id: str) -> list[dict[str, Any]]:
-    page = await governor.list_entries(ACME, where=EntryFilter(session_id=session_id), limit=200, order="asc")
+    page = await governor.ledger.list_entries(
+        ACME, where=EntryFilter(session_id=session_id), limit=200, order="asc"
+    )
     return [entry.record for entry in page.entries]
 
 
@@ -56,7 +59,7 @@ async def _reconciles(governor: Governor, session_id: str) -> Decimal:
     """The session's `spent`, after checking the ledger's charges and the spend report agree with it."""
     spent = await _spent(governor, session_id)
     charged = sum((Decimal(r["charged_usd"]) for r in await _entries(governor, session_id)), Decimal(0))
-    report = await governor.spend(ACME, session_id=session_id)
+    report = await governor.ledger.spend(ACME, session_id=session_id)
     assert charged == spent == report.total == report.by_session.get(session_id, Decimal(0))
     return spent
 
@@ -65,7 +68,7 @@ async def test_an_authorization_reserves_its_amount_and_returns_the_remaining_bu
     governor: Governor,
 ) -> None:
     session = await _session(governor)
-    outcome = await governor.authorize_payment(ACME, session_id=session.session_id, amount="2.50")
+    outcome = await governor.budgets.authorize_payment(ACME, session_id=session.session_id, amount="2.50")
     authorization = outcome.value
     assert authorization.payment.payment_id.startswith("pay_")
     assert authorization.payment.status == "authorized"
@@ -80,9 +83,9 @@ async def test_an_authorization_over_the_budget_is_refused_with_the_remaining_bu
     governor: Governor,
 ) -> None:
     session = await _session(governor, limit="3.00")
-    await governor.authorize_payment(ACME, session_id=session.session_id, amount="2.00")
+    await governor.budgets.authorize_payment(ACME, session_id=session.session_id, amount="2.00")
     with pytest.raises(BudgetExceeded) as refused:
-        await governor.authorize_payment(ACME, session_id=session.session_id, amount="1.01")
+        await governor.budgets.authorize_payment(ACME, session_id=session.session_id, amount="1.01")
     assert refused.value.details["remaining_budget"] == "1.00"
     assert await _reconciles(governor, session.session_id) == Decimal(2)
     last = (await _entries(governor, session.session_id))[-1]
@@ -95,20 +98,20 @@ async def test_a_session_without_the_spend_scope_cannot_authorize_and_the_refusa
 ) -> None:
     session = await _session(governor, scopes=("read",))
     with pytest.raises(ScopeDenied, match="lacks scope 'spend'"):
-        await governor.authorize_payment(ACME, session_id=session.session_id, amount="1")
+        await governor.budgets.authorize_payment(ACME, session_id=session.session_id, amount="1")
     (record,) = await _entries(governor, session.session_id)
     assert (record["status"], record["charged_usd"]) == ("denied", "0.00")
 
 
 async def test_a_revoked_or_expired_session_authorizes_nothing(governor: Governor, clock: FakeClock) -> None:
     revoked = await _session(governor)
-    await governor.revoke_session(ACME, revoked.session_id)
+    await governor.sessions.revoke_session(ACME, revoked.session_id)
     with pytest.raises(ScopeDenied, match="revoked"):
-        await governor.authorize_payment(ACME, session_id=revoked.session_id, amount="1")
+        await governor.budgets.authorize_payment(ACME, session_id=revoked.session_id, amount="1")
     expired = await _session(governor)
     clock.advance(7200)
     with pytest.raises(ScopeDenied, match="expired"):
-        await governor.authorize_payment(ACME, session_id=expired.session_id, amount="1")
+        await governor.budgets.authorize_payment(ACME, session_id=expired.session_id, amount="1")
     assert await _reconciles(governor, expired.session_id) == 0
 
 
@@ -116,11 +119,11 @@ async def test_a_smaller_capture_releases_the_difference_and_a_void_releases_eve
     governor: Governor,
 ) -> None:
     session = await _session(governor)
-    first = (await governor.authorize_payment(ACME, session_id=session.session_id, amount="4")).value
-    second = (await governor.authorize_payment(ACME, session_id=session.session_id, amount="3")).value
-    captured = await governor.capture_payment(ACME, first.payment.payment_id, amount="2.25")
+    first = (await governor.budgets.authorize_payment(ACME, session_id=session.session_id, amount="4")).value
+    second = (await governor.budgets.authorize_payment(ACME, session_id=session.session_id, amount="3")).value
+    captured = await governor.budgets.capture_payment(ACME, first.payment.payment_id, amount="2.25")
     assert (captured.status, captured.captured_micros) == ("captured", 2_250_000)
-    voided = await governor.void_payment(ACME, second.payment.payment_id)
+    voided = await governor.budgets.void_payment(ACME, second.payment.payment_id)
     assert voided.status == "voided"
     assert await _reconciles(governor, session.session_id) == Decimal("2.25")
     charges = [(r["action"], r["charged_usd"]) for r in await _entries(governor, session.session_id)]
@@ -135,34 +138,34 @@ async def test_a_smaller_capture_releases_the_difference_and_a_void_releases_eve
 async def test_a_payment_is_settled_once(governor: Governor) -> None:
     session = await _session(governor)
     payment = (
-        await governor.authorize_payment(ACME, session_id=session.session_id, amount="4")
+        await governor.budgets.authorize_payment(ACME, session_id=session.session_id, amount="4")
     ).value.payment
-    await governor.capture_payment(ACME, payment.payment_id)
+    await governor.budgets.capture_payment(ACME, payment.payment_id)
     with pytest.raises(Conflict, match="captured"):
-        await governor.capture_payment(ACME, payment.payment_id)
+        await governor.budgets.capture_payment(ACME, payment.payment_id)
     with pytest.raises(Conflict, match="captured"):
-        await governor.void_payment(ACME, payment.payment_id)
-    other = (await governor.authorize_payment(ACME, session_id=session.session_id, amount="1")).value
+        await governor.budgets.void_payment(ACME, payment.payment_id)
+    other = (await governor.budgets.authorize_payment(ACME, session_id=session.session_id, amount="1")).value
     with pytest.raises(InvalidRequest, match="capture amount"):
-        await governor.capture_payment(ACME, other.payment.payment_id, amount="1.01")
+        await governor.budgets.capture_payment(ACME, other.payment.payment_id, amount="1.01")
     with pytest.raises(NotFound):
-        await governor.capture_payment(ACME, "pay_doesnotexist")
+        await governor.budgets.capture_payment(ACME, "pay_doesnotexist")
     assert await _reconciles(governor, session.session_id) == Decimal(5)
 
 
 async def test_a_concurrent_capture_and_void_of_one_payment_settle_it_once(governor: Governor) -> None:
     session = await _session(governor)
     payment = (
-        await governor.authorize_payment(ACME, session_id=session.session_id, amount="4")
+        await governor.budgets.authorize_payment(ACME, session_id=session.session_id, amount="4")
     ).value.payment
     results: list[str] = []
 
     async def settle(how: str) -> None:
         try:
             if how == "capture":
-                await governor.capture_payment(ACME, payment.payment_id, amount="1")
+                await governor.budgets.capture_payment(ACME, payment.payment_id, amount="1")
             else:
-                await governor.void_payment(ACME, payment.payment_id)
+                await governor.budgets.void_payment(ACME, payment.payment_id)
             results.append(how)
         except Conflict:
             results.append("conflict")
@@ -172,7 +175,7 @@ async def test_a_concurrent_capture_and_void_of_one_payment_settle_it_once(gover
             for how in ("capture", "void") * 5:
                 tg.start_soon(settle, how)
     assert results.count("conflict") == 9
-    final = await governor.get_payment(ACME, payment.payment_id)
+    final = await governor.budgets.get_payment(ACME, payment.payment_id)
     assert await _reconciles(governor, session.session_id) == (
         Decimal(1) if final.status == "captured" else 0
     )
@@ -180,7 +183,7 @@ async def test_a_concurrent_capture_and_void_of_one_payment_settle_it_once(gover
 
 async def test_a_cost_no_authorization_covers_is_added_to_spent_within_the_limit(governor: Governor) -> None:
     session = await _session(governor, limit="1.00", scopes=("execute",))
-    entry = await governor.log_action(
+    entry = await governor.budgets.log_action(
         ACME, session_id=session.session_id, tool="search", action="q", cost_usd="0.60"
     )
     assert (entry.record["charged_usd"], entry.record["flagged"]) == ("0.60", False)
@@ -192,8 +195,10 @@ async def test_a_cost_past_the_limit_is_kept_flagged_over_budget_and_announced(
     governor: Governor, store: SqlStore
 ) -> None:
     session = await _session(governor, limit="1.00", scopes=("execute",))
-    await governor.log_action(ACME, session_id=session.session_id, tool="search", action="q", cost_usd="0.60")
-    entry = await governor.log_action(
+    await governor.budgets.log_action(
+        ACME, session_id=session.session_id, tool="search", action="q", cost_usd="0.60"
+    )
+    entry = await governor.budgets.log_action(
         ACME, session_id=session.session_id, tool="search", action="q", cost_usd="0.41"
     )
     assert entry.record["status"] == "ok"
@@ -202,23 +207,25 @@ async def test_a_cost_past_the_limit_is_kept_flagged_over_budget_and_announced(
     assert entry.record["flag_reason"].startswith("over_budget: 0.41 USD not covered")
     assert "1.01 USD spent, past its limit of 1.00 USD" in entry.record["flag_reason"]
     assert await _reconciles(governor, session.session_id) == Decimal("1.01")
-    current = await governor.get_session(ACME, session.session_id)
+    current = await governor.sessions.get_session(ACME, session.session_id)
     assert current.remaining_micros == 0
     (flagged,) = await _events(store, "audit.flagged")
     assert flagged["entry_id"] == entry.entry_id
     (exhausted,) = await _events(store, "budget.exhausted")  # once, on the charge that crossed
     assert exhausted["entry_id"] == entry.entry_id
-    await governor.log_action(ACME, session_id=session.session_id, tool="search", action="q", cost_usd="1")
+    await governor.budgets.log_action(
+        ACME, session_id=session.session_id, tool="search", action="q", cost_usd="1"
+    )
     assert len(await _events(store, "budget.exhausted")) == 1
     with pytest.raises(BudgetExceeded):  # what must never overspend still refuses
-        await governor.authorize_payment(
+        await governor.budgets.authorize_payment(
             ACME, session_id=(await _session(governor, limit="1.00")).session_id, amount="1.01"
         )
 
 
 async def test_a_cost_on_a_session_without_a_limit_is_kept_and_flagged(governor: Governor) -> None:
-    created = await governor.create_session(ACME, agent_id="free", scopes=["read"])
-    entry = await governor.log_action(
+    created = await governor.sessions.create_session(ACME, agent_id="free", scopes=["read"])
+    entry = await governor.budgets.log_action(
         ACME, session_id=created.value.session_id, tool="llm", action="complete", cost_usd="0.02"
     )
     assert (entry.record["charged_usd"], entry.record["flagged"]) == ("0.02", True)
@@ -231,7 +238,7 @@ async def test_a_cost_logged_after_the_session_expired_is_kept_charged_and_flagg
 ) -> None:
     session = await _session(governor, limit="10.00", scopes=("execute",))
     clock.advance(3601)
-    entry = await governor.log_action(
+    entry = await governor.budgets.log_action(
         ACME, session_id=session.session_id, tool="search", action="q", cost_usd="1.00"
     )
     assert entry.record["charged_usd"] == "1.00"
@@ -244,18 +251,18 @@ async def test_a_cost_logged_after_the_session_expired_is_kept_charged_and_flagg
 
 async def test_authorize_then_log_the_same_amount_counts_the_money_once(governor: Governor) -> None:
     session = await _session(governor, limit="50.00")
-    authorized = await governor.authorize_payment(ACME, session_id=session.session_id, amount="29.99")
+    authorized = await governor.budgets.authorize_payment(ACME, session_id=session.session_id, amount="29.99")
     payment_id = authorized.value.payment.payment_id
-    entry = await governor.log_action(
+    entry = await governor.budgets.log_action(
         ACME, session_id=session.session_id, tool="stripe", action="charge", cost_usd="29.99"
     )
     assert entry.record["charged_usd"] == "0.00"
     assert entry.record["covered_by"] == [{"authorization_id": payment_id, "amount_usd": "29.99"}]
     assert "authorization_id" not in entry.record  # only when the caller named one
     assert entry.record["flagged"] is False
-    assert (await governor.get_payment(ACME, payment_id)).reported_micros == 29_990_000
+    assert (await governor.budgets.get_payment(ACME, payment_id)).reported_micros == 29_990_000
     assert await _reconciles(governor, session.session_id) == Decimal("29.99")
-    again = await governor.log_action(
+    again = await governor.budgets.log_action(
         ACME, session_id=session.session_id, tool="stripe", action="charge", cost_usd="29.99"
     )
     assert again.record["charged_usd"] == "29.99"  # the authorization is used up: charged, not matched
@@ -267,16 +274,24 @@ async def test_the_oldest_authorization_holding_the_whole_cost_covers_it_else_th
     governor: Governor, clock: FakeClock
 ) -> None:
     session = await _session(governor, limit="100.00")
-    small = (await governor.authorize_payment(ACME, session_id=session.session_id, amount="10")).value.payment
+    small = (
+        await governor.budgets.authorize_payment(ACME, session_id=session.session_id, amount="10")
+    ).value.payment
     clock.advance(1)  # oldest first: by creation time, then by id
-    large = (await governor.authorize_payment(ACME, session_id=session.session_id, amount="50")).value.payment
-    thirty = await governor.log_action(
+    large = (
+        await governor.budgets.authorize_payment(ACME, session_id=session.session_id, amount="50")
+    ).value.payment
+    thirty = await governor.budgets.log_action(
         ACME, session_id=session.session_id, tool="t", action="a", cost_usd="30"
     )
     assert thirty.record["covered_by"] == [{"authorization_id": large.payment_id, "amount_usd": "30.00"}]
-    ten = await governor.log_action(ACME, session_id=session.session_id, tool="t", action="a", cost_usd="10")
+    ten = await governor.budgets.log_action(
+        ACME, session_id=session.session_id, tool="t", action="a", cost_usd="10"
+    )
     assert ten.record["covered_by"] == [{"authorization_id": small.payment_id, "amount_usd": "10.00"}]
-    rest = await governor.log_action(ACME, session_id=session.session_id, tool="t", action="a", cost_usd="25")
+    rest = await governor.budgets.log_action(
+        ACME, session_id=session.session_id, tool="t", action="a", cost_usd="25"
+    )
     assert rest.record["covered_by"] == [{"authorization_id": large.payment_id, "amount_usd": "20.00"}]
     assert rest.record["charged_usd"] == "5.00"
     assert await _reconciles(governor, session.session_id) == Decimal(65)
@@ -285,9 +300,9 @@ async def test_the_oldest_authorization_holding_the_whole_cost_covers_it_else_th
 async def test_a_cost_matched_to_its_authorization_is_not_counted_twice(governor: Governor) -> None:
     session = await _session(governor)
     payment = (
-        await governor.authorize_payment(ACME, session_id=session.session_id, amount="5")
+        await governor.budgets.authorize_payment(ACME, session_id=session.session_id, amount="5")
     ).value.payment
-    entry = await governor.log_action(
+    entry = await governor.budgets.log_action(
         ACME,
         session_id=session.session_id,
         tool="stripe",
@@ -298,7 +313,7 @@ async def test_a_cost_matched_to_its_authorization_is_not_counted_twice(governor
     assert entry.record["authorization_id"] == payment.payment_id
     assert entry.record["charged_usd"] == "0.00"
     assert await _reconciles(governor, session.session_id) == Decimal(5)
-    beyond = await governor.log_action(
+    beyond = await governor.budgets.log_action(
         ACME,
         session_id=session.session_id,
         tool="stripe",
@@ -310,10 +325,10 @@ async def test_a_cost_matched_to_its_authorization_is_not_counted_twice(governor
     assert (beyond.record["charged_usd"], beyond.record["flagged"]) == ("0.01", False)
     assert await _reconciles(governor, session.session_id) == Decimal("5.01")
     with pytest.raises(Conflict, match="capture it instead"):
-        await governor.void_payment(ACME, payment.payment_id)
+        await governor.budgets.void_payment(ACME, payment.payment_id)
     with pytest.raises(InvalidRequest, match="already reported"):
-        await governor.capture_payment(ACME, payment.payment_id, amount="4.99")
-    await governor.capture_payment(ACME, payment.payment_id, amount="5")
+        await governor.budgets.capture_payment(ACME, payment.payment_id, amount="4.99")
+    await governor.budgets.capture_payment(ACME, payment.payment_id, amount="5")
     assert await _reconciles(governor, session.session_id) == Decimal("5.01")
 
 
@@ -322,11 +337,13 @@ async def test_a_named_authorization_covers_only_what_it_holds_and_the_rest_is_c
 ) -> None:
     session = await _session(governor)
     named, other = [
-        (await governor.authorize_payment(ACME, session_id=session.session_id, amount="2")).value.payment
+        (
+            await governor.budgets.authorize_payment(ACME, session_id=session.session_id, amount="2")
+        ).value.payment
         for _ in range(2)
     ]
-    await governor.void_payment(ACME, named.payment_id)
-    entry = await governor.log_action(
+    await governor.budgets.void_payment(ACME, named.payment_id)
+    entry = await governor.budgets.log_action(
         ACME,
         session_id=session.session_id,
         tool="t",
@@ -336,7 +353,7 @@ async def test_a_named_authorization_covers_only_what_it_holds_and_the_rest_is_c
     )
     assert "covered_by" not in entry.record  # a voided authorization holds nothing; the other is not asked
     assert entry.record["charged_usd"] == "1.50"
-    assert (await governor.get_payment(ACME, other.payment_id)).reported_micros == 0
+    assert (await governor.budgets.get_payment(ACME, other.payment_id)).reported_micros == 0
     assert await _reconciles(governor, session.session_id) == Decimal("3.5")
 
 
@@ -345,13 +362,13 @@ async def test_50_concurrent_logs_against_one_authorization_count_each_cost_once
 ) -> None:
     session = await _session(governor, limit="5.00")
     payment = (
-        await governor.authorize_payment(ACME, session_id=session.session_id, amount="3.00")
+        await governor.budgets.authorize_payment(ACME, session_id=session.session_id, amount="3.00")
     ).value.payment
     entries = []
 
     async def log(index: int) -> None:
         named = {"authorization_id": payment.payment_id} if index % 2 else {}
-        entry = await governor.log_action(
+        entry = await governor.budgets.log_action(
             ACME, session_id=session.session_id, tool="t", action="a", cost_usd="0.10", **named
         )
         entries.append(entry.record)
@@ -366,16 +383,18 @@ async def test_50_concurrent_logs_against_one_authorization_count_each_cost_once
     assert {c + h for c, h in zip(covered, charged, strict=True)} == {Decimal("0.10")}  # each counted once
     assert sum(covered) == Decimal(3)  # the authorization covers exactly what it holds, once
     assert sum(charged) == Decimal(2)  # the rest is charged once: 50 x 0.10 = 5.00 in all
-    assert (await governor.get_payment(ACME, payment.payment_id)).reported_micros == 3_000_000
+    assert (await governor.budgets.get_payment(ACME, payment.payment_id)).reported_micros == 3_000_000
     assert await _reconciles(governor, session.session_id) == Decimal(5)
-    assert (await governor.verify_log(ACME)).ok
+    assert (await governor.ledger.verify_log(ACME)).ok
 
 
 async def test_an_authorization_of_another_session_cannot_cover_a_cost(governor: Governor) -> None:
     payer, other = await _session(governor), await _session(governor)
-    payment = (await governor.authorize_payment(ACME, session_id=payer.session_id, amount="5")).value.payment
+    payment = (
+        await governor.budgets.authorize_payment(ACME, session_id=payer.session_id, amount="5")
+    ).value.payment
     with pytest.raises(NotFound):
-        await governor.log_action(
+        await governor.budgets.log_action(
             ACME,
             session_id=other.session_id,
             tool="t",
@@ -385,7 +404,7 @@ async def test_an_authorization_of_another_session_cannot_cover_a_cost(governor:
         )
     assert await _reconciles(governor, other.session_id) == 0
     with pytest.raises(NotFound):
-        await governor.log_action(
+        await governor.budgets.log_action(
             ACME, session_id=other.session_id, tool="t", action="a", cost_usd="1", authorization_id="pay_x"
         )
 
@@ -394,9 +413,9 @@ async def test_budget_exhausted_is_recorded_when_the_remaining_budget_reaches_ze
     governor: Governor, store: SqlStore
 ) -> None:
     session = await _session(governor, limit="2.00")
-    await governor.authorize_payment(ACME, session_id=session.session_id, amount="1.50")
+    await governor.budgets.authorize_payment(ACME, session_id=session.session_id, amount="1.50")
     assert await _exhausted_events(store) == []
-    await governor.authorize_payment(ACME, session_id=session.session_id, amount="0.50")
+    await governor.budgets.authorize_payment(ACME, session_id=session.session_id, amount="0.50")
     (payload,) = await _exhausted_events(store)
     assert payload["session_id"] == session.session_id
     assert (payload["spend_limit_usd"], payload["spent_usd"]) == ("2.00", "2.00")
@@ -414,21 +433,21 @@ async def _events(store: SqlStore, kind: str) -> list[dict[str, Any]]:
 
 async def test_a_replayed_authorization_returns_the_first_and_charges_once(governor: Governor) -> None:
     session = await _session(governor, limit="3")
-    first = await governor.authorize_payment(
+    first = await governor.budgets.authorize_payment(
         ACME, session_id=session.session_id, amount="2", idempotency_key="k1"
     )
-    again = await governor.authorize_payment(
+    again = await governor.budgets.authorize_payment(
         ACME, session_id=session.session_id, amount="2", idempotency_key="k1"
     )
     assert again.replayed
     assert not first.replayed
     assert again.value.payment.payment_id == first.value.payment.payment_id
     with pytest.raises(BudgetExceeded):
-        await governor.authorize_payment(
+        await governor.budgets.authorize_payment(
             ACME, session_id=session.session_id, amount="2", idempotency_key="k2"
         )
     with pytest.raises(BudgetExceeded, match="was refused"):
-        await governor.authorize_payment(
+        await governor.budgets.authorize_payment(
             ACME, session_id=session.session_id, amount="2", idempotency_key="k2"
         )
     assert await _reconciles(governor, session.session_id) == Decimal(2)
@@ -439,16 +458,20 @@ async def test_payments_are_listed_newest_first_by_session(governor: Governor, c
     made = []
     for amount in ("1", "2", "3"):
         made.append(
-            (await governor.authorize_payment(ACME, session_id=session.session_id, amount=amount)).value
+            (
+                await governor.budgets.authorize_payment(ACME, session_id=session.session_id, amount=amount)
+            ).value
         )
         clock.advance(1)
-    await governor.authorize_payment(ACME, session_id=other.session_id, amount="1")
-    first = await governor.list_payments(ACME, session_id=session.session_id, limit=2)
+    await governor.budgets.authorize_payment(ACME, session_id=other.session_id, amount="1")
+    first = await governor.budgets.list_payments(ACME, session_id=session.session_id, limit=2)
     assert [p.payment_id for p in first.items] == [made[2].payment.payment_id, made[1].payment.payment_id]
-    rest = await governor.list_payments(ACME, session_id=session.session_id, cursor=encode_cursor(first.next))
+    rest = await governor.budgets.list_payments(
+        ACME, session_id=session.session_id, cursor=encode_cursor(first.next)
+    )
     assert [p.payment_id for p in rest.items] == [made[0].payment.payment_id]
-    assert len((await governor.list_payments(ACME)).items) == 4
-    assert (await governor.list_payments(Principal.operator("globex"))).items == []
+    assert len((await governor.budgets.list_payments(ACME)).items) == 4
+    assert (await governor.budgets.list_payments(Principal.operator("globex"))).items == []
 
 
 async def test_200_concurrent_one_dollar_authorizations_against_ten_dollars_authorize_exactly_10(
@@ -461,7 +484,9 @@ async def test_200_concurrent_one_dollar_authorizations_against_ten_dollars_auth
     async def pay() -> None:
         nonlocal refused
         try:
-            outcome = await governor.authorize_payment(ACME, session_id=session.session_id, amount="1.00")
+            outcome = await governor.budgets.authorize_payment(
+                ACME, session_id=session.session_id, amount="1.00"
+            )
             authorized.append(outcome.value.payment.payment_id)
         except BudgetExceeded:
             refused += 1
@@ -475,7 +500,7 @@ async def test_200_concurrent_one_dollar_authorizations_against_ten_dollars_auth
     records = await _entries(governor, session.session_id)
     assert [r["status"] for r in records].count("ok") == 10
     assert [r["status"] for r in records].count("denied") == 190
-    assert (await governor.verify_log(ACME)).ok
+    assert (await governor.ledger.verify_log(ACME)).ok
 
 
 async def test_200_authorizations_from_4_processes_on_postgresql_never_overspend(
@@ -483,10 +508,12 @@ async def test_200_authorizations_from_4_processes_on_postgresql_never_overspend
 ) -> None:
     store = SqlStore.open(postgres_url, pool_size=2)
     try:
-        governor = Governor(store=store, clock=SystemClock())
-        await governor.create_key(ACME, name="setup", scopes=["*"])
+        governor = wire(store=store, clock=SystemClock())
+        await governor.keys.create_key(ACME, name="setup", scopes=["*"])
         session = (
-            await governor.create_session(ACME, agent_id="payer", scopes=["spend"], spend_limit=Decimal(10))
+            await governor.sessions.create_session(
+                ACME, agent_id="payer", scopes=["spend"], spend_limit=Decimal(10)
+            )
         ).value
         commands = [["tests.store.payment_worker", postgres_url, "acme", session.session_id, "50"]] * 4
         results = [json.loads(line) for line in await run_workers(commands, tmp_path)]
@@ -494,6 +521,6 @@ async def test_200_authorizations_from_4_processes_on_postgresql_never_overspend
         assert len(set(authorized)) == len(authorized) == 10
         assert sum(result["refused"] for result in results) == 190
         assert await _reconciles(governor, session.session_id) == Decimal(10)
-        assert (await governor.verify_log(ACME)).ok
+        assert (await governor.ledger.verify_log(ACME)).ok
     finally:
         await store.close()

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from haldir.core import merkle
 from haldir.core.keys import ApiKey, Principal, generate_key
 from haldir.core.ledger import GENESIS, canonical_bytes, verify_entry
-from haldir.governor import Governor
+from haldir.runtime import wire
 from haldir.store.schema import merkle_nodes
 from haldir.store.sql import SqlStore
 from tests.store import ledger_worker
@@ -112,6 +112,6 @@ async def _require_one_verifying_log(
     assert merkle.root(total, stored) == builder.root()
 
     # And the governor's own whole-log verification agrees.
-    governor = Governor(store=store, clock=FakeClock())
-    verification = await governor.verify_log(Principal.operator(TENANT))
+    governor = wire(store=store, clock=FakeClock())
+    verification = await governor.ledger.verify_log(Principal.operator(TENANT))
     assert (verification.ok, verification.tree_size, verification.first_bad) == (True, total, None)

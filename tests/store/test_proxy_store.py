@@ -27,7 +27,7 @@ HOUR = datetime(2026, 4, 5, 19, 0, tzinfo=UTC)
 @pytest.fixture(autouse=True)
 async def _tenants(governor: Governor) -> None:
     for tenant in ("acme", "globex"):
-        await governor.create_key(Principal.operator(tenant), name="setup", scopes=["*"])
+        await governor.keys.create_key(Principal.operator(tenant), name="setup", scopes=["*"])
 
 
 async def _take(store: SqlStore, subject: str, *, at: datetime, max_calls: int = 3) -> int | None:
@@ -90,24 +90,26 @@ async def test_a_rolled_back_transaction_leaves_counters_untouched(store: SqlSto
 
 
 async def test_upstreams_tools_and_policies_are_scoped_to_their_tenant(governor: Governor) -> None:
-    await governor.register_upstream(ACME, name="web", url=URL)
-    await governor.record_tools("acme", "web", [{"name": "search"}])
-    await governor.create_policy(ACME, {"type": "deny", "tools": ["search"]})
-    assert await governor.list_upstreams(GLOBEX) == []
-    assert await governor.list_proxy_tools(GLOBEX) == []
-    assert await governor.list_policies(GLOBEX) == []
-    await governor.register_upstream(GLOBEX, name="web", url=URL)  # the same name in another tenant
-    assert [u.tenant_id for u in await governor.list_upstreams(GLOBEX)] == ["globex"]
+    await governor.registry.register_upstream(ACME, name="web", url=URL)
+    await governor.registry.record_tools("acme", "web", [{"name": "search"}])
+    await governor.registry.create_policy(ACME, {"type": "deny", "tools": ["search"]})
+    assert await governor.registry.list_upstreams(GLOBEX) == []
+    assert await governor.registry.list_proxy_tools(GLOBEX) == []
+    assert await governor.registry.list_policies(GLOBEX) == []
+    await governor.registry.register_upstream(GLOBEX, name="web", url=URL)  # the same name in another tenant
+    assert [u.tenant_id for u in await governor.registry.list_upstreams(GLOBEX)] == ["globex"]
 
 
 async def test_concurrent_syncs_of_one_changed_tool_record_the_change_once(governor: Governor) -> None:
-    await governor.register_upstream(ACME, name="web", url=URL)
-    await governor.record_tools("acme", "web", [{"name": "search", "description": "v1"}])
+    await governor.registry.register_upstream(ACME, name="web", url=URL)
+    await governor.registry.record_tools("acme", "web", [{"name": "search", "description": "v1"}])
     changed: list[tuple[str, ...]] = []
 
     async def sync() -> None:
         changed.append(
-            (await governor.record_tools("acme", "web", [{"name": "search", "description": "v2"}])).changed
+            (
+                await governor.registry.record_tools("acme", "web", [{"name": "search", "description": "v2"}])
+            ).changed
         )
 
     with anyio.fail_after(60):
@@ -115,24 +117,26 @@ async def test_concurrent_syncs_of_one_changed_tool_record_the_change_once(gover
             for _ in range(8):
                 tg.start_soon(sync)
     assert sorted(changed) == [(), (), (), (), (), (), (), ("search",)]
-    page = await governor.list_entries(ACME, where=EntryFilter(tool="proxy", flagged=True), limit=50)
+    page = await governor.ledger.list_entries(ACME, where=EntryFilter(tool="proxy", flagged=True), limit=50)
     assert [entry.record["action"] for entry in page.entries] == ["proxy.tool.changed"]
 
 
 async def test_deleting_a_policy_deletes_its_counters(governor: Governor, store: SqlStore) -> None:
-    policy = await governor.create_policy(ACME, {"type": "rate_limit", "max_calls": 5, "window_seconds": 60})
+    policy = await governor.registry.create_policy(
+        ACME, {"type": "rate_limit", "max_calls": 5, "window_seconds": 60}
+    )
     async with store.spend_transaction("acme") as tx:
         await tx.take_call(policy.policy_id, "tenant", max_calls=5, window_start=HOUR)
         await tx.charge_limit(policy.policy_id, "tenant", 5, max_micros=10)
-    await governor.delete_policy(ACME, policy.policy_id)
+    await governor.registry.delete_policy(ACME, policy.policy_id)
     async with store.read_connection() as conn:
         for table in (proxy_rate_counters, proxy_spend_counters):
             assert (await conn.execute(sa.select(sa.func.count()).select_from(table))).scalar() == 0
 
 
 async def test_a_sync_of_an_upstream_deleted_meanwhile_stores_nothing(governor: Governor) -> None:
-    await governor.register_upstream(ACME, name="web", url=URL)
-    await governor.delete_upstream(ACME, "web")
+    await governor.registry.register_upstream(ACME, name="web", url=URL)
+    await governor.registry.delete_upstream(ACME, "web")
     with pytest.raises(NotFound):
-        await governor.record_tools("acme", "web", [{"name": "search"}])
-    assert await governor.list_proxy_tools(ACME) == []
+        await governor.registry.record_tools("acme", "web", [{"name": "search"}])
+    assert await governor.registry.list_proxy_tools(ACME) == []

@@ -41,7 +41,7 @@ def create(
 
     async def work() -> CreatedKey:
         async with open_governor(settings) as gov:
-            outcome = await gov.create_key(Principal.operator(tenant), name=name, scopes=wanted)
+            outcome = await gov.keys.create_key(Principal.operator(tenant), name=name, scopes=wanted)
             return outcome.value
 
     created = run(work)
@@ -70,7 +70,7 @@ def list_keys(tenant: Tenant = DEFAULT_TENANT, as_json: AsJson = False) -> None:
 
     async def work() -> list[ApiKey]:
         async with open_governor(settings) as gov:
-            return await gov.list_keys(Principal.operator(tenant))
+            return await gov.keys.list_keys(Principal.operator(tenant))
 
     found = run(work)
     if as_json:
@@ -90,10 +90,10 @@ def revoke(prefix: Annotated[str, typer.Argument(help="The key's prefix, e.g. hl
 
     async def work() -> ApiKey:
         async with open_governor(settings) as gov:
-            tenant = await gov.key_tenant(prefix)
+            tenant = await gov.keys.key_tenant(prefix)
             if tenant is None:
                 raise NotFound(f"no API key {prefix!r}")
-            return await gov.revoke_key(Principal.operator(tenant), prefix)
+            return await gov.keys.revoke_key(Principal.operator(tenant), prefix)
 
     key = run(work)
     console.print(f"revoked {key.prefix} (tenant '{key.tenant_id}')")

@@ -29,7 +29,7 @@ def serve(
     async def bootstrap() -> tuple[NewKey | None, str | None]:
         # Opening the Vault here refuses a wrong or missing master key before the server starts.
         async with open_runtime(settings, pool_size=2, vault=True) as runtime:
-            return await runtime.governor.bootstrap(DEFAULT_TENANT), runtime.generated_master_key
+            return await runtime.governor.keys.bootstrap(DEFAULT_TENANT), runtime.generated_master_key
 
     new, generated_key = run(bootstrap)
     base = f"http://{settings.host}:{settings.port}"

@@ -48,7 +48,7 @@ def status(as_json: AsJson = False) -> None:
 
     async def work() -> VaultStatus:
         async with open_governor(settings) as gov:  # without the Vault: status must work with a wrong key
-            return await gov.vault_status(_OPERATOR)
+            return await gov.vault.vault_status(_OPERATOR)
 
     found = _held_by(run(work), keyring)
     newest = max((key.version for key in found.master_keys), default=None)
@@ -116,7 +116,7 @@ async def _rotate_file(settings: Settings, path: Path) -> Rotation:
     # Step 1.
     keyring = _require_key_file(settings)
     async with _vault(settings) as gov:
-        registered = {key.check_value for key in (await gov.vault_status(_OPERATOR)).master_keys}
+        registered = {key.check_value for key in (await gov.vault.vault_status(_OPERATOR)).master_keys}
     # Step 2. A newest key the store does not know yet is one an interrupted rotate-key wrote: finish it.
     if keyring.newest.check_value in registered:
         keys: list[MasterKey] = [generate_master_key(), *keyring.keys]
@@ -124,12 +124,12 @@ async def _rotate_file(settings: Settings, path: Path) -> Rotation:
         write_key_file(path, keys)
     # Step 3. The runtime reads the keys again: the new one is the file's first.
     async with _vault(settings) as gov:
-        return await gov.rotate_master_key(_OPERATOR)
+        return await gov.vault.rotate_master_key(_OPERATOR)
 
 
 async def _rotate_env(settings: Settings) -> Rotation:
     async with _vault(settings) as gov:
-        found = await gov.vault_status(_OPERATOR)
+        found = await gov.vault.vault_status(_OPERATOR)
         keyring, _ = load_master_keys(settings, generate=False)
         assert keyring is not None  # HALDIR_ENCRYPTION_KEY is set
         newest = max(found.master_keys, key=lambda key: key.version)
@@ -141,7 +141,7 @@ async def _rotate_env(settings: Settings) -> Rotation:
                 f"first in {_ENV} (haldir vault generate-key prints one), keep the old key after it, "
                 "deploy that to every server, then run rotate-key"
             )
-        return await gov.rotate_master_key(_OPERATOR)
+        return await gov.vault.rotate_master_key(_OPERATOR)
 
 
 def _require_key_file(settings: Settings) -> MasterKeyring:

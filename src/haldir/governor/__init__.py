@@ -1,6 +1,6 @@
-"""Use cases over the store ports."""
+"""Use cases over the store ports: one service per capability, held by name in `Governor`."""
 
-from haldir.governor.base import DEFAULT_TENANT
+from haldir.governor.fields import DEFAULT_TENANT
 from haldir.governor.governor import Governor
 from haldir.governor.keys import CreatedKey
 from haldir.governor.sessions import DEFAULT_TTL, PermissionCheck

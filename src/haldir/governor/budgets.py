@@ -12,9 +12,10 @@ from decimal import Decimal
 from typing import Any
 
 from haldir.core import ids
+from haldir.core.clock import Clock
 from haldir.core.idempotency import IdempotencyClaim, Outcome, claim
 from haldir.core.keys import Principal
-from haldir.core.ledger import STATUSES, NewEntry, StoredEntry, canonical_bytes
+from haldir.core.ledger import STATUSES, StoredEntry, canonical_bytes
 from haldir.core.money import format_micros, to_micros
 from haldir.core.pagination import MAX_PAGE, Page, decode_cursor
 from haldir.core.payments import (
@@ -29,9 +30,10 @@ from haldir.core.payments import (
 )
 from haldir.core.sessions import Session, holds_spend, spend_refusal
 from haldir.errors import BudgetExceeded, Conflict, InvalidAmount, InvalidRequest, NotFound, ScopeDenied
-from haldir.governor.audit import AuditMixin, Lookback
-from haldir.governor.base import text_field
-from haldir.store.ports import SpendTransaction
+from haldir.governor.fields import text_field
+from haldir.governor.ledger import Ledger, Lookback
+from haldir.governor.sessions import Sessions
+from haldir.store.ports import PaymentStore, SpendTransaction
 
 MAX_DETAILS_BYTES = 64 * 1024
 
@@ -42,7 +44,17 @@ class Authorization:
     remaining_micros: int
 
 
-class BudgetsMixin(AuditMixin):
+class Budgets:
+    """Spend against session budgets: logged costs and payment authorizations."""
+
+    def __init__(
+        self, *, payment_store: PaymentStore, sessions: Sessions, ledger: Ledger, clock: Clock
+    ) -> None:
+        self._payment_store = payment_store
+        self._sessions = sessions
+        self._ledger = ledger
+        self._clock = clock
+
     async def log_action(
         self,
         principal: Principal,
@@ -65,7 +77,7 @@ class BudgetsMixin(AuditMixin):
         `audit.flagged` event). A session's `spent` stays the sum of its entries' `charged_usd`.
         """
         principal.require("audit:write")
-        session = await self._session(principal, session_id)
+        session = await self._sessions.require_session(principal, session_id)
         if status not in STATUSES:
             raise InvalidRequest(f"status must be one of {sorted(STATUSES)}, got {status!r}")
         details = {} if details is None else details
@@ -82,11 +94,11 @@ class BudgetsMixin(AuditMixin):
         if authorization_id is not None and not ids.is_id(ids.PAYMENT, authorization_id):
             raise NotFound(f"no payment authorization {authorization_id!r} of session {session.session_id}")
         if cost == 0 and authorization_id is None:
-            return await self._append(
+            return await self._ledger.append(
                 principal.tenant_id, session_id=session.session_id, agent_id=session.agent_id, **fields
             )
-        context = await self._lookback(principal.tenant_id, session.session_id)
-        async with self._store.spend_transaction(principal.tenant_id) as tx:
+        context = await self._ledger.lookback(principal.tenant_id, session.session_id)
+        async with self._payment_store.spend_transaction(principal.tenant_id) as tx:
             if authorization_id is None:
                 candidates = await tx.open_payments(session.session_id)
             else:
@@ -114,10 +126,12 @@ class BudgetsMixin(AuditMixin):
             assert current is not None  # sessions are never deleted
             flag = _uncovered_flag(current, uncovered, now=self._clock.now())
             entry = await tx.append(
-                self._spend_entry(context, current, charged_micros=uncovered, flag_reason=flag, **fields)
+                self._ledger.spend_entry(
+                    context, current, charged_micros=uncovered, flag_reason=flag, **fields
+                )
             )
             if uncovered:
-                await self._exhausted(tx, current, entry, charged_micros=uncovered)
+                await record_exhausted(tx, current, entry, charged_micros=uncovered, clock=self._clock)
             return entry
 
     # payments
@@ -134,7 +148,7 @@ class BudgetsMixin(AuditMixin):
     ) -> Outcome[Authorization]:
         """Reserve `amount` of the session's budget with one conditional update; 402 when it does not fit."""
         principal.require("payments:write")
-        session = await self._session(principal, session_id)
+        session = await self._sessions.require_session(principal, session_id)
         micros = to_micros(amount, field="amount")
         if micros == 0:
             raise InvalidAmount("amount must be more than 0", field="amount")
@@ -148,7 +162,7 @@ class BudgetsMixin(AuditMixin):
             payload={"session_id": session.session_id, "amount": micros, "description": description},
         )
         tenant_id = principal.tenant_id
-        context = await self._lookback(tenant_id, session.session_id)
+        context = await self._ledger.lookback(tenant_id, session.session_id)
         fields: dict[str, Any] = {
             "tool": PAYMENTS_TOOL,
             "action": "payment.authorize",
@@ -163,7 +177,7 @@ class BudgetsMixin(AuditMixin):
             reason = (
                 f"session {session.session_id} lacks scope 'spend'; it has {[str(s) for s in session.scopes]}"
             )
-            await self._append(
+            await self._ledger.append(
                 tenant_id,
                 session_id=session.session_id,
                 agent_id=session.agent_id,
@@ -182,7 +196,7 @@ class BudgetsMixin(AuditMixin):
             created_at=now,
             updated_at=now,
         )
-        async with self._store.spend_transaction(tenant_id) as tx:
+        async with self._payment_store.spend_transaction(tenant_id) as tx:
             if request is not None:
                 replayed = await self._replay(tx, request, payment)
                 if replayed is not None:
@@ -192,9 +206,9 @@ class BudgetsMixin(AuditMixin):
                 await tx.insert_payment(payment)
                 fields["details"]["authorization_id"] = payment.payment_id
                 entry = await tx.append(
-                    self._spend_entry(context, charged, charged_micros=micros, status="ok", **fields)
+                    self._ledger.spend_entry(context, charged, charged_micros=micros, status="ok", **fields)
                 )
-                await self._exhausted(tx, charged, entry, charged_micros=micros)
+                await record_exhausted(tx, charged, entry, charged_micros=micros, clock=self._clock)
                 return Outcome(Authorization(payment, charged.remaining_micros))
             refusal = await self._refuse(tx, context, session, micros, {**fields, "status": "ok"})
         raise refusal
@@ -234,15 +248,15 @@ class BudgetsMixin(AuditMixin):
     ) -> Payment:
         tenant_id = principal.tenant_id
         found = (
-            await self._store.get_payment(tenant_id, payment_id)
+            await self._payment_store.get_payment(tenant_id, payment_id)
             if ids.is_id(ids.PAYMENT, payment_id)
             else None
         )
         if found is None:
             raise NotFound(f"no payment {payment_id!r} in this tenant")
-        context = await self._lookback(tenant_id, found.session_id)
+        context = await self._ledger.lookback(tenant_id, found.session_id)
         now = self._clock.now()
-        async with self._store.spend_transaction(tenant_id) as tx:
+        async with self._payment_store.spend_transaction(tenant_id) as tx:
             payment = await tx.payment(payment_id)  # locked: one settlement wins
             if payment is None:
                 raise NotFound(f"no payment {payment_id!r} in this tenant")
@@ -259,7 +273,7 @@ class BudgetsMixin(AuditMixin):
             )
             assert session is not None  # payments keep their session
             await tx.append(
-                self._spend_entry(
+                self._ledger.spend_entry(
                     context,
                     session,
                     charged_micros=release,
@@ -278,7 +292,7 @@ class BudgetsMixin(AuditMixin):
     async def get_payment(self, principal: Principal, payment_id: str) -> Payment:
         principal.require("payments:read")
         found = (
-            await self._store.get_payment(principal.tenant_id, payment_id)
+            await self._payment_store.get_payment(principal.tenant_id, payment_id)
             if ids.is_id(ids.PAYMENT, payment_id)
             else None
         )
@@ -299,22 +313,8 @@ class BudgetsMixin(AuditMixin):
             raise InvalidRequest(f"limit must be from 1 to {MAX_PAGE}, got {limit}")
         if session_id is not None and not ids.is_id(ids.SESSION, session_id):
             raise InvalidRequest(f"session_id {session_id!r} is not a session id", field="session_id")
-        return await self._store.list_payments(
+        return await self._payment_store.list_payments(
             principal.tenant_id, session_id=session_id, limit=limit, after=decode_cursor(cursor)
-        )
-
-    # the shared steps of a spend
-
-    def _spend_entry(
-        self, context: Lookback, session: Session, *, charged_micros: int, **fields: Any
-    ) -> NewEntry:
-        return self._entry(
-            session.tenant_id,
-            context,
-            session_id=session.session_id,
-            agent_id=session.agent_id,
-            charged_micros=charged_micros,
-            **fields,
         )
 
     async def _refuse(
@@ -324,29 +324,32 @@ class BudgetsMixin(AuditMixin):
         current = await tx.session(session.session_id) or session
         now = self._clock.now()
         reason = spend_refusal(current, micros, now=now)
-        await tx.append(self._spend_entry(context, current, charged_micros=0, **_denied(fields, reason)))
+        await tx.append(
+            self._ledger.spend_entry(context, current, charged_micros=0, **_denied(fields, reason))
+        )
         if current.invalid_reason(now):
             return ScopeDenied(reason)
         return BudgetExceeded(reason, remaining_budget=format_micros(current.remaining_micros))
 
-    async def _exhausted(
-        self, tx: SpendTransaction, session: Session, entry: StoredEntry, *, charged_micros: int
-    ) -> None:
-        """Record `budget.exhausted` when this charge took the session's remaining budget to zero (not
-        when it had none left before)."""
-        had_left = session.spend_limit_micros - (session.spent_micros - charged_micros) > 0
-        if had_left and session.remaining_micros == 0:
-            await tx.record_event(
-                BUDGET_EXHAUSTED,
-                {
-                    "session_id": session.session_id,
-                    "agent_id": session.agent_id,
-                    "spend_limit_usd": format_micros(session.spend_limit_micros),
-                    "spent_usd": format_micros(session.spent_micros),
-                    "entry_id": entry.entry_id,
-                },
-                at=self._clock.now(),
-            )
+
+async def record_exhausted(
+    tx: SpendTransaction, session: Session, entry: StoredEntry, *, charged_micros: int, clock: Clock
+) -> None:
+    """Record `budget.exhausted` when this charge took the session's remaining budget to zero (not when it
+    had none left before). Every spend that charges a session ends with this, in its transaction."""
+    had_left = session.spend_limit_micros - (session.spent_micros - charged_micros) > 0
+    if had_left and session.remaining_micros == 0:
+        await tx.record_event(
+            BUDGET_EXHAUSTED,
+            {
+                "session_id": session.session_id,
+                "agent_id": session.agent_id,
+                "spend_limit_usd": format_micros(session.spend_limit_micros),
+                "spent_usd": format_micros(session.spent_micros),
+                "entry_id": entry.entry_id,
+            },
+            at=clock.now(),
+        )
 
 
 def _uncovered_flag(session: Session, uncovered_micros: int, *, now: datetime) -> str | None:

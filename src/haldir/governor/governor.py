@@ -1,15 +1,36 @@
-"""The governor: the one place that authenticates, authorizes and decides. Each concern is a module."""
+"""The governor: the services by name, wired once (`haldir.runtime.wire`). Adapters call one method of one
+service per use case, e.g. `governor.sessions.create_session(...)`; the governor itself decides nothing."""
 
 from __future__ import annotations
 
-from haldir.governor.budgets import BudgetsMixin
-from haldir.governor.keys import KeysMixin
-from haldir.governor.proxy import ProxyMixin
-from haldir.governor.rules import RulesMixin
-from haldir.governor.sessions import SessionsMixin
-from haldir.governor.vault import VaultMixin
-from haldir.governor.verification import VerificationMixin
+from dataclasses import dataclass
+from datetime import datetime
+
+from haldir.core.clock import Clock
+from haldir.governor.budgets import Budgets
+from haldir.governor.keys import Keys
+from haldir.governor.ledger import Ledger
+from haldir.governor.proxy import Proxy
+from haldir.governor.registry import Registry
+from haldir.governor.rules import Rules
+from haldir.governor.sessions import Sessions
+from haldir.governor.vault import Vault
 
 
-class Governor(KeysMixin, SessionsMixin, ProxyMixin, BudgetsMixin, VaultMixin, VerificationMixin, RulesMixin):
-    """Every use case, over the store ports. Adapters call one method each."""
+@dataclass(frozen=True)
+class Governor:
+    """Every use case, one service per capability."""
+
+    keys: Keys
+    sessions: Sessions
+    ledger: Ledger
+    rules: Rules
+    budgets: Budgets
+    vault: Vault
+    registry: Registry
+    proxy: Proxy
+    clock: Clock
+
+    def now(self) -> datetime:
+        """The services' clock, for adapters that render time-dependent fields such as `is_valid`."""
+        return self.clock.now()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from haldir.core import ids
+from haldir.core.clock import Clock
 from haldir.core.idempotency import Outcome, claim
 from haldir.core.keys import (
     ApiKey,
@@ -17,7 +18,8 @@ from haldir.core.keys import (
     parse_key_scopes,
 )
 from haldir.errors import InsufficientScope, InvalidApiKey, NotFound, Unauthenticated
-from haldir.governor.base import DEFAULT_TENANT, GovernorBase, text_field, valid_tenant_id
+from haldir.governor.fields import DEFAULT_TENANT, text_field, valid_tenant_id
+from haldir.store.ports import KeyStore
 
 
 @dataclass(frozen=True)
@@ -28,14 +30,20 @@ class CreatedKey:
     value: str | None
 
 
-class KeysMixin(GovernorBase):
+class Keys:
+    """Turns a presented API key into a principal, and manages a tenant's keys."""
+
+    def __init__(self, *, key_store: KeyStore, clock: Clock) -> None:
+        self._key_store = key_store
+        self._clock = clock
+
     async def authenticate(self, presented: str | None) -> Principal:
         """The principal of a presented API key; missing, unknown and revoked keys are refused alike."""
         if not presented:
             raise Unauthenticated("missing API key: send 'Authorization: Bearer hld_…' or 'X-API-Key: hld_…'")
         if not looks_like_key(presented):
             raise InvalidApiKey("invalid API key")
-        found = await self._store.find_key(display_prefix(presented))
+        found = await self._key_store.find_key(display_prefix(presented))
         # Hash and compare even when nothing was found, so timing says nothing about which prefixes exist.
         stored_hash = found[1] if found else "0" * 64
         matches = key_matches(presented, stored_hash)
@@ -54,7 +62,7 @@ class KeysMixin(GovernorBase):
             scopes=frozenset({"*"}),
             created_at=self._clock.now(),
         )
-        return new if await self._store.bootstrap_tenant(key, key_hash=new.hash) else None
+        return new if await self._key_store.bootstrap_tenant(key, key_hash=new.hash) else None
 
     async def create_key(
         self,
@@ -85,24 +93,24 @@ class KeysMixin(GovernorBase):
             scopes=wanted,
             created_at=self._clock.now(),
         )
-        outcome = await self._store.insert_key(key, key_hash=new.hash, idempotency=request)
+        outcome = await self._key_store.insert_key(key, key_hash=new.hash, idempotency=request)
         value = None if outcome.replayed else new.value
         return Outcome(CreatedKey(outcome.value, value), replayed=outcome.replayed)
 
     async def key_tenant(self, prefix: str) -> str | None:
         """The tenant of a key prefix, for operator commands that name a key but not its tenant."""
-        found = await self._store.find_key(prefix) if ids.is_id(ids.API_KEY, prefix) else None
+        found = await self._key_store.find_key(prefix) if ids.is_id(ids.API_KEY, prefix) else None
         return None if found is None else found[0].tenant_id
 
     async def list_keys(self, principal: Principal) -> list[ApiKey]:
         principal.require("admin:read")
-        return await self._store.list_keys(principal.tenant_id)
+        return await self._key_store.list_keys(principal.tenant_id)
 
     async def revoke_key(self, principal: Principal, prefix: str) -> ApiKey:
         principal.require("admin:write")
         key = None
         if ids.is_id(ids.API_KEY, prefix):
-            key = await self._store.revoke_key(principal.tenant_id, prefix, at=self._clock.now())
+            key = await self._key_store.revoke_key(principal.tenant_id, prefix, at=self._clock.now())
         if key is None:
             raise NotFound(f"no API key {prefix!r} in this tenant")
         return key

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from haldir.core.clock import Clock
 from haldir.core.keys import Principal
 from haldir.core.ledger import StoredEntry, canonical_bytes
 from haldir.core.money import format_micros
@@ -38,19 +39,13 @@ from haldir.errors import (
     ScopeDenied,
     ToolDefinitionChanged,
 )
-from haldir.governor.base import text_field
-from haldir.governor.registry import (
-    ProxyTool,
-    RegistryMixin,
-    ResolvedUpstream,
-    ToolSync,
-    governance_fields,
-    secret_details,
-    tool_scope,
-)
-from haldir.store.ports import SpendTransaction
-
-__all__ = ["Admission", "ProxyMixin", "ProxyTool", "Reservation", "ResolvedUpstream", "ToolSync"]
+from haldir.governor.budgets import record_exhausted
+from haldir.governor.fields import text_field
+from haldir.governor.ledger import Ledger
+from haldir.governor.registry import ProxyTool, Registry, governance_fields, secret_details, tool_scope
+from haldir.governor.sessions import Sessions
+from haldir.governor.vault import Vault
+from haldir.store.ports import PaymentStore, SpendTransaction
 
 CALL_ACTION = "tools/call"
 MAX_ERROR_CHARS = 1000
@@ -86,7 +81,27 @@ class Admission:
         return f"Admission({self.session.session_id!r}, {self.tool.name!r}, secrets={sorted(self.injected)})"
 
 
-class ProxyMixin(RegistryMixin):
+class Proxy:
+    """Admits and records governed tool calls, over the registry's tools and policies, the session's
+    budget and scope, the Vault's secrets and the ledger."""
+
+    def __init__(
+        self,
+        *,
+        registry: Registry,
+        sessions: Sessions,
+        vault: Vault,
+        ledger: Ledger,
+        payment_store: PaymentStore,
+        clock: Clock,
+    ) -> None:
+        self._registry = registry
+        self._sessions = sessions
+        self._vault = vault
+        self._ledger = ledger
+        self._payment_store = payment_store  # its spend transaction counts, charges and records a call
+        self._clock = clock
+
     async def admit_call(
         self, principal: Principal, *, session_id: str, tool: str, arguments: dict[str, Any]
     ) -> Admission:
@@ -101,7 +116,7 @@ class ProxyMixin(RegistryMixin):
         if not isinstance(arguments, dict):
             raise InvalidRequest("arguments must be a JSON object", field="arguments")
         digest = _sha256(arguments)
-        session = await self._session(principal, session_id)
+        session = await self._sessions.require_session(principal, session_id)
         try:
             return await self._admit(session, tool, arguments)
         except (CallDenied, BudgetExceeded, ScopeDenied, NotFound) as refused:
@@ -115,7 +130,7 @@ class ProxyMixin(RegistryMixin):
         if invalid:
             raise ScopeDenied(invalid, flag_reason=invalid)
         # Step 2: the tool is known and its pin current.
-        tool = await self._proxy_tool(session.tenant_id, name)
+        tool = await self._registry.proxy_tool(session.tenant_id, name)
         if tool.status == "changed":
             reason = (
                 f"Tool '{tool.name}' changed its definition since it was pinned; an operator must approve it"
@@ -127,7 +142,7 @@ class ProxyMixin(RegistryMixin):
             raise NotAllowed(decision.reason or "denied", flag_reason=decision.reason)
         # Step 4: the policies, in their fixed order.
         ref = ToolRef(tool.name, tool.upstream, tool.tool_name)
-        policies = await self._store.proxy.list_policies(session.tenant_id)
+        policies = await self._registry.policies(session.tenant_id)
         refusal = check_call(policies, tool=ref, arguments=arguments, now=now)
         if refusal is not None:
             raise refusal.error(refusal.reason, flag_reason=refusal.reason, policy_id=refusal.policy_id)
@@ -157,7 +172,7 @@ class ProxyMixin(RegistryMixin):
         holds the secret's `scope_required`; every scope is checked before any secret is opened."""
         secrets = []
         for ref in sorted(find_secret_refs(arguments)):
-            secret = await self._store.vault.secret_version(session.tenant_id, ref, None)
+            secret = await self._vault.latest_secret(session.tenant_id, ref)
             if secret is None:
                 reason = (
                     f"Tool '{tool.name}': argument refers to secret {ref!r}, which this tenant does not have"
@@ -170,19 +185,17 @@ class ProxyMixin(RegistryMixin):
             secrets.append(secret)
         values = {}
         for secret in secrets:
-            values[secret.name] = await self._open(secret)
-            context = await self._lookback(session.tenant_id, session.session_id)
+            values[secret.name] = await self._vault.open_unchecked(secret)
+            context = await self._ledger.lookback(session.tenant_id, session.session_id)
             details = {**secret_details(secret), "actor": "proxy", "tool": tool.name}
-            entry = self._entry(
+            entry = self._ledger.entry(
                 session.tenant_id,
                 context,
                 session_id=session.session_id,
                 agent_id=session.agent_id,
                 **governance_fields("secret.release", details) | {"tool": VAULT_TOOL},
             )
-            await self._store.vault.record_release(
-                session.tenant_id, secret.name, at=self._clock.now(), entry=entry
-            )
+            await self._vault.record_release(session.tenant_id, secret.name, entry=entry)
         return values
 
     async def _reserve(
@@ -201,8 +214,8 @@ class ProxyMixin(RegistryMixin):
         if cost == 0 and not rates:
             return ()  # nothing to count or charge: no write transaction on the call's path
         cap = limits.session_cap()
-        context = await self._lookback(session.tenant_id, session.session_id) if cost else None
-        async with self._store.spend_transaction(session.tenant_id) as tx:
+        context = await self._ledger.lookback(session.tenant_id, session.session_id) if cost else None
+        async with self._payment_store.spend_transaction(session.tenant_id) as tx:
             for pid, subject, rule in rates:
                 await _take_call(tx, pid, subject, rule, now)
             if context is None:
@@ -218,8 +231,8 @@ class ProxyMixin(RegistryMixin):
                     )
                     raise BudgetExceeded(reason, flag_reason=reason, policy_id=pid)
             fields = _call_fields(tool, limits, status="ok", cost_micros=cost, phase="reserve")
-            entry = await tx.append(self._spend_entry(context, charged, charged_micros=cost, **fields))
-            await self._exhausted(tx, charged, entry, charged_micros=cost)
+            entry = await tx.append(self._ledger.spend_entry(context, charged, charged_micros=cost, **fields))
+            await record_exhausted(tx, charged, entry, charged_micros=cost, clock=self._clock)
         return tuple(Reservation(pid, subject, cost) for pid, subject, _ in counters)
 
     async def _record_refusal(
@@ -230,7 +243,7 @@ class ProxyMixin(RegistryMixin):
         recorded: dict[str, Any] = {"tool": tool, "refused": reason, "arguments_sha256": arguments_sha256}
         if details.get("policy_id") is not None:
             recorded["policy_id"] = details["policy_id"]
-        await self._append(
+        await self._ledger.append(
             session.tenant_id,
             session_id=session.session_id,
             agent_id=session.agent_id,
@@ -277,7 +290,7 @@ class ProxyMixin(RegistryMixin):
             fields["details"]["error"] = scrub(error, admission.injected)[:MAX_ERROR_CHARS]
         session = admission.session
         if not failed or admission.cost_micros == 0:
-            return await self._append(
+            return await self._ledger.append(
                 session.tenant_id, session_id=session.session_id, agent_id=session.agent_id, **fields
             )
         return await self._release(admission, fields)
@@ -285,14 +298,14 @@ class ProxyMixin(RegistryMixin):
     async def _release(self, admission: Admission, fields: dict[str, Any]) -> StoredEntry:
         """Give a failed call's cost back: to the session and every spend-limit counter, with its entry."""
         session = admission.session
-        context = await self._lookback(session.tenant_id, session.session_id)
-        async with self._store.spend_transaction(session.tenant_id) as tx:
+        context = await self._ledger.lookback(session.tenant_id, session.session_id)
+        async with self._payment_store.spend_transaction(session.tenant_id) as tx:
             released = await tx.charge(session.session_id, -admission.cost_micros, now=self._clock.now())
             for reservation in admission.reserved:
                 await tx.release_limit(reservation.policy_id, reservation.subject, reservation.micros)
             current = released or session
             return await tx.append(
-                self._spend_entry(context, current, charged_micros=-admission.cost_micros, **fields)
+                self._ledger.spend_entry(context, current, charged_micros=-admission.cost_micros, **fields)
             )
 
 

@@ -5,16 +5,17 @@ and programs the operator allows (`core.commands`) may register or start one."""
 
 from __future__ import annotations
 
-import hashlib
-import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from ipaddress import IPv4Network, IPv6Network
 from typing import Any, Literal
 
 from haldir.core import ids
+from haldir.core.clock import Clock
+from haldir.core.commands import CommandRule
 from haldir.core.keys import Principal
 from haldir.core.ledger import NewEntry, canonical_bytes
-from haldir.core.outbound import outbound_target
 from haldir.core.policies import Policy, parse_policy
 from haldir.core.scopes import SCOPE_QUALIFIER, Scope
 from haldir.core.secrets import VAULT_TOOL, SecretVersion
@@ -26,38 +27,31 @@ from haldir.core.tools import (
     Upstream,
     definition_hash,
     exposed_names,
-    find_secret_refs,
     substitute,
 )
-from haldir.core.vault import SealError
-from haldir.errors import Conflict, InvalidRequest, NotFound, StdioNotAllowed, VaultTampered
-from haldir.governor.base import text_field
-from haldir.governor.budgets import BudgetsMixin
-from haldir.governor.vault import VaultMixin
+from haldir.errors import Conflict, InvalidRequest, NotFound, StdioNotAllowed
+from haldir.governor.fields import text_field
+from haldir.governor.ledger import Ledger
+from haldir.governor.upstreams import (
+    ENV_NAME,
+    HEADER_NAME,
+    UPSTREAM_NAME,
+    ResolvedUpstream,
+    fingerprint,
+    no_refs,
+    secret_refs,
+    string_list,
+    string_map,
+    upstream_details,
+    upstream_name,
+)
+from haldir.governor.vault import Vault
 from haldir.proxy.outbound import check_outbound_url
+from haldir.store.ports import ProxyStore
 
 MAX_POLICIES = 1000
 MAX_DEFINITION_BYTES = 64 * 1024
 MAX_TOOL_NAME = 128
-_UPSTREAM = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
-_HEADER = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}")  # an RFC 9110 token
-_ENV = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
-
-
-@dataclass(frozen=True, repr=False)
-class ResolvedUpstream:
-    """An upstream ready to connect to: header and env values with their secrets substituted, the values
-    injected (by secret name, to scrub them from anything the upstream returns) and a fingerprint that
-    changes whenever the configuration or a referenced secret does."""
-
-    upstream: Upstream
-    headers: dict[str, str]
-    env: dict[str, str]
-    injected: dict[str, str]
-    fingerprint: str
-
-    def __repr__(self) -> str:  # header and env values may hold secrets
-        return f"ResolvedUpstream({self.upstream.name!r}, secrets={sorted(self.injected)})"
 
 
 @dataclass(frozen=True)
@@ -89,7 +83,27 @@ class ToolSync:
     skipped: tuple[str, ...]  # listed by the upstream but not usable (bad name or definition)
 
 
-class RegistryMixin(BudgetsMixin, VaultMixin):
+class Registry:
+    """The tenant's upstreams, their tools' pins and the policies; and, for the proxy, the lookups that
+    admitting a call needs."""
+
+    def __init__(
+        self,
+        *,
+        proxy_store: ProxyStore,
+        vault: Vault,
+        ledger: Ledger,
+        clock: Clock,
+        outbound_allow: Sequence[IPv4Network | IPv6Network],
+        commands: CommandRule,
+    ) -> None:
+        self._proxy_store = proxy_store
+        self._vault = vault
+        self._ledger = ledger
+        self._clock = clock
+        self._outbound_allow = tuple(outbound_allow)  # private networks upstream URLs may reach
+        self._commands = commands  # who may register and start stdio upstreams
+
     # upstreams
 
     async def register_upstream(
@@ -113,37 +127,35 @@ class RegistryMixin(BudgetsMixin, VaultMixin):
         if url is not None:
             if args or env:
                 raise InvalidRequest("args and env belong to a stdio upstream (command), not to a url")
-            url = _no_refs(text_field(url, field="url", max_length=2048), field="url")
+            url = no_refs(text_field(url, field="url", max_length=2048), field="url")
             await check_outbound_url(url, self._outbound_allow)
         else:
             principal.require("admin:write")  # a stdio upstream runs a command on this server
             if headers:
                 raise InvalidRequest("headers belong to an HTTP upstream (url), not to a command")
-            command = _no_refs(text_field(command or "", field="command", max_length=1024), field="command")
+            command = no_refs(text_field(command or "", field="command", max_length=1024), field="command")
         now = self._clock.now()
         upstream = Upstream(
             tenant_id=principal.tenant_id,
             name=name,
             transport="http" if url is not None else "stdio",
             url=url,
-            headers=_string_map(headers, field="headers", key=_HEADER),
+            headers=string_map(headers, field="headers", key=HEADER_NAME),
             command=command,
-            args=_string_list(args, field="args"),
-            env=_string_map(env, field="env", key=_ENV),
+            args=string_list(args, field="args"),
+            env=string_map(env, field="env", key=ENV_NAME),
             created_at=now,
             updated_at=now,
         )
         self._require_runnable(upstream, doing="registered")  # before anything is stored or started
-        entry = await self._governance_entry(
-            principal, "proxy.upstream.register", _upstream_details(upstream)
-        )
-        if not await self._store.proxy.insert_upstream(upstream, entry=entry):
+        entry = await self._governance_entry(principal, "proxy.upstream.register", upstream_details(upstream))
+        if not await self._proxy_store.insert_upstream(upstream, entry=entry):
             raise Conflict(f"upstream {name!r} already exists; delete it first to register it again")
         return upstream
 
     async def list_upstreams(self, principal: Principal) -> list[Upstream]:
         principal.require("proxy:read")
-        return await self._store.proxy.list_upstreams(principal.tenant_id)
+        return await self._proxy_store.list_upstreams(principal.tenant_id)
 
     async def get_upstream(self, principal: Principal, name: str) -> Upstream:
         principal.require("proxy:read")
@@ -154,8 +166,8 @@ class RegistryMixin(BudgetsMixin, VaultMixin):
         upstream as it was."""
         principal.require("proxy:write")
         upstream = await self._upstream(principal.tenant_id, name)
-        entry = await self._governance_entry(principal, "proxy.upstream.delete", _upstream_details(upstream))
-        if not await self._store.proxy.delete_upstream(principal.tenant_id, upstream.name, entry=entry):
+        entry = await self._governance_entry(principal, "proxy.upstream.delete", upstream_details(upstream))
+        if not await self._proxy_store.delete_upstream(principal.tenant_id, upstream.name, entry=entry):
             raise NotFound(f"no upstream {name!r} in this tenant")
         return upstream
 
@@ -169,20 +181,20 @@ class RegistryMixin(BudgetsMixin, VaultMixin):
         secrets. Upstream configuration is the operator's, so no session scope applies; each release is
         recorded in the ledger (actor "proxy") before the value is returned."""
         upstream = self._require_runnable(await self._upstream(tenant_id, name), doing="started")
-        secrets = [await self._upstream_secret(upstream, ref) for ref in _refs(upstream)]
-        values = {secret.name: await self._open(secret) for secret in secrets}
-        context = await self._lookback(tenant_id, None)
+        secrets = [await self._upstream_secret(upstream, ref) for ref in secret_refs(upstream)]
+        values = {secret.name: await self._vault.open_unchecked(secret) for secret in secrets}
+        context = await self._ledger.lookback(tenant_id, None)
         for secret in secrets:
             details = {**secret_details(secret), "actor": "proxy", "upstream": upstream.name}
             fields = governance_fields("secret.release", details) | {"tool": VAULT_TOOL}
-            entry = self._entry(tenant_id, context, session_id=None, agent_id=None, **fields)
-            await self._store.vault.record_release(tenant_id, secret.name, at=self._clock.now(), entry=entry)
+            entry = self._ledger.entry(tenant_id, context, session_id=None, agent_id=None, **fields)
+            await self._vault.record_release(tenant_id, secret.name, entry=entry)
         return ResolvedUpstream(
             upstream=upstream,
             headers=substitute(upstream.headers, values),
             env=substitute(upstream.env, values),
             injected=values,
-            fingerprint=_fingerprint(upstream, {secret.name: secret.version for secret in secrets}),
+            fingerprint=fingerprint(upstream, {secret.name: secret.version for secret in secrets}),
         )
 
     async def upstream_fingerprint(self, tenant_id: str, name: str) -> str:
@@ -190,8 +202,8 @@ class RegistryMixin(BudgetsMixin, VaultMixin):
         connection whose fingerprint differs is stale. Refuses, as `upstream_for_connect` does, a stdio
         upstream the operator no longer allows, so a cached connection is not used either."""
         upstream = self._require_runnable(await self._upstream(tenant_id, name), doing="started")
-        versions = {ref: await self._store.vault.latest_version(tenant_id, ref) for ref in _refs(upstream)}
-        return _fingerprint(upstream, versions)
+        versions = {ref: await self._vault.latest_version(tenant_id, ref) for ref in secret_refs(upstream)}
+        return fingerprint(upstream, versions)
 
     def _require_runnable(self, upstream: Upstream, *, doing: str) -> Upstream:
         """`upstream`, unless it is a stdio upstream that the operator's rule (HALDIR_STDIO_TENANTS,
@@ -208,30 +220,20 @@ class RegistryMixin(BudgetsMixin, VaultMixin):
 
     async def _upstream(self, tenant_id: str, name: str) -> Upstream:
         found = None
-        if isinstance(name, str) and _UPSTREAM.fullmatch(name):
-            found = await self._store.proxy.get_upstream(tenant_id, name)
+        if isinstance(name, str) and UPSTREAM_NAME.fullmatch(name):
+            found = await self._proxy_store.get_upstream(tenant_id, name)
         if found is None:
             raise NotFound(f"no upstream {name!r} in this tenant")
         return found
 
     async def _upstream_secret(self, upstream: Upstream, ref: str) -> SecretVersion:
-        secret = await self._store.vault.secret_version(upstream.tenant_id, ref, None)
+        secret = await self._vault.latest_secret(upstream.tenant_id, ref)
         if secret is None:
             raise NotFound(
                 f"upstream {upstream.name!r} refers to secret {ref!r}, which this tenant does not have: "
                 "store the secret, or register the upstream again without it"
             )
         return secret
-
-    async def _open(self, secret: SecretVersion) -> str:
-        key = await self._data_key(secret.tenant_id, secret.data_key_version)
-        try:
-            return key.open(secret.sealed, name=secret.name, secret_version=secret.version).decode()
-        except (SealError, UnicodeDecodeError):
-            raise VaultTampered(
-                f"secret {secret.name!r} v{secret.version} does not open under its data key: the stored "
-                "ciphertext was changed or moved"
-            ) from None
 
     # tools
 
@@ -241,11 +243,11 @@ class RegistryMixin(BudgetsMixin, VaultMixin):
         flagged `proxy.tool.changed` entry records it; tools no longer listed are marked removed."""
         found = await self._upstream(tenant_id, upstream)
         seen, skipped = _seen_tools(tools)
-        context = await self._lookback(tenant_id, None)
+        context = await self._ledger.lookback(tenant_id, None)
 
         def entries(changes: ToolChanges) -> list[NewEntry]:
             made = [
-                self._entry(
+                self._ledger.entry(
                     tenant_id,
                     context,
                     session_id=None,
@@ -274,10 +276,10 @@ class RegistryMixin(BudgetsMixin, VaultMixin):
                     "removed": list(changes.removed),
                 }
                 fields = governance_fields("proxy.tools.sync", details)
-                made.append(self._entry(tenant_id, context, session_id=None, agent_id=None, **fields))
+                made.append(self._ledger.entry(tenant_id, context, session_id=None, agent_id=None, **fields))
             return made
 
-        changes = await self._store.proxy.sync_tools(
+        changes = await self._proxy_store.sync_tools(
             tenant_id, found.name, seen, at=self._clock.now(), entries=entries
         )
         if changes is None:
@@ -294,13 +296,13 @@ class RegistryMixin(BudgetsMixin, VaultMixin):
     async def list_proxy_tools(self, principal: Principal) -> list[ProxyTool]:
         """Every tool the tenant's upstreams list, by exposed name."""
         principal.require("proxy:read")
-        return sorted(await self._proxy_tools(principal.tenant_id), key=lambda tool: tool.name)
+        return sorted(await self.proxy_tools(principal.tenant_id), key=lambda tool: tool.name)
 
     async def approve_tool(self, principal: Principal, exposed_name: str) -> ProxyTool:
         """Pin a changed tool's new definition, so calls to it are admitted again. Approving a tool that
         is already pinned changes nothing and answers it as it is, so a repeated approval is harmless."""
         principal.require("proxy:write")
-        tool = await self._proxy_tool(principal.tenant_id, exposed_name)
+        tool = await self.proxy_tool(principal.tenant_id, exposed_name)
         if tool.status != "changed":
             return tool
         details = {
@@ -311,7 +313,7 @@ class RegistryMixin(BudgetsMixin, VaultMixin):
             "approved_hash": tool.current_hash,
         }
         entry = await self._governance_entry(principal, "proxy.tool.approve", details)
-        pinned = await self._store.proxy.approve_tool(
+        pinned = await self._proxy_store.approve_tool(
             principal.tenant_id,
             tool.upstream,
             tool.tool_name,
@@ -323,16 +325,18 @@ class RegistryMixin(BudgetsMixin, VaultMixin):
             raise Conflict(f"tool {tool.name!r} changed again meanwhile; list the tools and approve again")
         return _proxy_tool(pinned, tool.name)
 
-    async def _proxy_tools(self, tenant_id: str) -> list[ProxyTool]:
-        pins = await self._store.proxy.list_tools(tenant_id)
+    async def proxy_tools(self, tenant_id: str) -> list[ProxyTool]:
+        """The tenant's tools by exposed name, for the proxy (no key scope: the caller checks its own)."""
+        pins = await self._proxy_store.list_tools(tenant_id)
         by_upstream: dict[str, list[str]] = {}
         for pin in pins:
             by_upstream.setdefault(pin.upstream, []).append(pin.name)
         names = exposed_names(by_upstream)
         return [_proxy_tool(pin, names[(pin.upstream, pin.name)]) for pin in pins]
 
-    async def _proxy_tool(self, tenant_id: str, exposed_name: str) -> ProxyTool:
-        for tool in await self._proxy_tools(tenant_id):
+    async def proxy_tool(self, tenant_id: str, exposed_name: str) -> ProxyTool:
+        """The tenant's tool `exposed_name`; `NotFound` when it has none (no key scope, as `proxy_tools`)."""
+        for tool in await self.proxy_tools(tenant_id):
             if tool.name == exposed_name:
                 return tool
         raise NotFound(f"no tool {exposed_name!r} in this tenant's proxy; list the tools to see their names")
@@ -342,125 +346,50 @@ class RegistryMixin(BudgetsMixin, VaultMixin):
     async def create_policy(self, principal: Principal, spec: dict[str, Any]) -> Policy:
         principal.require("proxy:write")
         policy = Policy(ids.new_id(ids.POLICY), parse_policy(spec), self._clock.now())
-        if len(await self._store.proxy.list_policies(principal.tenant_id)) >= MAX_POLICIES:
+        if len(await self._proxy_store.list_policies(principal.tenant_id)) >= MAX_POLICIES:
             raise Conflict(
                 f"this tenant has {MAX_POLICIES} policies, the most it may have; delete some first"
             )
         entry = await self._governance_entry(principal, "proxy.policy.create", _policy_details(policy))
-        await self._store.proxy.insert_policy(principal.tenant_id, policy, entry=entry)
+        await self._proxy_store.insert_policy(principal.tenant_id, policy, entry=entry)
         return policy
 
     async def list_policies(self, principal: Principal) -> list[Policy]:
         """The tenant's policies, oldest first."""
         principal.require("proxy:read")
-        return await self._store.proxy.list_policies(principal.tenant_id)
+        return await self._proxy_store.list_policies(principal.tenant_id)
+
+    async def policies(self, tenant_id: str) -> list[Policy]:
+        """The tenant's policies, oldest first, for the proxy's admission (no key scope)."""
+        return await self._proxy_store.list_policies(tenant_id)
 
     async def delete_policy(self, principal: Principal, policy_id: str) -> Policy:
         """Delete a policy; its rate-limit and spend-limit counters go with it."""
         principal.require("proxy:write")
-        context = await self._lookback(principal.tenant_id, None)
+        context = await self._ledger.lookback(principal.tenant_id, None)
 
         def entry(policy: Policy) -> NewEntry:
             fields = governance_fields("proxy.policy.delete", _policy_details(policy), principal)
-            return self._entry(principal.tenant_id, context, session_id=None, agent_id=None, **fields)
+            return self._ledger.entry(principal.tenant_id, context, session_id=None, agent_id=None, **fields)
 
         deleted = None
         if ids.is_id(ids.POLICY, policy_id):
-            deleted = await self._store.proxy.delete_policy(principal.tenant_id, policy_id, entry=entry)
+            deleted = await self._proxy_store.delete_policy(principal.tenant_id, policy_id, entry=entry)
         if deleted is None:
             raise NotFound(f"no policy {policy_id!r} in this tenant")
         return deleted
 
     async def _governance_entry(self, principal: Principal, action: str, details: dict[str, Any]) -> NewEntry:
         """The entry of a change an API key made to the proxy's configuration (no session)."""
-        context = await self._lookback(principal.tenant_id, None)
+        context = await self._ledger.lookback(principal.tenant_id, None)
         fields = governance_fields(action, details, principal)
-        return self._entry(principal.tenant_id, context, session_id=None, agent_id=None, **fields)
-
-
-def upstream_name(name: Any) -> str:
-    """`name` if it can name an upstream: it prefixes tool names as `<upstream>__<tool>`."""
-    if not isinstance(name, str) or not _UPSTREAM.fullmatch(name) or "__" in name:
-        raise InvalidRequest(
-            "an upstream name is 1 to 32 lowercase letters, digits, '_' or '-', starting with a letter or "
-            f"digit, without '__'; got {name!r}",
-            field="name",
-        )
-    return name
+        return self._ledger.entry(principal.tenant_id, context, session_id=None, agent_id=None, **fields)
 
 
 def tool_scope(exposed_name: str) -> Scope:
     """The session scope a tool call needs: `execute:<tool>` (which `execute` grants), or `execute` when
     the tool's name cannot be a scope qualifier (uppercase letters, say)."""
     return Scope("execute", exposed_name if SCOPE_QUALIFIER.fullmatch(exposed_name) else None)
-
-
-def _no_refs(text: str, *, field: str) -> str:
-    if "{{secret:" in text:
-        raise InvalidRequest(
-            f"{field} cannot hold secret references; only header and env values can", field=field
-        )
-    return text
-
-
-def _string_map(value: Any, *, field: str, key: re.Pattern[str]) -> dict[str, str]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict) or len(value) > 100:
-        raise InvalidRequest(f"{field} must be an object of at most 100 names to strings", field=field)
-    for name, text in value.items():
-        if not isinstance(name, str) or not key.fullmatch(name):
-            raise InvalidRequest(f"{field} has an invalid name {name!r}", field=field)
-        if not isinstance(text, str) or len(text) > 8192 or not text.isprintable():
-            raise InvalidRequest(
-                f"{field}.{name} must be printable text of at most 8192 characters", field=field
-            )
-    return dict(value)
-
-
-def _string_list(value: Any, *, field: str) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, list) or len(value) > 100:
-        raise InvalidRequest(f"{field} must be a list of at most 100 strings", field=field)
-    for text in value:
-        if not isinstance(text, str) or len(text) > 4096 or "\0" in text:
-            raise InvalidRequest(f"{field} must hold strings of at most 4096 characters", field=field)
-        _no_refs(text, field=field)
-    return tuple(value)
-
-
-def _refs(upstream: Upstream) -> list[str]:
-    return sorted(find_secret_refs([upstream.headers, upstream.env]))
-
-
-def _upstream_details(upstream: Upstream) -> dict[str, Any]:
-    """What the ledger records of an upstream: names of headers and env variables, never values."""
-    return {
-        "name": upstream.name,
-        "transport": upstream.transport,
-        "url": None if upstream.url is None else outbound_target(upstream.url).display,
-        "command": upstream.command,
-        "args_count": len(upstream.args),
-        "header_names": sorted(upstream.headers),
-        "env_names": sorted(upstream.env),
-        "secrets": _refs(upstream),
-    }
-
-
-def _fingerprint(upstream: Upstream, versions: dict[str, int]) -> str:
-    record = {
-        "name": upstream.name,
-        "transport": upstream.transport,
-        "url": upstream.url,
-        "headers": upstream.headers,
-        "command": upstream.command,
-        "args": list(upstream.args),
-        "env": upstream.env,
-        "created_at": upstream.created_at.isoformat(),
-        "secret_versions": versions,
-    }
-    return hashlib.sha256(canonical_bytes(record)).hexdigest()
 
 
 def _seen_tools(tools: Any) -> tuple[list[SeenTool], tuple[str, ...]]:

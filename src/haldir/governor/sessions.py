@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from haldir.core import ids
+from haldir.core.clock import Clock
 from haldir.core.idempotency import Outcome, claim
 from haldir.core.keys import Principal
 from haldir.core.money import to_micros
@@ -13,7 +14,8 @@ from haldir.core.pagination import MAX_PAGE, Page, decode_cursor
 from haldir.core.scopes import Scope, parse_scope, parse_session_scopes
 from haldir.core.sessions import Decision, Session, check_scope
 from haldir.errors import InvalidRequest, NotFound
-from haldir.governor.base import GovernorBase, text_field
+from haldir.governor.fields import text_field
+from haldir.store.ports import SessionStore
 
 DEFAULT_TTL = 3600
 
@@ -25,7 +27,32 @@ class PermissionCheck:
     decision: Decision
 
 
-class SessionsMixin(GovernorBase):
+class Sessions:
+    """Gate sessions, and the session lookup the services that act for a session share."""
+
+    def __init__(
+        self,
+        *,
+        session_store: SessionStore,
+        clock: Clock,
+        known_scopes: frozenset[str] | None,
+        max_ttl: int,
+    ) -> None:
+        self._session_store = session_store
+        self._clock = clock
+        self._known_scopes = known_scopes  # None: any well-formed scope name; else only these (a typo guard)
+        self._max_ttl = max_ttl
+
+    async def require_session(self, principal: Principal, session_id: str) -> Session:
+        """The principal's tenant's session `session_id`, valid or not; `NotFound` when there is none.
+        No key scope is checked: the calling use case checks its own."""
+        session = None
+        if ids.is_id(ids.SESSION, session_id):
+            session = await self._session_store.get_session(principal.tenant_id, session_id)
+        if session is None:
+            raise NotFound(f"no session {session_id!r} in this tenant")
+        return session
+
     async def create_session(
         self,
         principal: Principal,
@@ -66,11 +93,11 @@ class SessionsMixin(GovernorBase):
             ttl=ttl,
             created_at=self._clock.now(),
         )
-        return await self._store.insert_session(session, idempotency=request)
+        return await self._session_store.insert_session(session, idempotency=request)
 
     async def get_session(self, principal: Principal, session_id: str) -> Session:
         principal.require("sessions:read")
-        return await self._session(principal, session_id)
+        return await self.require_session(principal, session_id)
 
     async def list_sessions(
         self,
@@ -86,7 +113,7 @@ class SessionsMixin(GovernorBase):
             raise InvalidRequest(f"limit must be from 1 to {MAX_PAGE}, got {limit}")
         if agent_id is not None:
             agent_id = text_field(agent_id, field="agent_id", max_length=200)
-        return await self._store.list_sessions(
+        return await self._session_store.list_sessions(
             principal.tenant_id,
             agent_id=agent_id,
             active=active,
@@ -99,7 +126,9 @@ class SessionsMixin(GovernorBase):
         principal.require("sessions:write")
         session = None
         if ids.is_id(ids.SESSION, session_id):
-            session = await self._store.revoke_session(principal.tenant_id, session_id, at=self._clock.now())
+            session = await self._session_store.revoke_session(
+                principal.tenant_id, session_id, at=self._clock.now()
+            )
         if session is None:
             raise NotFound(f"no session {session_id!r} in this tenant")
         return session
@@ -107,5 +136,5 @@ class SessionsMixin(GovernorBase):
     async def check_permission(self, principal: Principal, session_id: str, scope: str) -> PermissionCheck:
         principal.require("sessions:read")
         wanted = parse_scope(scope, known=self._known_scopes)
-        session = await self._session(principal, session_id)
+        session = await self.require_session(principal, session_id)
         return PermissionCheck(session, wanted, check_scope(session, wanted, now=self._clock.now()))

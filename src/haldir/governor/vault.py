@@ -6,8 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from haldir.core.clock import Clock
 from haldir.core.idempotency import Outcome, claim
 from haldir.core.keys import Principal
+from haldir.core.ledger import NewEntry
 from haldir.core.pagination import MAX_PAGE, Page, Position, decode_cursor
 from haldir.core.scopes import Scope, parse_scope
 from haldir.core.secrets import VAULT_TOOL, SecretInfo, SecretVersion, WrappedDataKey, secret_name
@@ -22,8 +24,10 @@ from haldir.errors import (
     VaultSealed,
     VaultTampered,
 )
-from haldir.governor.audit import AuditMixin
 from haldir.governor.keyring import MasterKeyring
+from haldir.governor.ledger import Ledger
+from haldir.governor.sessions import Sessions
+from haldir.store.ports import VaultStore
 
 MAX_VALUE_BYTES = 64 * 1024
 _DATA_KEY_VERSION = 1  # one data key per tenant; master key rotation rewraps it
@@ -63,7 +67,28 @@ class Rotation:
     rewrapped: int
 
 
-class VaultMixin(AuditMixin):
+class Vault:
+    """Secrets and the master keys that seal them. Holds this process's unwrapped data keys."""
+
+    def __init__(
+        self,
+        *,
+        vault_store: VaultStore,
+        sessions: Sessions,
+        ledger: Ledger,
+        clock: Clock,
+        master_keys: MasterKeyring | None,
+        known_scopes: frozenset[str] | None,
+    ) -> None:
+        self._vault_store = vault_store
+        self._sessions = sessions
+        self._ledger = ledger
+        self._clock = clock
+        self._keyring = master_keys
+        self._known_scopes = known_scopes  # for `scope_required`, as for session scopes
+        self._master_checks: dict[int, str] = {}  # master key version -> check value, as registered
+        self._data_keys: dict[tuple[str, int], DataKey] = {}  # unwrapped, by (tenant, version)
+
     # secrets
 
     async def store_secret(
@@ -88,9 +113,9 @@ class VaultMixin(AuditMixin):
             operation="secrets.store",
             payload={"name": name, "value_hmac": digest, "scope_required": required},
         )
-        context = await self._lookback(tenant_id, None)
+        context = await self._ledger.lookback(tenant_id, None)
         for _ in range(20):  # a concurrent store of the same name takes the number: seal for the next
-            version = await self._store.vault.latest_version(tenant_id, name) + 1
+            version = await self._vault_store.latest_version(tenant_id, name) + 1
             secret = SecretVersion(
                 tenant_id=tenant_id,
                 name=name,
@@ -101,14 +126,14 @@ class VaultMixin(AuditMixin):
                 value_digest=digest,
                 created_at=self._clock.now(),
             )
-            entry = self._entry(
+            entry = self._ledger.entry(
                 tenant_id,
                 context,
                 session_id=None,
                 agent_id=None,
                 **_vault_fields("secret.store", secret, principal, status="ok"),
             )
-            stored = await self._store.vault.insert_secret(secret, entry=entry, idempotency=request)
+            stored = await self._vault_store.insert_secret(secret, entry=entry, idempotency=request)
             if stored is not None:
                 return stored
         raise Conflict(f"secret {name!r} is being stored by many requests at once; try again")
@@ -123,41 +148,34 @@ class VaultMixin(AuditMixin):
         """
         principal.require("vault:read")
         secret = await self._secret_version(principal, name, version)
-        session = await self._session(principal, session_id)
+        session = await self._sessions.require_session(principal, session_id)
         tenant_id = principal.tenant_id
         decision = check_scope(session, Scope.from_text(secret.scope_required), now=self._clock.now())
         if not decision.allowed:
             reason = decision.reason or "denied"
-            await self._append(
+            await self._ledger.append(
                 tenant_id,
                 session_id=session.session_id,
                 agent_id=session.agent_id,
                 **_vault_fields("secret.release", secret, principal, status="denied", refused=reason),
             )
             raise ScopeDenied(reason)
-        key = await self._data_key(tenant_id, secret.data_key_version)
-        try:
-            value = key.open(secret.sealed, name=secret.name, secret_version=secret.version).decode()
-        except (SealError, UnicodeDecodeError):
-            raise VaultTampered(
-                f"secret {secret.name!r} v{secret.version} does not open under its data key: the stored "
-                "ciphertext was changed or moved"
-            ) from None
-        context = await self._lookback(tenant_id, session.session_id)
-        entry = self._entry(
+        value = await self.open_unchecked(secret)
+        context = await self._ledger.lookback(tenant_id, session.session_id)
+        entry = self._ledger.entry(
             tenant_id,
             context,
             session_id=session.session_id,
             agent_id=session.agent_id,
             **_vault_fields("secret.release", secret, principal, status="ok"),
         )
-        await self._store.vault.record_release(tenant_id, secret.name, at=self._clock.now(), entry=entry)
+        await self.record_release(tenant_id, secret.name, entry=entry)
         return ReleasedSecret(secret.name, secret.version, value, secret.scope_required)
 
     async def secret_info(self, principal: Principal, name: str) -> SecretInfo:
         """A secret's metadata, never its value: what a key without a session gets."""
         principal.require("vault:read")
-        found = await self._store.vault.secret_info(principal.tenant_id, secret_name(name))
+        found = await self._vault_store.secret_info(principal.tenant_id, secret_name(name))
         if found is None:
             raise NotFound(f"no secret {name!r} in this tenant")
         return found
@@ -170,7 +188,7 @@ class VaultMixin(AuditMixin):
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidRequest(f"limit must be from 1 to {MAX_PAGE}, got {limit}")
         position = decode_cursor(cursor)
-        items = await self._store.vault.list_secrets(
+        items = await self._vault_store.list_secrets(
             principal.tenant_id, limit=limit + 1, after=None if position is None else position.id
         )
         more = len(items) > limit
@@ -181,15 +199,15 @@ class VaultMixin(AuditMixin):
         """Delete every version of a secret; the number of versions deleted."""
         principal.require("vault:write")
         secret = await self._secret_version(principal, name, None)
-        context = await self._lookback(principal.tenant_id, None)
-        entry = self._entry(
+        context = await self._ledger.lookback(principal.tenant_id, None)
+        entry = self._ledger.entry(
             principal.tenant_id,
             context,
             session_id=None,
             agent_id=None,
             **_vault_fields("secret.delete", secret, principal, status="ok"),
         )
-        deleted = await self._store.vault.delete_secret(principal.tenant_id, secret.name, entry=entry)
+        deleted = await self._vault_store.delete_secret(principal.tenant_id, secret.name, entry=entry)
         if not deleted:
             raise NotFound(f"no secret {name!r} in this tenant")
         return deleted
@@ -198,11 +216,37 @@ class VaultMixin(AuditMixin):
         name = secret_name(name)
         if version is not None and (isinstance(version, bool) or not 1 <= version <= 2**31 - 1):
             raise InvalidRequest(f"version must be a positive whole number, got {version!r}", field="version")
-        found = await self._store.vault.secret_version(principal.tenant_id, name, version)
+        found = await self._vault_store.secret_version(principal.tenant_id, name, version)
         if found is None:
             shown = name if version is None else f"{name} v{version}"
             raise NotFound(f"no secret {shown!r} in this tenant")
         return found
+
+    # for the proxy, which checks and records its releases itself
+
+    async def latest_secret(self, tenant_id: str, name: str) -> SecretVersion | None:
+        """The newest version of a secret, still sealed; None when the tenant has no such secret."""
+        return await self._vault_store.secret_version(tenant_id, name, None)
+
+    async def latest_version(self, tenant_id: str, name: str) -> int:
+        """The newest version number of a secret, 0 when there is none; nothing is opened."""
+        return await self._vault_store.latest_version(tenant_id, name)
+
+    async def open_unchecked(self, secret: SecretVersion) -> str:
+        """The value of a sealed secret version, with NO scope check and NO ledger entry: the caller
+        checks who may have it and records the release (`record_release`) before handing it on."""
+        key = await self._data_key(secret.tenant_id, secret.data_key_version)
+        try:
+            return key.open(secret.sealed, name=secret.name, secret_version=secret.version).decode()
+        except (SealError, UnicodeDecodeError):
+            raise VaultTampered(
+                f"secret {secret.name!r} v{secret.version} does not open under its data key: the stored "
+                "ciphertext was changed or moved"
+            ) from None
+
+    async def record_release(self, tenant_id: str, name: str, *, entry: NewEntry) -> None:
+        """Record a release of secret `name` (its last-released time) with its ledger entry, durably."""
+        await self._vault_store.record_release(tenant_id, name, at=self._clock.now(), entry=entry)
 
     # keys
 
@@ -215,12 +259,12 @@ class VaultMixin(AuditMixin):
           3. every version that still wraps a data key must be held.
         """
         keyring = self._require_keyring()
-        registered = await self._store.vault.master_keys()
+        registered = await self._vault_store.master_keys()
         # Step 1: first start.
         if not registered:
-            await self._store.vault.register_master_key(keyring.newest.check_value, at=self._clock.now())
-            registered = await self._store.vault.master_keys()
-        in_use = await self._store.vault.data_key_counts()
+            await self._vault_store.register_master_key(keyring.newest.check_value, at=self._clock.now())
+            registered = await self._vault_store.master_keys()
+        in_use = await self._vault_store.data_key_counts()
         newest = max(registered)
         # Steps 2 and 3: every version that matters is held.
         for version in sorted({newest, *in_use}, reverse=True):
@@ -236,9 +280,9 @@ class VaultMixin(AuditMixin):
 
     async def vault_status(self, principal: Principal) -> VaultStatus:
         principal.require("admin:read")
-        registered = await self._store.vault.master_keys()
-        in_use = await self._store.vault.data_key_counts()
-        secrets, versions = await self._store.vault.secret_counts()
+        registered = await self._vault_store.master_keys()
+        in_use = await self._vault_store.data_key_counts()
+        secrets, versions = await self._vault_store.secret_counts()
         keyring = self._keyring
         return VaultStatus(
             key_source=None if keyring is None else keyring.source,
@@ -264,8 +308,8 @@ class VaultMixin(AuditMixin):
         """
         principal.require("admin:write")
         newest = self._require_keyring().newest
-        version = await self._store.vault.register_master_key(newest.check_value, at=self._clock.now())
-        registered = await self._store.vault.master_keys()
+        version = await self._vault_store.register_master_key(newest.check_value, at=self._clock.now())
+        registered = await self._vault_store.master_keys()
         if version != max(registered):
             raise ConfigurationError(
                 f"the newest configured master key is version {version}, but version {max(registered)} is "
@@ -273,8 +317,8 @@ class VaultMixin(AuditMixin):
             )
         self._master_checks = registered
         rewrapped = 0
-        while batch := await self._store.vault.data_keys_not_on(version, limit=100):
-            if max(await self._store.vault.master_keys()) != version:  # another rotation overtook this one
+        while batch := await self._vault_store.data_keys_not_on(version, limit=100):
+            if max(await self._vault_store.master_keys()) != version:  # another rotation overtook this one
                 raise Conflict(f"master key version {version} is no longer the newest: another rotation ran")
             for wrapped in batch:
                 material = self._unwrap(wrapped, await self._master(wrapped.master_version))
@@ -285,7 +329,7 @@ class VaultMixin(AuditMixin):
                     version=wrapped.version,
                     kek_version=version,
                 )
-                if await self._store.vault.rewrap(wrapped, master_version=version, wrapped=blob):
+                if await self._vault_store.rewrap(wrapped, master_version=version, wrapped=blob):
                     rewrapped += 1
         return Rotation(version, newest.check_value, rewrapped)
 
@@ -294,14 +338,14 @@ class VaultMixin(AuditMixin):
         cached = self._data_keys.get((tenant_id, _DATA_KEY_VERSION))
         if cached is not None:
             return cached
-        if await self._store.vault.data_key(tenant_id, _DATA_KEY_VERSION) is None:
-            self._master_checks = await self._store.vault.master_keys()
+        if await self._vault_store.data_key(tenant_id, _DATA_KEY_VERSION) is None:
+            self._master_checks = await self._vault_store.master_keys()
             if not self._master_checks:
                 raise VaultSealed(
                     "the Vault has no master key registered: restart the server to register one"
                 )
             version = max(self._master_checks)
-            await self._store.vault.insert_data_key(
+            await self._vault_store.insert_data_key(
                 WrappedDataKey(
                     tenant_id=tenant_id,
                     version=_DATA_KEY_VERSION,
@@ -322,7 +366,7 @@ class VaultMixin(AuditMixin):
         cached = self._data_keys.get((tenant_id, version))
         if cached is not None:
             return cached
-        wrapped = await self._store.vault.data_key(tenant_id, version)
+        wrapped = await self._vault_store.data_key(tenant_id, version)
         if wrapped is None:
             raise VaultTampered(f"tenant {tenant_id}'s data key v{version} is missing from the store")
         key = DataKey(
@@ -337,7 +381,7 @@ class VaultMixin(AuditMixin):
         keyring = self._require_keyring()
         check = self._master_checks.get(version)
         if check is None:
-            self._master_checks = await self._store.vault.master_keys()
+            self._master_checks = await self._vault_store.master_keys()
             check = self._master_checks.get(version)
         key = None if check is None else keyring.find(check)
         if key is None:

@@ -26,7 +26,7 @@ async def principal(
     header: Annotated[str | None, Depends(_header)],
 ) -> Principal:
     presented = bearer.credentials if bearer is not None else header
-    found = await governor(request).authenticate(presented)
+    found = await governor(request).keys.authenticate(presented)
     structlog.contextvars.bind_contextvars(tenant_id=found.tenant_id, key=found.key_prefix)
     return found
 

@@ -117,34 +117,38 @@ class LocalBackend:
     async def create_session(
         self, *, agent_id: str, scopes: list[str], ttl: int | None = None, spend_limit: Decimal | None = None
     ) -> Json:
-        outcome = await self._gov.create_session(
+        outcome = await self._gov.sessions.create_session(
             self._who, agent_id=agent_id, scopes=scopes, ttl=ttl, spend_limit=spend_limit
         )
         return _body(SessionOut.of(outcome.value))
 
     async def get_session(self, session_id: str) -> Json:
-        return _body(SessionDetail.at(await self._gov.get_session(self._who, session_id), self._gov.now()))
+        return _body(
+            SessionDetail.at(await self._gov.sessions.get_session(self._who, session_id), self._gov.now())
+        )
 
     async def revoke_session(self, session_id: str) -> Json:
-        return _body(SessionDetail.at(await self._gov.revoke_session(self._who, session_id), self._gov.now()))
+        return _body(
+            SessionDetail.at(await self._gov.sessions.revoke_session(self._who, session_id), self._gov.now())
+        )
 
     async def check_permission(self, session_id: str, scope: str) -> Json:
-        return _body(CheckResult.of(await self._gov.check_permission(self._who, session_id, scope)))
+        return _body(CheckResult.of(await self._gov.sessions.check_permission(self._who, session_id, scope)))
 
     async def store_secret(self, *, name: str, value: str, scope_required: str = "read") -> Json:
-        outcome = await self._gov.store_secret(
+        outcome = await self._gov.vault.store_secret(
             self._who, name=name, value=value, scope_required=scope_required
         )
         return _body(SecretStored.of(outcome.value))
 
     async def get_secret(self, name: str, *, session_id: str, version: int | None = None) -> Json:
-        released = await self._gov.get_secret(self._who, name, session_id=session_id, version=version)
+        released = await self._gov.vault.get_secret(self._who, name, session_id=session_id, version=version)
         return _body(SecretValue.of(released))
 
     async def authorize_payment(
         self, *, session_id: str, amount: Decimal, currency: str = "USD", description: str = ""
     ) -> Json:
-        outcome = await self._gov.authorize_payment(
+        outcome = await self._gov.budgets.authorize_payment(
             self._who, session_id=session_id, amount=amount, currency=currency, description=description
         )
         return _body(Authorized.of(outcome.value))
@@ -160,7 +164,7 @@ class LocalBackend:
         status: str = "ok",
         authorization_id: str | None = None,
     ) -> Json:
-        entry = await self._gov.log_action(
+        entry = await self._gov.budgets.log_action(
             self._who,
             session_id=session_id,
             tool=tool,
@@ -187,7 +191,9 @@ class LocalBackend:
         order: Order = "desc",
     ) -> Json:
         where = EntryFilter(session_id, agent_id, tool, status, flagged, since, until)
-        page = await self._gov.list_entries(self._who, where=where, limit=limit, cursor=cursor, order=order)
+        page = await self._gov.ledger.list_entries(
+            self._who, where=where, limit=limit, cursor=cursor, order=order
+        )
         return _body(EntryList.of(page))
 
     async def spend(
@@ -198,7 +204,7 @@ class LocalBackend:
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> Json:
-        result = await self._gov.spend(
+        result = await self._gov.ledger.spend(
             self._who, session_id=session_id, agent_id=agent_id, since=since, until=until
         )
         return _body(SpendOut.of(result))

@@ -71,7 +71,7 @@ class McpEndpoint:
         request = Request(scope, receive)
         try:
             gov = app_governor(request)
-            principal = await gov.authenticate(_presented_key(request))
+            principal = await gov.keys.authenticate(_presented_key(request))
             self.admit(request)
         except HaldirError as exc:
             response = error_response(

@@ -75,7 +75,7 @@ async def _backend(settings: Settings, client: ClientSettings) -> AsyncIterator[
                 advice="back this file up: without it no secret can be read",
             )
         try:
-            principal = await runtime.governor.authenticate(client.api_key)
+            principal = await runtime.governor.keys.authenticate(client.api_key)
         except Unauthenticated as exc:
             raise type(exc)(
                 f"HALDIR_API_KEY is not a usable key of {_store(settings)} ({exc.message}): check it, or set "

@@ -19,7 +19,8 @@ from haldir.core.keys import Principal
 from haldir.core.tools import Upstream, scrub
 from haldir.errors import HaldirError
 from haldir.governor import Governor
-from haldir.governor.registry import ProxyTool, ResolvedUpstream, ToolSync
+from haldir.governor.registry import ProxyTool, ToolSync
+from haldir.governor.upstreams import ResolvedUpstream
 from haldir.proxy.upstreams import UpstreamConfig, UpstreamPool
 
 log = structlog.get_logger("haldir.proxy")
@@ -56,7 +57,7 @@ class ProxyService:
         upstream that cannot be used (refused by the operator's rule, a missing secret) ends the call as an
         error, so its reserved cost is released.
         """
-        admission = await self._governor.admit_call(
+        admission = await self._governor.proxy.admit_call(
             principal, session_id=session_id, tool=tool, arguments=arguments
         )
         secrets = dict(admission.injected)
@@ -69,7 +70,7 @@ class ProxyService:
             )
         except HaldirError as exc:
             with anyio.CancelScope(shield=True):
-                await self._governor.finish_call(
+                await self._governor.proxy.finish_call(
                     principal,
                     admission,
                     result=None,
@@ -79,13 +80,13 @@ class ProxyService:
             raise type(exc)(scrub(exc.message, secrets), **scrub(exc.details, secrets)) from None
         except BaseException:
             with anyio.CancelScope(shield=True):
-                await self._governor.finish_call(
+                await self._governor.proxy.finish_call(
                     principal, admission, result=None, error="call cancelled", latency_ms=_ms(started)
                 )
             raise
         result = scrub(result, secrets)
         with anyio.CancelScope(shield=True):
-            await self._governor.finish_call(
+            await self._governor.proxy.finish_call(
                 principal, admission, result=result, error=None, latency_ms=_ms(started)
             )
         return result
@@ -97,23 +98,23 @@ class ProxyService:
 
         An upstream that cannot be reached is not kept: registration fails with `upstream_unavailable`.
         """
-        upstream = await self._governor.register_upstream(principal, **config)
+        upstream = await self._governor.registry.register_upstream(principal, **config)
         try:
             synced = await self.refresh(principal, upstream.name)
         except BaseException:
             with anyio.CancelScope(shield=True):
-                await self._governor.delete_upstream(principal, upstream.name)
+                await self._governor.registry.delete_upstream(principal, upstream.name)
             raise
         return upstream, synced
 
     async def refresh(self, principal: Principal, name: str) -> ToolSync:
         """Rediscover an upstream's tools now; pins and change flags are the governor's."""
-        upstream = await self._governor.upstream_to_refresh(principal, name)
+        upstream = await self._governor.registry.upstream_to_refresh(principal, name)
         return await self._sync(principal.tenant_id, upstream.name)
 
     async def delete(self, principal: Principal, name: str) -> Upstream:
         """Remove an upstream: its tools leave the tenant's list and its connection closes."""
-        upstream = await self._governor.delete_upstream(principal, name)
+        upstream = await self._governor.registry.delete_upstream(principal, name)
         self._connections.pop((principal.tenant_id, name), None)
         await self._pool.drop(principal.tenant_id, name)
         await self._notify(principal.tenant_id)
@@ -121,12 +122,12 @@ class ProxyService:
 
     async def approve(self, principal: Principal, name: str) -> ProxyTool:
         """Pin a changed tool's new definition; clients hear their tool list changed."""
-        tool: ProxyTool = await self._governor.approve_tool(principal, name)
+        tool: ProxyTool = await self._governor.registry.approve_tool(principal, name)
         await self._notify(principal.tenant_id)
         return tool
 
     async def tools(self, principal: Principal) -> list[ProxyTool]:
-        tools: list[ProxyTool] = await self._governor.list_proxy_tools(principal)
+        tools: list[ProxyTool] = await self._governor.registry.list_proxy_tools(principal)
         return tools
 
     async def upstream_tools_changed(self, tenant_id: str, name: str) -> None:
@@ -137,20 +138,20 @@ class ProxyService:
             log.warning("proxy.refresh_failed", tenant_id=tenant_id, upstream=name, code=exc.code)
 
     async def _sync(self, tenant_id: str, name: str) -> ToolSync:
-        resolved: ResolvedUpstream = await self._governor.upstream_for_connect(tenant_id, name)
+        resolved: ResolvedUpstream = await self._governor.registry.upstream_for_connect(tenant_id, name)
         connection = self._remember(tenant_id, resolved)
         definitions = await self._pool.list_tools(tenant_id, connection.config)
-        synced: ToolSync = await self._governor.record_tools(tenant_id, name, definitions)
+        synced: ToolSync = await self._governor.registry.record_tools(tenant_id, name, definitions)
         if synced.added or synced.changed or synced.reverted or synced.removed:
             await self._notify(tenant_id)
         return synced
 
     async def _connection(self, tenant_id: str, name: str) -> _Connection:
         found = self._connections.get((tenant_id, name))
-        fingerprint = await self._governor.upstream_fingerprint(tenant_id, name)
+        fingerprint = await self._governor.registry.upstream_fingerprint(tenant_id, name)
         if found is not None and found.fingerprint == fingerprint:
             return found
-        return self._remember(tenant_id, await self._governor.upstream_for_connect(tenant_id, name))
+        return self._remember(tenant_id, await self._governor.registry.upstream_for_connect(tenant_id, name))
 
     def _remember(self, tenant_id: str, resolved: ResolvedUpstream) -> _Connection:
         upstream = resolved.upstream

@@ -10,7 +10,7 @@ from fastapi.responses import PlainTextResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from haldir.core.ledger import EntryFilter, StoredEntry, to_hex
-from haldir.governor.audit import EntryPage, Order
+from haldir.governor.ledger import EntryPage, Order
 from haldir.governor.verification import Spend
 from haldir.http.auth import GovernorDep, PrincipalDep
 from haldir.http.schemas import Money, Timestamp
@@ -135,7 +135,7 @@ Id = Annotated[str | None, Query(max_length=200)]
 
 @router.post("", status_code=201, response_model=EntryCreated)
 async def log_action(body: EntryCreate, gov: GovernorDep, who: PrincipalDep) -> EntryCreated:
-    entry = await gov.log_action(
+    entry = await gov.budgets.log_action(
         who,
         session_id=body.session_id,
         tool=body.tool,
@@ -166,13 +166,13 @@ async def list_entries(
     ] = "desc",
 ) -> EntryList:
     where = EntryFilter(session_id, agent_id, tool, status, flagged, since, until)
-    page = await gov.list_entries(who, where=where, limit=limit, cursor=cursor, order=order)
+    page = await gov.ledger.list_entries(who, where=where, limit=limit, cursor=cursor, order=order)
     return EntryList.of(page)
 
 
 @router.get("/entries/{entry_id}", response_model=EntryOut)
 async def get_entry(entry_id: str, gov: GovernorDep, who: PrincipalDep) -> EntryOut:
-    entry = await gov.get_entry(who, entry_id)
+    entry = await gov.ledger.get_entry(who, entry_id)
     return EntryOut(
         record=entry.record,
         leaf_index=entry.leaf_index,
@@ -184,7 +184,7 @@ async def get_entry(entry_id: str, gov: GovernorDep, who: PrincipalDep) -> Entry
 
 @router.get("/log-key", response_model=LogKeyOut)
 async def log_key(gov: GovernorDep, who: PrincipalDep) -> LogKeyOut:
-    key = gov.log_key(who)
+    key = gov.ledger.log_key(who)
     return LogKeyOut(origin=key.origin, vkey=key.vkey, public_key=base64.b64encode(key.public_key).decode())
 
 
@@ -194,13 +194,13 @@ async def log_key(gov: GovernorDep, who: PrincipalDep) -> LogKeyOut:
     responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
 )
 async def checkpoint(gov: GovernorDep, who: PrincipalDep) -> PlainTextResponse:
-    signed = await gov.checkpoint(who)
+    signed = await gov.ledger.checkpoint(who)
     return PlainTextResponse(signed.note, media_type="text/plain; charset=utf-8")
 
 
 @router.get("/tree-head", response_model=TreeHead)
 async def tree_head(gov: GovernorDep, who: PrincipalDep) -> TreeHead:
-    signed = await gov.checkpoint(who)
+    signed = await gov.ledger.checkpoint(who)
     return TreeHead(
         tree_size=signed.tree_size,
         root_hash=to_hex(signed.root_hash),
@@ -213,7 +213,7 @@ async def tree_head(gov: GovernorDep, who: PrincipalDep) -> TreeHead:
 async def inclusion_proof(
     entry_id: str, gov: GovernorDep, who: PrincipalDep, tree_size: Annotated[int | None, Query(ge=1)] = None
 ) -> InclusionOut:
-    proof = await gov.inclusion_proof(who, entry_id, tree_size=tree_size)
+    proof = await gov.ledger.inclusion_proof(who, entry_id, tree_size=tree_size)
     return InclusionOut(
         leaf_index=proof.leaf_index,
         tree_size=proof.tree_size,
@@ -230,7 +230,7 @@ async def consistency_proof(
     first: Annotated[int, Query(ge=1)],
     second: Annotated[int, Query(ge=1)],
 ) -> ConsistencyOut:
-    proof = await gov.consistency_proof(who, first=first, second=second)
+    proof = await gov.ledger.consistency_proof(who, first=first, second=second)
     return ConsistencyOut(
         first=proof.first,
         second=proof.second,
@@ -242,7 +242,7 @@ async def consistency_proof(
 
 @router.get("/verify", response_model=VerifyOut)
 async def verify(gov: GovernorDep, who: PrincipalDep) -> VerifyOut:
-    result = await gov.verify_log(who)
+    result = await gov.ledger.verify_log(who)
     bad = result.first_bad
     first_bad = (
         None
@@ -262,7 +262,7 @@ async def spend(
     until: Until = None,
 ) -> SpendOut:
     return SpendOut.of(
-        await gov.spend(who, session_id=session_id, agent_id=agent_id, since=since, until=until)
+        await gov.ledger.spend(who, session_id=session_id, agent_id=agent_id, since=since, until=until)
     )
 
 

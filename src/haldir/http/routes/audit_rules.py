@@ -46,14 +46,14 @@ class RuleList(BaseModel):
 @router.post("", status_code=201, response_model=RuleOut, response_model_exclude_none=True)
 async def create_rule(body: RuleCreate, gov: GovernorDep, who: PrincipalDep) -> RuleOut:
     params = body.model_dump(exclude={"type"}, exclude_none=True)
-    return RuleOut.of(await gov.create_rule(who, type=body.type, params=params))
+    return RuleOut.of(await gov.rules.create_rule(who, type=body.type, params=params))
 
 
 @router.get("", response_model=RuleList, response_model_exclude_none=True)
 async def list_rules(gov: GovernorDep, who: PrincipalDep) -> RuleList:
-    return RuleList(rules=[RuleOut.of(rule) for rule in await gov.list_rules(who)])
+    return RuleList(rules=[RuleOut.of(rule) for rule in await gov.rules.list_rules(who)])
 
 
 @router.delete("/{rule_id}", response_model=RuleOut, response_model_exclude_none=True)
 async def delete_rule(rule_id: str, gov: GovernorDep, who: PrincipalDep) -> RuleOut:
-    return RuleOut.of(await gov.delete_rule(who, rule_id))
+    return RuleOut.of(await gov.rules.delete_rule(who, rule_id))

@@ -58,7 +58,9 @@ async def create_key(
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> KeyCreated:
-    outcome = await gov.create_key(who, name=body.name, scopes=body.scopes, idempotency_key=idempotency_key)
+    outcome = await gov.keys.create_key(
+        who, name=body.name, scopes=body.scopes, idempotency_key=idempotency_key
+    )
     if outcome.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     created = outcome.value
@@ -67,9 +69,9 @@ async def create_key(
 
 @router.get("", response_model=KeyList)
 async def list_keys(gov: GovernorDep, who: PrincipalDep) -> KeyList:
-    return KeyList(keys=[KeyOut.of(key) for key in await gov.list_keys(who)])
+    return KeyList(keys=[KeyOut.of(key) for key in await gov.keys.list_keys(who)])
 
 
 @router.delete("/{prefix}", response_model=KeyOut)
 async def revoke_key(prefix: str, gov: GovernorDep, who: PrincipalDep) -> KeyOut:
-    return KeyOut.of(await gov.revoke_key(who, prefix))
+    return KeyOut.of(await gov.keys.revoke_key(who, prefix))

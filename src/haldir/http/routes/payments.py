@@ -96,7 +96,7 @@ async def authorize_payment(
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> Authorized:
-    outcome = await gov.authorize_payment(
+    outcome = await gov.budgets.authorize_payment(
         who,
         session_id=body.session_id,
         amount=body.amount,
@@ -114,19 +114,19 @@ async def capture_payment(
     authorization_id: str, gov: GovernorDep, who: PrincipalDep, body: CaptureRequest | None = None
 ) -> PaymentOut:
     amount = None if body is None else body.amount
-    return PaymentOut.of(await gov.capture_payment(who, authorization_id, amount=amount))
+    return PaymentOut.of(await gov.budgets.capture_payment(who, authorization_id, amount=amount))
 
 
 @router.post("/{authorization_id}/void", response_model=PaymentOut)
 async def void_payment(
     authorization_id: str, gov: GovernorDep, who: PrincipalDep, body: VoidRequest | None = None
 ) -> PaymentOut:
-    return PaymentOut.of(await gov.void_payment(who, authorization_id))
+    return PaymentOut.of(await gov.budgets.void_payment(who, authorization_id))
 
 
 @router.get("/{authorization_id}", response_model=PaymentOut)
 async def get_payment(authorization_id: str, gov: GovernorDep, who: PrincipalDep) -> PaymentOut:
-    return PaymentOut.of(await gov.get_payment(who, authorization_id))
+    return PaymentOut.of(await gov.budgets.get_payment(who, authorization_id))
 
 
 @router.get("", response_model=PaymentList)
@@ -137,7 +137,7 @@ async def list_payments(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> PaymentList:
-    page = await gov.list_payments(who, session_id=session_id, limit=limit, cursor=cursor)
+    page = await gov.budgets.list_payments(who, session_id=session_id, limit=limit, cursor=cursor)
     return PaymentList(
         payments=[PaymentOut.of(payment) for payment in page.items], next_cursor=encode_cursor(page.next)
     )

@@ -166,7 +166,7 @@ async def register_upstream(body: UpstreamCreate, request: Request, who: Princip
 
 @router.get("/upstreams", response_model=UpstreamList)
 async def list_upstreams(gov: GovernorDep, who: PrincipalDep) -> UpstreamList:
-    return UpstreamList(upstreams=[UpstreamOut.of(u) for u in await gov.list_upstreams(who)])
+    return UpstreamList(upstreams=[UpstreamOut.of(u) for u in await gov.registry.list_upstreams(who)])
 
 
 @router.delete("/upstreams/{name}", response_model=UpstreamOut)
@@ -187,7 +187,7 @@ async def refresh_upstream(
 
 @router.get("/tools", response_model=ToolList)
 async def list_tools(gov: GovernorDep, who: PrincipalDep) -> ToolList:
-    return ToolList(tools=[ToolOut.of(tool) for tool in await gov.list_proxy_tools(who)])
+    return ToolList(tools=[ToolOut.of(tool) for tool in await gov.registry.list_proxy_tools(who)])
 
 
 @router.post("/tools/{name}/approve", response_model=ToolOut)
@@ -202,18 +202,18 @@ async def approve_tool(
 
 @router.post("/policies", status_code=201, response_model=PolicyOut)
 async def create_policy(body: dict[str, Any], gov: GovernorDep, who: PrincipalDep) -> PolicyOut:
-    return PolicyOut.of(await gov.create_policy(who, body))
+    return PolicyOut.of(await gov.registry.create_policy(who, body))
 
 
 @router.get("/policies", response_model=PolicyList)
 async def list_policies(gov: GovernorDep, who: PrincipalDep) -> PolicyList:
-    return PolicyList(policies=[PolicyOut.of(policy) for policy in await gov.list_policies(who)])
+    return PolicyList(policies=[PolicyOut.of(policy) for policy in await gov.registry.list_policies(who)])
 
 
 @router.delete("/policies/{policy_id}", response_model=PolicyOut)
 async def delete_policy(policy_id: PolicyId, gov: GovernorDep, who: PrincipalDep) -> PolicyOut:
     """Remove a policy; answers the policy as it was."""
-    return PolicyOut.of(await gov.delete_policy(who, policy_id))
+    return PolicyOut.of(await gov.registry.delete_policy(who, policy_id))
 
 
 # calls

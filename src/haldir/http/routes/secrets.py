@@ -116,7 +116,7 @@ async def store_secret(
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> SecretStored:
-    outcome = await gov.store_secret(
+    outcome = await gov.vault.store_secret(
         who,
         name=body.name,
         value=body.value,
@@ -135,7 +135,7 @@ async def list_secrets(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> SecretList:
-    page = await gov.list_secrets(who, limit=limit, cursor=cursor)
+    page = await gov.vault.list_secrets(who, limit=limit, cursor=cursor)
     return SecretList(
         secrets=[SecretOut.of(info) for info in page.items], next_cursor=encode_cursor(page.next)
     )
@@ -155,13 +155,13 @@ async def get_secret(
             raise InvalidRequest(
                 "version selects a value to release: send X-Session-ID with it", field="version"
             )
-        return SecretOut.of(await gov.secret_info(who, name))
-    released = await gov.get_secret(who, name, session_id=session_id, version=version)
+        return SecretOut.of(await gov.vault.secret_info(who, name))
+    released = await gov.vault.get_secret(who, name, session_id=session_id, version=version)
     response.headers["Cache-Control"] = "no-store"  # the middleware sets it too; a value must never lack it
     return SecretValue.of(released)
 
 
 @router.delete("/{name}", response_model=SecretDeleted)
 async def delete_secret(name: str, gov: GovernorDep, who: PrincipalDep) -> SecretDeleted:
-    deleted = await gov.delete_secret(who, name)
+    deleted = await gov.vault.delete_secret(who, name)
     return SecretDeleted(name=name, deleted_versions=deleted)

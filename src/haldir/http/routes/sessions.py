@@ -94,7 +94,7 @@ async def create_session(
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> SessionOut:
-    outcome = await gov.create_session(
+    outcome = await gov.sessions.create_session(
         who,
         agent_id=body.agent_id,
         scopes=body.scopes,
@@ -116,7 +116,7 @@ async def list_sessions(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> SessionList:
-    page = await gov.list_sessions(who, agent_id=agent_id, active=active, limit=limit, cursor=cursor)
+    page = await gov.sessions.list_sessions(who, agent_id=agent_id, active=active, limit=limit, cursor=cursor)
     now = gov.now()
     return SessionList(
         sessions=[SessionDetail.at(s, now) for s in page.items], next_cursor=encode_cursor(page.next)
@@ -125,19 +125,19 @@ async def list_sessions(
 
 @router.get("/{session_id}", response_model=SessionDetail)
 async def get_session(session_id: str, gov: GovernorDep, who: PrincipalDep) -> SessionDetail:
-    return SessionDetail.at(await gov.get_session(who, session_id), gov.now())
+    return SessionDetail.at(await gov.sessions.get_session(who, session_id), gov.now())
 
 
 @router.delete("/{session_id}", response_model=SessionDetail)
 async def revoke_session(session_id: str, gov: GovernorDep, who: PrincipalDep) -> SessionDetail:
-    return SessionDetail.at(await gov.revoke_session(who, session_id), gov.now())
+    return SessionDetail.at(await gov.sessions.revoke_session(who, session_id), gov.now())
 
 
 @router.post("/{session_id}/check", response_model=CheckResult)
 async def check_session(
     session_id: str, body: CheckRequest, gov: GovernorDep, who: PrincipalDep
 ) -> CheckResult:
-    return CheckResult.of(await gov.check_permission(who, session_id, body.scope))
+    return CheckResult.of(await gov.sessions.check_permission(who, session_id, body.scope))
 
 
 def _fields(session: Session) -> dict[str, object]:

@@ -1,13 +1,17 @@
-"""Watch: append audit entries, read them back, prove them, sign checkpoints and verify the whole log."""
+"""Watch: the ledger service. Builds entries (with anomaly detection) for every service that records,
+appends them, reads them back, proves them, signs checkpoints, and verifies the log and sums spend
+(with `verification`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 from haldir.core import ids, merkle
 from haldir.core.anomalies import Candidate, RecentEntry, Rule, detect, lookback
-from haldir.core.checkpoints import Checkpoint, Signer, sign_checkpoint
+from haldir.core.checkpoints import Checkpoint, Signer, Verifier, sign_checkpoint
+from haldir.core.clock import Clock
 from haldir.core.keys import Principal
 from haldir.core.ledger import (
     EntryFilter,
@@ -19,8 +23,11 @@ from haldir.core.ledger import (
 )
 from haldir.core.money import to_micros
 from haldir.core.pagination import MAX_PAGE, Position, decode_cursor, encode_cursor
+from haldir.core.sessions import Session
 from haldir.errors import ConfigurationError, InvalidRequest, LedgerTampered, NotFound
-from haldir.governor.base import GovernorBase
+from haldir.governor import verification
+from haldir.governor.verification import Spend, Verification
+from haldir.store.ports import LedgerStore
 
 AUDIT = "aud"
 _ASCENDING = "ledger-asc"  # the cursor id of oldest-first pages, so a cursor is never reused across orders
@@ -65,30 +72,41 @@ class LogKey:
     public_key: bytes
 
 
-class AuditMixin(GovernorBase):
-    async def _append(
+class Ledger:
+    """The tenant's append-only log. Other services record through `append`, or, when an entry must
+    commit in their own transaction, build it with `lookback` and `entry` (or `spend_entry`)."""
+
+    def __init__(
+        self, *, ledger_store: LedgerStore, clock: Clock, log_signer: Signer | None, log_origin: str
+    ) -> None:
+        self._ledger_store = ledger_store
+        self._clock = clock
+        self._log_signer = log_signer
+        self._log_origin = log_origin
+
+    async def append(
         self, tenant_id: str, *, session_id: str | None, agent_id: str | None, **fields: Any
     ) -> StoredEntry:
         """Record anything in the ledger: the one door every governed action and decision goes through
-        (spends, which commit with their entry, build theirs with `_entry` and append it in their
+        (spends, which commit with their entry, build theirs with `spend_entry` and append it in their
         transaction)."""
-        context = await self._lookback(tenant_id, session_id)
-        entry = self._entry(tenant_id, context, session_id=session_id, agent_id=agent_id, **fields)
-        return await self._store.ledger.append(entry)
+        context = await self.lookback(tenant_id, session_id)
+        entry = self.entry(tenant_id, context, session_id=session_id, agent_id=agent_id, **fields)
+        return await self._ledger_store.append(entry)
 
-    async def _lookback(self, tenant_id: str, session_id: str | None) -> Lookback:
+    async def lookback(self, tenant_id: str, session_id: str | None) -> Lookback:
         """What anomaly detection needs to judge a new entry of `session_id`: the tenant's rules and the
         session's latest entries. Entries of the same session committing in the same batch do not see
         each other."""
-        rules = await self._store.ledger.list_rules(tenant_id)
+        rules = await self._ledger_store.list_rules(tenant_id)
         recent = (
             []
             if session_id is None
-            else await self._store.ledger.recent(tenant_id, session_id, limit=lookback(rules))
+            else await self._ledger_store.recent(tenant_id, session_id, limit=lookback(rules))
         )
         return Lookback(rules, recent)
 
-    def _entry(
+    def entry(
         self,
         tenant_id: str,
         context: Lookback,
@@ -123,10 +141,23 @@ class AuditMixin(GovernorBase):
         )
         return NewEntry(tenant_id=tenant_id, record=record, canonical=canonical_bytes(record))
 
+    def spend_entry(
+        self, context: Lookback, session: Session, *, charged_micros: int, **fields: Any
+    ) -> NewEntry:
+        """The entry of a change to `session`'s spend, which commits in the same transaction as it."""
+        return self.entry(
+            session.tenant_id,
+            context,
+            session_id=session.session_id,
+            agent_id=session.agent_id,
+            charged_micros=charged_micros,
+            **fields,
+        )
+
     async def get_entry(self, principal: Principal, entry_id: str) -> StoredEntry:
         principal.require("audit:read")
         found = (
-            await self._store.ledger.get(principal.tenant_id, entry_id)
+            await self._ledger_store.get(principal.tenant_id, entry_id)
             if ids.is_id(AUDIT, entry_id)
             else None
         )
@@ -154,7 +185,7 @@ class AuditMixin(GovernorBase):
         if position is not None and (position.id == _ASCENDING) != (order == "asc"):
             raise InvalidRequest("this cursor belongs to a listing in the other order; pass the same order")
         last = None if position is None else position.sort_key
-        entries = await self._store.ledger.page(
+        entries = await self._ledger_store.page(
             principal.tenant_id,
             where=where,
             limit=limit + 1,
@@ -176,7 +207,7 @@ class AuditMixin(GovernorBase):
         if entry.leaf_index >= size:
             raise InvalidRequest(f"entry {entry_id} is leaf {entry.leaf_index}, not in a tree of size {size}")
         ranges = merkle.inclusion_ranges(entry.leaf_index, size)
-        nodes = await self._store.ledger.nodes(principal.tenant_id, merkle.nodes_for([*ranges, (0, size)]))
+        nodes = await self._ledger_store.nodes(principal.tenant_id, merkle.nodes_for([*ranges, (0, size)]))
         return InclusionProof(
             leaf_index=entry.leaf_index,
             tree_size=size,
@@ -187,7 +218,7 @@ class AuditMixin(GovernorBase):
 
     async def consistency_proof(self, principal: Principal, *, first: int, second: int) -> ConsistencyProof:
         principal.require("audit:read")
-        size = await self._store.ledger.size(principal.tenant_id)
+        size = await self._ledger_store.size(principal.tenant_id)
         if not 1 <= first <= second <= size:
             raise InvalidRequest(
                 f"need 1 <= first <= second <= {size} (the tree size), got {first} and {second}"
@@ -196,7 +227,7 @@ class AuditMixin(GovernorBase):
 
     async def _consistency(self, tenant_id: str, first: int, second: int) -> ConsistencyProof:
         ranges = merkle.consistency_ranges(first, second)
-        nodes = await self._store.ledger.nodes(
+        nodes = await self._ledger_store.nodes(
             tenant_id, merkle.nodes_for([*ranges, (0, first), (0, second)])
         )
         return ConsistencyProof(
@@ -208,7 +239,7 @@ class AuditMixin(GovernorBase):
         )
 
     async def _size_within(self, tenant_id: str, tree_size: int | None) -> int:
-        size = await self._store.ledger.size(tenant_id)
+        size = await self._ledger_store.size(tenant_id)
         if tree_size is None:
             return size
         if not 1 <= tree_size <= size:
@@ -230,8 +261,8 @@ class AuditMixin(GovernorBase):
         """
         principal.require("audit:read")
         tenant_id = principal.tenant_id
-        size = await self._store.ledger.size(tenant_id)
-        latest = await self._store.ledger.latest_checkpoint(tenant_id)
+        size = await self._ledger_store.size(tenant_id)
+        latest = await self._ledger_store.latest_checkpoint(tenant_id)
         if latest is not None and latest.tree_size >= size:
             return latest
         if latest is not None and latest.tree_size > 0:
@@ -252,12 +283,43 @@ class AuditMixin(GovernorBase):
             root = link.second_root
         else:
             root = merkle.root(
-                size, await self._store.ledger.nodes(tenant_id, set(merkle.range_nodes(0, size)))
+                size, await self._ledger_store.nodes(tenant_id, set(merkle.range_nodes(0, size)))
             )
         note = sign_checkpoint(Checkpoint(self._origin(tenant_id), size, root), self._signer())
         signed = StoredCheckpoint(tree_size=size, root_hash=root, note=note, signed_at=self._clock.now())
-        await self._store.ledger.save_checkpoint(tenant_id, signed)
+        await self._ledger_store.save_checkpoint(tenant_id, signed)
         return signed
+
+    # the whole log
+
+    async def verify_log(self, principal: Principal) -> Verification:
+        """Re-verify the tenant's whole log from the store; the first entry that fails, if any."""
+        principal.require("audit:read")
+        return await verification.verify_log(
+            self._ledger_store,
+            principal.tenant_id,
+            verifier=self._verifier,
+            origin=self._origin(principal.tenant_id),
+        )
+
+    async def spend(
+        self,
+        principal: Principal,
+        *,
+        session_id: str | None = None,
+        agent_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> Spend:
+        principal.require("audit:read")
+        return await verification.spend(
+            self._ledger_store,
+            principal.tenant_id,
+            session_id=session_id,
+            agent_id=agent_id,
+            since=since,
+            until=until,
+        )
 
     def _origin(self, tenant_id: str) -> str:
         return f"{self._log_origin}/{tenant_id}"
@@ -266,3 +328,6 @@ class AuditMixin(GovernorBase):
         if self._log_signer is None:
             raise ConfigurationError("no log signing key is configured: checkpoints are signed by the server")
         return self._log_signer
+
+    def _verifier(self) -> Verifier:
+        return self._signer().verifier
