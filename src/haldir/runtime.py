@@ -50,9 +50,13 @@ def wire(
     names (a typo guard); otherwise any well-formed name is a scope."""
     known_scopes = BUILTIN_SCOPES | custom_scopes if strict_scopes else None
     ledger = Ledger(ledger_store=store.ledger, clock=clock, log_signer=log_signer, log_origin=log_origin)
-    sessions = Sessions(session_store=store, clock=clock, known_scopes=known_scopes, max_ttl=max_ttl)
+    changes = store.changes
+    sessions = Sessions(
+        session_store=store, changes=changes, clock=clock, known_scopes=known_scopes, max_ttl=max_ttl
+    )
     vault = Vault(
         vault_store=store.vault,
+        changes=changes,
         sessions=sessions,
         ledger=ledger,
         clock=clock,
@@ -61,6 +65,7 @@ def wire(
     )
     registry = Registry(
         proxy_store=store.proxy,
+        changes=changes,
         vault=vault,
         ledger=ledger,
         clock=clock,
@@ -68,7 +73,7 @@ def wire(
         commands=CommandRule(frozenset(stdio_tenants), tuple(stdio_commands)),
     )
     return Governor(
-        keys=Keys(key_store=store, clock=clock),
+        keys=Keys(key_store=store, changes=changes, clock=clock),
         sessions=sessions,
         ledger=ledger,
         rules=Rules(ledger_store=store.ledger, clock=clock),
@@ -111,7 +116,9 @@ async def open_runtime(
     open every data key in the store.
     """
     clock = clock or SystemClock()
-    store = SqlStore.open(settings.store_url, pool_size=pool_size or settings.db_pool_size)
+    store = SqlStore.open(
+        settings.store_url, pool_size=pool_size or settings.db_pool_size, data_dir=settings.data_dir
+    )
     try:
         await require_latest_schema(store)
         if log_signer is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Annotated, Literal
@@ -35,6 +36,12 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Address the API server binds to.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port the API server listens on.")
+    workers: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        ge=1,
+        le=256,
+        description="Worker processes `haldir serve` runs; default one per CPU.",
+    )
     log_level: LogLevel = Field(default="info", description="Minimum log level.")
     log_json: bool = Field(default=True, description="Log JSON lines; false prints human-readable lines.")
     session_max_ttl: int = Field(

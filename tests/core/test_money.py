@@ -139,3 +139,17 @@ def test_any_valid_decimal_converts_to_micros_and_back_to_an_equal_amount(amount
     micros = to_micros(amount)
     assert micros == amount * MICROS_PER_UNIT
     assert from_micros(micros) == amount
+
+
+@given(micros=st.integers(min_value=0, max_value=int(MAX_AMOUNT) * MICROS_PER_UNIT))
+def test_the_integer_formatting_writes_what_the_decimal_one_writes(micros: int) -> None:
+    assert format_micros(micros) == f"{from_micros(micros):f}"
+
+
+@given(micros=st.integers(min_value=0, max_value=int(MAX_AMOUNT) * MICROS_PER_UNIT))
+def test_a_plain_decimal_string_reads_back_as_the_same_micro_units(micros: int) -> None:
+    text = format_micros(micros)
+    assert to_micros(text) == micros
+    assert to_micros(Decimal(text)) == micros
+    if micros % MICROS_PER_UNIT == 0:
+        assert to_micros(micros // MICROS_PER_UNIT) == micros

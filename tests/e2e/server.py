@@ -27,7 +27,9 @@ def free_port() -> int:
 
 def environment(data_dir: Path, database_url: str | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HALDIR_")}
-    env.update(HALDIR_DATA_DIR=str(data_dir), HALDIR_LOG_LEVEL="warning")
+    # One worker process unless a test asks for more: each worker starts its own stdio upstreams, and the
+    # tests' stateful upstreams (tools that grow or drift on request) must be one process to be coherent.
+    env.update(HALDIR_DATA_DIR=str(data_dir), HALDIR_LOG_LEVEL="warning", HALDIR_WORKERS="1")
     if database_url:
         env["HALDIR_DATABASE_URL"] = database_url
     return env

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import anyio
 import anyio.to_thread
 
-from haldir.core.ledger import NewEntry, audit_record, canonical_bytes
+from haldir.core.ledger import EntryDraft, draft_entry
 from haldir.store.sql import SqlStore
 
 T0 = datetime(2026, 4, 5, 19, 0, tzinfo=UTC)
@@ -26,8 +26,8 @@ def entry_id(worker: int, n: int) -> str:
     return f"aud_w{worker}n{n}"
 
 
-def new_entry(tenant: str, worker: int, n: int) -> NewEntry:
-    record = audit_record(
+def new_entry(tenant: str, worker: int, n: int) -> EntryDraft:
+    return draft_entry(
         entry_id=entry_id(worker, n),
         tenant_id=tenant,
         session_id=f"ses_w{worker}",
@@ -37,11 +37,8 @@ def new_entry(tenant: str, worker: int, n: int) -> NewEntry:
         status="ok",
         cost_usd="0.000001",
         details={"worker": worker, "n": n},
-        flagged=False,
-        flag_reason=None,
         timestamp=T0,
     )
-    return NewEntry(tenant_id=tenant, record=record, canonical=canonical_bytes(record))
 
 
 async def append_all(url: str, tenant: str, *, worker: int, count: int, tasks: int) -> dict[str, int]:

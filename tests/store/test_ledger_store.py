@@ -9,8 +9,7 @@ import pytest
 
 from haldir.core import merkle
 from haldir.core.keys import ApiKey, generate_key
-from haldir.core.ledger import GENESIS, audit_record, canonical_bytes, hash_entry
-from haldir.store.ledger import NewEntry
+from haldir.core.ledger import GENESIS, EntryDraft, draft_entry, hash_entry
 from haldir.store.sql import SqlStore
 
 pytestmark = pytest.mark.anyio
@@ -18,8 +17,8 @@ pytestmark = pytest.mark.anyio
 T0 = datetime(2026, 4, 5, 19, 0, tzinfo=UTC)
 
 
-def entry(tenant: str, n: int) -> NewEntry:
-    record = audit_record(
+def entry(tenant: str, n: int) -> EntryDraft:
+    return draft_entry(
         entry_id=f"aud_{n}",
         tenant_id=tenant,
         session_id="ses_1",
@@ -29,11 +28,8 @@ def entry(tenant: str, n: int) -> NewEntry:
         status="ok",
         cost_usd="0.000001",
         details={"n": n},
-        flagged=False,
-        flag_reason=None,
         timestamp=T0,
     )
-    return NewEntry(tenant_id=tenant, record=record, canonical=canonical_bytes(record))
 
 
 async def _tenants(store: SqlStore, *names: str) -> None:

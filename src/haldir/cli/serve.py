@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
@@ -11,7 +12,6 @@ from rich.console import Console
 from haldir.cli.operator import run
 from haldir.core.keys import NewKey
 from haldir.governor import DEFAULT_TENANT
-from haldir.http.app import create_app
 from haldir.logging import configure_logging
 from haldir.runtime import open_runtime
 from haldir.settings import Settings
@@ -20,9 +20,12 @@ from haldir.settings import Settings
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default HALDIR_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default HALDIR_PORT).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Worker processes (default HALDIR_WORKERS: one per CPU).")
+    ] = None,
 ) -> None:
     """Serve the API. On first start, create the default tenant's admin key and print it once."""
-    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    overrides = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None}
     settings = Settings(**overrides)  # type: ignore[arg-type]
     configure_logging(level=settings.log_level, json=settings.log_json)
 
@@ -49,8 +52,13 @@ def serve(
             "Make narrower keys with 'haldir keys create --scopes sessions:write'."
         )
         console.rule()
+    # Each worker process builds its own app, store connections and caches from the same HALDIR_*
+    # environment (the workers count included, so `--workers` reaches them too).
+    os.environ["HALDIR_WORKERS"] = str(settings.workers)
     uvicorn.run(
-        create_app(settings),
+        "haldir.http.app:app_from_environment",
+        factory=True,
+        workers=settings.workers,
         host=settings.host,
         port=settings.port,
         log_config=None,

@@ -11,7 +11,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -19,6 +19,7 @@ from typing import Any
 
 import rfc8785
 
+from haldir.core.anomalies import Candidate, RecentEntry, Rule, detect
 from haldir.core.clock import utc
 from haldir.core.money import format_micros, format_signed_micros, signed_micros, to_micros
 from haldir.errors import InvalidRequest
@@ -205,6 +206,7 @@ def audit_record(
     flag_reason: str | None,
     timestamp: datetime,
     charged_micros: int = 0,
+    check: bool = True,
     **extra: Any,
 ) -> dict[str, Any]:
     """The canonical record of an audit entry; every field of it, tenant and flags included, is hashed.
@@ -238,7 +240,8 @@ def audit_record(
         "timestamp": timestamp_text(timestamp),
         **extra,
     }
-    canonical_bytes(record)  # refuse what could not be hashed now, not when the entry is appended
+    if check:  # refuse what could not be hashed now, not when the entry is appended
+        canonical_bytes(record)
     return record
 
 
@@ -254,6 +257,76 @@ class NewEntry:
     tenant_id: str
     record: dict[str, Any]
     canonical: bytes
+
+
+@dataclass(frozen=True)
+class EntryDraft:
+    """An entry whose flags are not judged yet. The store judges it where it appends it: inside the
+    appending transaction it reads the tenant's rules and the session's latest entries (earlier entries of
+    the same batch included, so entries of one session committing together see each other) and calls
+    `build`. `record` holds every field but the flags; a `flag_reason` given here wins over detection."""
+
+    tenant_id: str
+    session_id: str | None
+    record: dict[str, Any]
+    flag_reason: str | None = None
+
+    @property
+    def entry_id(self) -> str:
+        entry_id: str = self.record["entry_id"]
+        return entry_id
+
+    def candidate(self) -> Candidate:
+        return Candidate(
+            session_id=self.session_id,
+            tool=self.record["tool"],
+            action=self.record["action"],
+            status=self.record["status"],
+            cost_micros=to_micros(self.record["cost_usd"]),
+            timestamp=self.timestamp,
+        )
+
+    @property
+    def timestamp(self) -> datetime:
+        return datetime.fromisoformat(self.record["timestamp"])
+
+    def as_recent(self) -> RecentEntry:
+        """How this entry looks to the detectors judging a later entry of its session."""
+        candidate = self.candidate()
+        return RecentEntry(candidate.timestamp, candidate.cost_micros, candidate.status, candidate.tool)
+
+    def build(self, recent: Sequence[RecentEntry], rules: Sequence[Rule]) -> NewEntry:
+        """The entry, flagged when the detectors or the tenant's rules say so (see `detect`)."""
+        flag_reason = self.flag_reason
+        if flag_reason is None:
+            flag_reason = detect(self.candidate(), recent, rules, self.timestamp)
+        record = {**self.record, "flagged": flag_reason is not None, "flag_reason": flag_reason}
+        return NewEntry(tenant_id=self.tenant_id, record=record, canonical=canonical_bytes(record))
+
+
+def draft_entry(
+    *,
+    entry_id: str,
+    tenant_id: str,
+    session_id: str | None,
+    agent_id: str | None,
+    timestamp: datetime,
+    flag_reason: str | None = None,
+    **fields: Any,
+) -> EntryDraft:
+    """A draft of `audit_record(...)`: the same fields, checked now, judged when appended."""
+    record = audit_record(
+        entry_id=entry_id,
+        tenant_id=tenant_id,
+        session_id=session_id,
+        agent_id=agent_id,
+        flagged=False,
+        flag_reason=None,
+        timestamp=timestamp,
+        check=False,
+        **fields,
+    )
+    return EntryDraft(tenant_id=tenant_id, session_id=session_id, record=record, flag_reason=flag_reason)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,9 @@ MAX_AMOUNT = Decimal(1_000_000_000)  # one billion USD keeps every sum far insid
 _MICRO = Decimal("0.000001")
 _CENT = Decimal("0.01")
 _NUMBER = re.compile(r"[+-]?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?")
+_PLAIN = re.compile(r"([0-9]{1,10})(?:\.([0-9]{1,6}))?")  # at most 6 decimals: exact in micro-units
+_MAX_WHOLE = int(MAX_AMOUNT)
+_MAX_MICROS = _MAX_WHOLE * MICROS_PER_UNIT
 
 
 def to_micros(value: Decimal | int | str, *, field: str = "amount") -> int:
@@ -19,6 +22,15 @@ def to_micros(value: Decimal | int | str, *, field: str = "amount") -> int:
 
     Floats are refused on purpose: by the time a float arrives its value is already rounded.
     """
+    # The forms every request carries (a whole number, a plain decimal string) in integer arithmetic;
+    # the rest through Decimal, whose exact context costs more than all of this.
+    if type(value) is int and 0 <= value <= _MAX_WHOLE:
+        return value * MICROS_PER_UNIT
+    if type(value) is str and (plain := _PLAIN.fullmatch(value)) is not None:
+        whole, fraction = plain.groups()
+        parsed = int(whole) * MICROS_PER_UNIT + (int(fraction.ljust(6, "0")) if fraction else 0)
+        if parsed <= _MAX_MICROS:
+            return parsed
     if isinstance(value, bool) or not isinstance(value, Decimal | int | str):
         raise InvalidAmount(f"{field} must be a decimal number, got {type(value).__name__}", field=field)
     if isinstance(value, str) and not _NUMBER.fullmatch(value):
@@ -51,8 +63,11 @@ def from_micros(micros: int) -> Decimal:
 
 
 def format_micros(micros: int) -> str:
-    """The decimal string Haldir shows for an amount, never in exponent notation."""
-    return f"{from_micros(micros):f}"
+    """The decimal string Haldir shows for an amount, never in exponent notation: `from_micros`'s text,
+    in integer arithmetic (every entry and answer writes amounts)."""
+    whole, fraction = divmod(abs(micros), MICROS_PER_UNIT)
+    decimals = f"{fraction:06d}".rstrip("0").ljust(2, "0")
+    return f"{'-' if micros < 0 else ''}{whole}.{decimals}"
 
 
 def format_signed_micros(micros: int) -> str:

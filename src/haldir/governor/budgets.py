@@ -31,7 +31,7 @@ from haldir.core.payments import (
 from haldir.core.sessions import Session, holds_spend, spend_refusal
 from haldir.errors import BudgetExceeded, Conflict, InvalidAmount, InvalidRequest, NotFound, ScopeDenied
 from haldir.governor.fields import text_field
-from haldir.governor.ledger import Ledger, Lookback
+from haldir.governor.ledger import Ledger
 from haldir.governor.sessions import Sessions
 from haldir.store.ports import PaymentStore, SpendTransaction
 
@@ -97,7 +97,6 @@ class Budgets:
             return await self._ledger.append(
                 principal.tenant_id, session_id=session.session_id, agent_id=session.agent_id, **fields
             )
-        context = await self._ledger.lookback(principal.tenant_id, session.session_id)
         async with self._payment_store.spend_transaction(principal.tenant_id) as tx:
             if authorization_id is None:
                 candidates = await tx.open_payments(session.session_id)
@@ -125,14 +124,14 @@ class Budgets:
                 current = await tx.session(session.session_id)
             assert current is not None  # sessions are never deleted
             flag = _uncovered_flag(current, uncovered, now=self._clock.now())
-            entry = await tx.append(
-                self._ledger.spend_entry(
-                    context, current, charged_micros=uncovered, flag_reason=flag, **fields
-                )
+            entry = tx.append(
+                self._ledger.spend_entry(current, charged_micros=uncovered, flag_reason=flag, **fields)
             )
             if uncovered:
-                await record_exhausted(tx, current, entry, charged_micros=uncovered, clock=self._clock)
-            return entry
+                await record_exhausted(
+                    tx, current, entry.draft.entry_id, charged_micros=uncovered, clock=self._clock
+                )
+        return entry.result()
 
     # payments
 
@@ -162,7 +161,6 @@ class Budgets:
             payload={"session_id": session.session_id, "amount": micros, "description": description},
         )
         tenant_id = principal.tenant_id
-        context = await self._ledger.lookback(tenant_id, session.session_id)
         fields: dict[str, Any] = {
             "tool": PAYMENTS_TOOL,
             "action": "payment.authorize",
@@ -205,12 +203,14 @@ class Budgets:
             if charged is not None:
                 await tx.insert_payment(payment)
                 fields["details"]["authorization_id"] = payment.payment_id
-                entry = await tx.append(
-                    self._ledger.spend_entry(context, charged, charged_micros=micros, status="ok", **fields)
+                entry = tx.append(
+                    self._ledger.spend_entry(charged, charged_micros=micros, status="ok", **fields)
                 )
-                await record_exhausted(tx, charged, entry, charged_micros=micros, clock=self._clock)
+                await record_exhausted(
+                    tx, charged, entry.draft.entry_id, charged_micros=micros, clock=self._clock
+                )
                 return Outcome(Authorization(payment, charged.remaining_micros))
-            refusal = await self._refuse(tx, context, session, micros, {**fields, "status": "ok"})
+            refusal = await self._refuse(tx, session, micros, {**fields, "status": "ok"})
         raise refusal
 
     async def _replay(
@@ -254,7 +254,6 @@ class Budgets:
         )
         if found is None:
             raise NotFound(f"no payment {payment_id!r} in this tenant")
-        context = await self._ledger.lookback(tenant_id, found.session_id)
         now = self._clock.now()
         async with self._payment_store.spend_transaction(tenant_id) as tx:
             payment = await tx.payment(payment_id)  # locked: one settlement wins
@@ -272,9 +271,8 @@ class Budgets:
                 tx.charge(payment.session_id, release, now=now) if release else tx.session(payment.session_id)
             )
             assert session is not None  # payments keep their session
-            await tx.append(
+            tx.append(
                 self._ledger.spend_entry(
-                    context,
                     session,
                     charged_micros=release,
                     tool=PAYMENTS_TOOL,
@@ -318,22 +316,20 @@ class Budgets:
         )
 
     async def _refuse(
-        self, tx: SpendTransaction, context: Lookback, session: Session, micros: int, fields: dict[str, Any]
+        self, tx: SpendTransaction, session: Session, micros: int, fields: dict[str, Any]
     ) -> BudgetExceeded | ScopeDenied:
         """Record a refused charge in the ledger (status denied, nothing charged); the error to raise."""
         current = await tx.session(session.session_id) or session
         now = self._clock.now()
         reason = spend_refusal(current, micros, now=now)
-        await tx.append(
-            self._ledger.spend_entry(context, current, charged_micros=0, **_denied(fields, reason))
-        )
+        tx.append(self._ledger.spend_entry(current, charged_micros=0, **_denied(fields, reason)))
         if current.invalid_reason(now):
             return ScopeDenied(reason)
         return BudgetExceeded(reason, remaining_budget=format_micros(current.remaining_micros))
 
 
 async def record_exhausted(
-    tx: SpendTransaction, session: Session, entry: StoredEntry, *, charged_micros: int, clock: Clock
+    tx: SpendTransaction, session: Session, entry_id: str, *, charged_micros: int, clock: Clock
 ) -> None:
     """Record `budget.exhausted` when this charge took the session's remaining budget to zero (not when it
     had none left before). Every spend that charges a session ends with this, in its transaction."""
@@ -346,7 +342,7 @@ async def record_exhausted(
                 "agent_id": session.agent_id,
                 "spend_limit_usd": format_micros(session.spend_limit_micros),
                 "spent_usd": format_micros(session.spent_micros),
-                "entry_id": entry.entry_id,
+                "entry_id": entry_id,
             },
             at=clock.now(),
         )

@@ -13,13 +13,15 @@ from haldir.core.keys import (
     Principal,
     display_prefix,
     generate_key,
+    hash_key,
     key_matches,
     looks_like_key,
     parse_key_scopes,
 )
 from haldir.errors import InsufficientScope, InvalidApiKey, NotFound, Unauthenticated
+from haldir.governor.cache import Cache
 from haldir.governor.fields import DEFAULT_TENANT, text_field, valid_tenant_id
-from haldir.store.ports import KeyStore
+from haldir.store.ports import ChangeFeed, KeyStore
 
 
 @dataclass(frozen=True)
@@ -30,19 +32,30 @@ class CreatedKey:
     value: str | None
 
 
+CACHED_KEYS = 10_000
+
+
 class Keys:
     """Turns a presented API key into a principal, and manages a tenant's keys."""
 
-    def __init__(self, *, key_store: KeyStore, clock: Clock) -> None:
+    def __init__(self, *, key_store: KeyStore, changes: ChangeFeed, clock: Clock) -> None:
         self._key_store = key_store
+        self._changes = changes
         self._clock = clock
+        # By the SHA-256 of the presented key: a hit is a key that matched its stored hash before.
+        self._cache: Cache[str, Principal] = Cache(changes.epoch, maxsize=CACHED_KEYS)
 
     async def authenticate(self, presented: str | None) -> Principal:
-        """The principal of a presented API key; missing, unknown and revoked keys are refused alike."""
+        """The principal of a presented API key; missing, unknown and revoked keys are refused alike.
+        Keys that authenticated are remembered until any key is revoked anywhere."""
         if not presented:
             raise Unauthenticated("missing API key: send 'Authorization: Bearer hld_…' or 'X-API-Key: hld_…'")
         if not looks_like_key(presented):
             raise InvalidApiKey("invalid API key")
+        digest = hash_key(presented)
+        if (cached := self._cache.get(digest)) is not None:
+            return cached
+        token = self._cache.token()
         found = await self._key_store.find_key(display_prefix(presented))
         # Hash and compare even when nothing was found, so timing says nothing about which prefixes exist.
         stored_hash = found[1] if found else "0" * 64
@@ -50,7 +63,9 @@ class Keys:
         if found is None or not matches or found[0].revoked_at is not None:
             raise InvalidApiKey("invalid API key")
         key = found[0]
-        return Principal(tenant_id=key.tenant_id, key_prefix=key.prefix, scopes=key.scopes)
+        principal = Principal(tenant_id=key.tenant_id, key_prefix=key.prefix, scopes=key.scopes)
+        self._cache.put(digest, principal, token)
+        return principal
 
     async def bootstrap(self, tenant_id: str = DEFAULT_TENANT) -> NewKey | None:
         """On first start: create `tenant_id` with an admin (`*`) key, or None if the tenant exists."""
@@ -113,4 +128,5 @@ class Keys:
             key = await self._key_store.revoke_key(principal.tenant_id, prefix, at=self._clock.now())
         if key is None:
             raise NotFound(f"no API key {prefix!r} in this tenant")
+        await self._changes.announce()
         return key

@@ -9,19 +9,10 @@ from datetime import datetime
 from typing import Any, Literal
 
 from haldir.core import ids, merkle
-from haldir.core.anomalies import Candidate, RecentEntry, Rule, detect, lookback
 from haldir.core.checkpoints import Checkpoint, Signer, Verifier, sign_checkpoint
 from haldir.core.clock import Clock
 from haldir.core.keys import Principal
-from haldir.core.ledger import (
-    EntryFilter,
-    NewEntry,
-    StoredCheckpoint,
-    StoredEntry,
-    audit_record,
-    canonical_bytes,
-)
-from haldir.core.money import to_micros
+from haldir.core.ledger import EntryDraft, EntryFilter, StoredCheckpoint, StoredEntry, draft_entry
 from haldir.core.pagination import MAX_PAGE, Position, decode_cursor, encode_cursor
 from haldir.core.sessions import Session
 from haldir.errors import ConfigurationError, InvalidRequest, LedgerTampered, NotFound
@@ -33,12 +24,6 @@ AUDIT = "aud"
 _ASCENDING = "ledger-asc"  # the cursor id of oldest-first pages, so a cursor is never reused across orders
 
 Order = Literal["asc", "desc"]
-
-
-@dataclass(frozen=True)
-class Lookback:
-    rules: list[Rule]
-    recent: list[RecentEntry]
 
 
 @dataclass(frozen=True)
@@ -74,7 +59,7 @@ class LogKey:
 
 class Ledger:
     """The tenant's append-only log. Other services record through `append`, or, when an entry must
-    commit in their own transaction, build it with `lookback` and `entry` (or `spend_entry`)."""
+    commit in their own transaction, build it with `entry` (or `spend_entry`) and queue it there."""
 
     def __init__(
         self, *, ledger_store: LedgerStore, clock: Clock, log_signer: Signer | None, log_origin: str
@@ -88,66 +73,38 @@ class Ledger:
         self, tenant_id: str, *, session_id: str | None, agent_id: str | None, **fields: Any
     ) -> StoredEntry:
         """Record anything in the ledger: the one door every governed action and decision goes through
-        (spends, which commit with their entry, build theirs with `spend_entry` and append it in their
+        (spends, which commit with their entry, build theirs with `spend_entry` and queue it in their
         transaction)."""
-        context = await self.lookback(tenant_id, session_id)
-        entry = self.entry(tenant_id, context, session_id=session_id, agent_id=agent_id, **fields)
-        return await self._ledger_store.append(entry)
-
-    async def lookback(self, tenant_id: str, session_id: str | None) -> Lookback:
-        """What anomaly detection needs to judge a new entry of `session_id`: the tenant's rules and the
-        session's latest entries. Entries of the same session committing in the same batch do not see
-        each other."""
-        rules = await self._ledger_store.list_rules(tenant_id)
-        recent = (
-            []
-            if session_id is None
-            else await self._ledger_store.recent(tenant_id, session_id, limit=lookback(rules))
+        return await self._ledger_store.append(
+            self.entry(tenant_id, session_id=session_id, agent_id=agent_id, **fields)
         )
-        return Lookback(rules, recent)
 
     def entry(
         self,
         tenant_id: str,
-        context: Lookback,
         *,
         session_id: str | None,
         agent_id: str | None,
         flag_reason: str | None = None,
         **fields: Any,
-    ) -> NewEntry:
-        """A ledger entry of `fields`, flagged when the detectors or the tenant's rules say so, or with
-        `flag_reason` when the caller gives one (a refused call is flagged with the policy's reason)."""
-        now = self._clock.now()
-        candidate = Candidate(
-            session_id=session_id,
-            tool=fields["tool"],
-            action=fields["action"],
-            status=fields["status"],
-            cost_micros=to_micros(fields.get("cost_usd", 0), field="cost_usd"),
-            timestamp=now,
-        )
-        if flag_reason is None:
-            flag_reason = detect(candidate, context.recent, context.rules, now)
-        record = audit_record(
+    ) -> EntryDraft:
+        """A ledger entry of `fields`, to be flagged when the detectors or the tenant's rules say so (the
+        store judges it where it appends it), or with `flag_reason` when the caller gives one (a refused
+        call is flagged with the policy's reason)."""
+        return draft_entry(
             entry_id=ids.new_id(AUDIT),
             tenant_id=tenant_id,
             session_id=session_id,
             agent_id=agent_id,
-            flagged=flag_reason is not None,
+            timestamp=self._clock.now(),
             flag_reason=flag_reason,
-            timestamp=now,
             **fields,
         )
-        return NewEntry(tenant_id=tenant_id, record=record, canonical=canonical_bytes(record))
 
-    def spend_entry(
-        self, context: Lookback, session: Session, *, charged_micros: int, **fields: Any
-    ) -> NewEntry:
+    def spend_entry(self, session: Session, *, charged_micros: int, **fields: Any) -> EntryDraft:
         """The entry of a change to `session`'s spend, which commits in the same transaction as it."""
         return self.entry(
             session.tenant_id,
-            context,
             session_id=session.session_id,
             agent_id=session.agent_id,
             charged_micros=charged_micros,

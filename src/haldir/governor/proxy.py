@@ -186,11 +186,9 @@ class Proxy:
         values = {}
         for secret in secrets:
             values[secret.name] = await self._vault.open_unchecked(secret)
-            context = await self._ledger.lookback(session.tenant_id, session.session_id)
             details = {**secret_details(secret), "actor": "proxy", "tool": tool.name}
             entry = self._ledger.entry(
                 session.tenant_id,
-                context,
                 session_id=session.session_id,
                 agent_id=session.agent_id,
                 **governance_fields("secret.release", details) | {"tool": VAULT_TOOL},
@@ -214,11 +212,10 @@ class Proxy:
         if cost == 0 and not rates:
             return ()  # nothing to count or charge: no write transaction on the call's path
         cap = limits.session_cap()
-        context = await self._ledger.lookback(session.tenant_id, session.session_id) if cost else None
         async with self._payment_store.spend_transaction(session.tenant_id) as tx:
             for pid, subject, rule in rates:
                 await _take_call(tx, pid, subject, rule, now)
-            if context is None:
+            if cost == 0:
                 return ()
             charged = await tx.charge(session.session_id, cost, now=now, cap=None if cap is None else cap[0])
             if charged is None:
@@ -231,8 +228,8 @@ class Proxy:
                     )
                     raise BudgetExceeded(reason, flag_reason=reason, policy_id=pid)
             fields = _call_fields(tool, limits, status="ok", cost_micros=cost, phase="reserve")
-            entry = await tx.append(self._ledger.spend_entry(context, charged, charged_micros=cost, **fields))
-            await record_exhausted(tx, charged, entry, charged_micros=cost, clock=self._clock)
+            entry = tx.append(self._ledger.spend_entry(charged, charged_micros=cost, **fields))
+            await record_exhausted(tx, charged, entry.draft.entry_id, charged_micros=cost, clock=self._clock)
         return tuple(Reservation(pid, subject, cost) for pid, subject, _ in counters)
 
     async def _record_refusal(
@@ -298,15 +295,15 @@ class Proxy:
     async def _release(self, admission: Admission, fields: dict[str, Any]) -> StoredEntry:
         """Give a failed call's cost back: to the session and every spend-limit counter, with its entry."""
         session = admission.session
-        context = await self._ledger.lookback(session.tenant_id, session.session_id)
         async with self._payment_store.spend_transaction(session.tenant_id) as tx:
             released = await tx.charge(session.session_id, -admission.cost_micros, now=self._clock.now())
             for reservation in admission.reserved:
                 await tx.release_limit(reservation.policy_id, reservation.subject, reservation.micros)
             current = released or session
-            return await tx.append(
-                self._ledger.spend_entry(context, current, charged_micros=-admission.cost_micros, **fields)
+            entry = tx.append(
+                self._ledger.spend_entry(current, charged_micros=-admission.cost_micros, **fields)
             )
+        return entry.result()
 
 
 def _call_fields(

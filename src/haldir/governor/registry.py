@@ -15,7 +15,7 @@ from haldir.core import ids
 from haldir.core.clock import Clock
 from haldir.core.commands import CommandRule
 from haldir.core.keys import Principal
-from haldir.core.ledger import NewEntry, canonical_bytes
+from haldir.core.ledger import EntryDraft, canonical_bytes
 from haldir.core.policies import Policy, parse_policy
 from haldir.core.scopes import SCOPE_QUALIFIER, Scope
 from haldir.core.secrets import VAULT_TOOL, SecretVersion
@@ -30,6 +30,7 @@ from haldir.core.tools import (
     substitute,
 )
 from haldir.errors import Conflict, InvalidRequest, NotFound, StdioNotAllowed
+from haldir.governor.cache import Cache
 from haldir.governor.fields import text_field
 from haldir.governor.ledger import Ledger
 from haldir.governor.upstreams import (
@@ -47,9 +48,10 @@ from haldir.governor.upstreams import (
 )
 from haldir.governor.vault import Vault
 from haldir.proxy.outbound import check_outbound_url
-from haldir.store.ports import ProxyStore
+from haldir.store.ports import ChangeFeed, ProxyStore
 
 MAX_POLICIES = 1000
+CACHED_TENANTS = 10_000
 MAX_DEFINITION_BYTES = 64 * 1024
 MAX_TOOL_NAME = 128
 
@@ -91,6 +93,7 @@ class Registry:
         self,
         *,
         proxy_store: ProxyStore,
+        changes: ChangeFeed,
         vault: Vault,
         ledger: Ledger,
         clock: Clock,
@@ -98,6 +101,11 @@ class Registry:
         commands: CommandRule,
     ) -> None:
         self._proxy_store = proxy_store
+        self._changes = changes
+        # What admitting a call reads, per tenant, until anything of a registry changes anywhere.
+        self._tools: Cache[str, dict[str, ProxyTool]] = Cache(changes.epoch, maxsize=CACHED_TENANTS)
+        self._policies: Cache[str, list[Policy]] = Cache(changes.epoch, maxsize=CACHED_TENANTS)
+        self._upstreams: Cache[tuple[str, str], Upstream] = Cache(changes.epoch, maxsize=CACHED_TENANTS)
         self._vault = vault
         self._ledger = ledger
         self._clock = clock
@@ -151,6 +159,7 @@ class Registry:
         entry = await self._governance_entry(principal, "proxy.upstream.register", upstream_details(upstream))
         if not await self._proxy_store.insert_upstream(upstream, entry=entry):
             raise Conflict(f"upstream {name!r} already exists; delete it first to register it again")
+        await self._changes.announce()
         return upstream
 
     async def list_upstreams(self, principal: Principal) -> list[Upstream]:
@@ -169,6 +178,7 @@ class Registry:
         entry = await self._governance_entry(principal, "proxy.upstream.delete", upstream_details(upstream))
         if not await self._proxy_store.delete_upstream(principal.tenant_id, upstream.name, entry=entry):
             raise NotFound(f"no upstream {name!r} in this tenant")
+        await self._changes.announce()
         return upstream
 
     async def upstream_to_refresh(self, principal: Principal, name: str) -> Upstream:
@@ -183,11 +193,10 @@ class Registry:
         upstream = self._require_runnable(await self._upstream(tenant_id, name), doing="started")
         secrets = [await self._upstream_secret(upstream, ref) for ref in secret_refs(upstream)]
         values = {secret.name: await self._vault.open_unchecked(secret) for secret in secrets}
-        context = await self._ledger.lookback(tenant_id, None)
         for secret in secrets:
             details = {**secret_details(secret), "actor": "proxy", "upstream": upstream.name}
             fields = governance_fields("secret.release", details) | {"tool": VAULT_TOOL}
-            entry = self._ledger.entry(tenant_id, context, session_id=None, agent_id=None, **fields)
+            entry = self._ledger.entry(tenant_id, session_id=None, agent_id=None, **fields)
             await self._vault.record_release(tenant_id, secret.name, entry=entry)
         return ResolvedUpstream(
             upstream=upstream,
@@ -221,7 +230,12 @@ class Registry:
     async def _upstream(self, tenant_id: str, name: str) -> Upstream:
         found = None
         if isinstance(name, str) and UPSTREAM_NAME.fullmatch(name):
+            if (cached := self._upstreams.get((tenant_id, name))) is not None:
+                return cached
+            token = self._upstreams.token()
             found = await self._proxy_store.get_upstream(tenant_id, name)
+            if found is not None:
+                self._upstreams.put((tenant_id, name), found, token)
         if found is None:
             raise NotFound(f"no upstream {name!r} in this tenant")
         return found
@@ -243,13 +257,11 @@ class Registry:
         flagged `proxy.tool.changed` entry records it; tools no longer listed are marked removed."""
         found = await self._upstream(tenant_id, upstream)
         seen, skipped = _seen_tools(tools)
-        context = await self._ledger.lookback(tenant_id, None)
 
-        def entries(changes: ToolChanges) -> list[NewEntry]:
+        def entries(changes: ToolChanges) -> list[EntryDraft]:
             made = [
                 self._ledger.entry(
                     tenant_id,
-                    context,
                     session_id=None,
                     agent_id=None,
                     flag_reason=(
@@ -276,7 +288,7 @@ class Registry:
                     "removed": list(changes.removed),
                 }
                 fields = governance_fields("proxy.tools.sync", details)
-                made.append(self._ledger.entry(tenant_id, context, session_id=None, agent_id=None, **fields))
+                made.append(self._ledger.entry(tenant_id, session_id=None, agent_id=None, **fields))
             return made
 
         changes = await self._proxy_store.sync_tools(
@@ -284,6 +296,8 @@ class Registry:
         )
         if changes is None:
             raise NotFound(f"no upstream {upstream!r} in this tenant")
+        if changes.added or changes.changed or changes.reverted or changes.removed:
+            await self._changes.announce()
         return ToolSync(
             upstream=found.name,
             added=changes.added,
@@ -323,23 +337,37 @@ class Registry:
         )
         if pinned is None:
             raise Conflict(f"tool {tool.name!r} changed again meanwhile; list the tools and approve again")
+        await self._changes.announce()
         return _proxy_tool(pinned, tool.name)
 
     async def proxy_tools(self, tenant_id: str) -> list[ProxyTool]:
         """The tenant's tools by exposed name, for the proxy (no key scope: the caller checks its own)."""
+        return list((await self._tools_by_name(tenant_id)).values())
+
+    async def proxy_tool(self, tenant_id: str, exposed_name: str) -> ProxyTool:
+        """The tenant's tool `exposed_name`; `NotFound` when it has none (no key scope, as `proxy_tools`)."""
+        found = (await self._tools_by_name(tenant_id)).get(exposed_name)
+        if found is None:
+            raise NotFound(
+                f"no tool {exposed_name!r} in this tenant's proxy; list the tools to see their names"
+            )
+        return found
+
+    async def _tools_by_name(self, tenant_id: str) -> dict[str, ProxyTool]:
+        if (cached := self._tools.get(tenant_id)) is not None:
+            return cached
+        token = self._tools.token()
         pins = await self._proxy_store.list_tools(tenant_id)
         by_upstream: dict[str, list[str]] = {}
         for pin in pins:
             by_upstream.setdefault(pin.upstream, []).append(pin.name)
         names = exposed_names(by_upstream)
-        return [_proxy_tool(pin, names[(pin.upstream, pin.name)]) for pin in pins]
-
-    async def proxy_tool(self, tenant_id: str, exposed_name: str) -> ProxyTool:
-        """The tenant's tool `exposed_name`; `NotFound` when it has none (no key scope, as `proxy_tools`)."""
-        for tool in await self.proxy_tools(tenant_id):
-            if tool.name == exposed_name:
-                return tool
-        raise NotFound(f"no tool {exposed_name!r} in this tenant's proxy; list the tools to see their names")
+        tools = {}
+        for pin in pins:
+            exposed = names[(pin.upstream, pin.name)]
+            tools[exposed] = _proxy_tool(pin, exposed)
+        self._tools.put(tenant_id, tools, token)
+        return tools
 
     # policies
 
@@ -352,6 +380,7 @@ class Registry:
             )
         entry = await self._governance_entry(principal, "proxy.policy.create", _policy_details(policy))
         await self._proxy_store.insert_policy(principal.tenant_id, policy, entry=entry)
+        await self._changes.announce()
         return policy
 
     async def list_policies(self, principal: Principal) -> list[Policy]:
@@ -361,29 +390,35 @@ class Registry:
 
     async def policies(self, tenant_id: str) -> list[Policy]:
         """The tenant's policies, oldest first, for the proxy's admission (no key scope)."""
-        return await self._proxy_store.list_policies(tenant_id)
+        if (cached := self._policies.get(tenant_id)) is not None:
+            return cached
+        token = self._policies.token()
+        found = await self._proxy_store.list_policies(tenant_id)
+        self._policies.put(tenant_id, found, token)
+        return found
 
     async def delete_policy(self, principal: Principal, policy_id: str) -> Policy:
         """Delete a policy; its rate-limit and spend-limit counters go with it."""
         principal.require("proxy:write")
-        context = await self._ledger.lookback(principal.tenant_id, None)
 
-        def entry(policy: Policy) -> NewEntry:
+        def entry(policy: Policy) -> EntryDraft:
             fields = governance_fields("proxy.policy.delete", _policy_details(policy), principal)
-            return self._ledger.entry(principal.tenant_id, context, session_id=None, agent_id=None, **fields)
+            return self._ledger.entry(principal.tenant_id, session_id=None, agent_id=None, **fields)
 
         deleted = None
         if ids.is_id(ids.POLICY, policy_id):
             deleted = await self._proxy_store.delete_policy(principal.tenant_id, policy_id, entry=entry)
         if deleted is None:
             raise NotFound(f"no policy {policy_id!r} in this tenant")
+        await self._changes.announce()
         return deleted
 
-    async def _governance_entry(self, principal: Principal, action: str, details: dict[str, Any]) -> NewEntry:
+    async def _governance_entry(
+        self, principal: Principal, action: str, details: dict[str, Any]
+    ) -> EntryDraft:
         """The entry of a change an API key made to the proxy's configuration (no session)."""
-        context = await self._ledger.lookback(principal.tenant_id, None)
         fields = governance_fields(action, details, principal)
-        return self._ledger.entry(principal.tenant_id, context, session_id=None, agent_id=None, **fields)
+        return self._ledger.entry(principal.tenant_id, session_id=None, agent_id=None, **fields)
 
 
 def tool_scope(exposed_name: str) -> Scope:

@@ -11,13 +11,15 @@ from haldir.core.idempotency import Outcome, claim
 from haldir.core.keys import Principal
 from haldir.core.money import to_micros
 from haldir.core.pagination import MAX_PAGE, Page, decode_cursor
-from haldir.core.scopes import Scope, parse_scope, parse_session_scopes
+from haldir.core.scopes import SPEND, Scope, parse_scope, parse_session_scopes
 from haldir.core.sessions import Decision, Session, check_scope
 from haldir.errors import InvalidRequest, NotFound
+from haldir.governor.cache import Cache
 from haldir.governor.fields import text_field
-from haldir.store.ports import SessionStore
+from haldir.store.ports import ChangeFeed, SessionStore
 
 DEFAULT_TTL = 3600
+CACHED_SESSIONS = 100_000
 
 
 @dataclass(frozen=True)
@@ -34,23 +36,36 @@ class Sessions:
         self,
         *,
         session_store: SessionStore,
+        changes: ChangeFeed,
         clock: Clock,
         known_scopes: frozenset[str] | None,
         max_ttl: int,
     ) -> None:
         self._session_store = session_store
+        self._changes = changes
         self._clock = clock
         self._known_scopes = known_scopes  # None: any well-formed scope name; else only these (a typo guard)
         self._max_ttl = max_ttl
+        self._cache: Cache[tuple[str, str], Session] = Cache(changes.epoch, maxsize=CACHED_SESSIONS)
 
-    async def require_session(self, principal: Principal, session_id: str) -> Session:
+    async def require_session(self, principal: Principal, session_id: str, *, fresh: bool = False) -> Session:
         """The principal's tenant's session `session_id`, valid or not; `NotFound` when there is none.
-        No key scope is checked: the calling use case checks its own."""
+        No key scope is checked: the calling use case checks its own.
+
+        Served from the cache unless `fresh`: scopes, expiry and revocation are current (a revocation
+        anywhere empties the cache), but `spent` is as old as the cached copy. Budgets are decided in a
+        spend transaction on the stored row, or on a `fresh` read.
+        """
+        key = (principal.tenant_id, session_id)
+        if not fresh and (cached := self._cache.get(key)) is not None:
+            return cached
+        token = self._cache.token()
         session = None
         if ids.is_id(ids.SESSION, session_id):
             session = await self._session_store.get_session(principal.tenant_id, session_id)
         if session is None:
             raise NotFound(f"no session {session_id!r} in this tenant")
+        self._cache.put(key, session, token)
         return session
 
     async def create_session(
@@ -97,7 +112,7 @@ class Sessions:
 
     async def get_session(self, principal: Principal, session_id: str) -> Session:
         principal.require("sessions:read")
-        return await self.require_session(principal, session_id)
+        return await self.require_session(principal, session_id, fresh=True)  # its spent is shown
 
     async def list_sessions(
         self,
@@ -131,10 +146,13 @@ class Sessions:
             )
         if session is None:
             raise NotFound(f"no session {session_id!r} in this tenant")
+        await self._changes.announce()
         return session
 
     async def check_permission(self, principal: Principal, session_id: str, scope: str) -> PermissionCheck:
         principal.require("sessions:read")
         wanted = parse_scope(scope, known=self._known_scopes)
-        session = await self.require_session(principal, session_id)
+        # `spend:<amount>` asks about the budget left: that comes from the stored row, never a cache.
+        fresh = wanted.name == SPEND and wanted.qualifier is not None
+        session = await self.require_session(principal, session_id, fresh=fresh)
         return PermissionCheck(session, wanted, check_scope(session, wanted, now=self._clock.now()))

@@ -9,7 +9,7 @@ from typing import Any
 from haldir.core.clock import Clock
 from haldir.core.idempotency import Outcome, claim
 from haldir.core.keys import Principal
-from haldir.core.ledger import NewEntry
+from haldir.core.ledger import EntryDraft
 from haldir.core.pagination import MAX_PAGE, Page, Position, decode_cursor
 from haldir.core.scopes import Scope, parse_scope
 from haldir.core.secrets import VAULT_TOOL, SecretInfo, SecretVersion, WrappedDataKey, secret_name
@@ -24,12 +24,14 @@ from haldir.errors import (
     VaultSealed,
     VaultTampered,
 )
+from haldir.governor.cache import Cache
 from haldir.governor.keyring import MasterKeyring
 from haldir.governor.ledger import Ledger
 from haldir.governor.sessions import Sessions
-from haldir.store.ports import VaultStore
+from haldir.store.ports import ChangeFeed, VaultStore
 
 MAX_VALUE_BYTES = 64 * 1024
+CACHED_SECRETS = 10_000
 _DATA_KEY_VERSION = 1  # one data key per tenant; master key rotation rewraps it
 
 
@@ -74,6 +76,7 @@ class Vault:
         self,
         *,
         vault_store: VaultStore,
+        changes: ChangeFeed,
         sessions: Sessions,
         ledger: Ledger,
         clock: Clock,
@@ -81,6 +84,11 @@ class Vault:
         known_scopes: frozenset[str] | None,
     ) -> None:
         self._vault_store = vault_store
+        self._changes = changes
+        # Sealed versions by (tenant, name, version or None for the latest), until any secret changes.
+        self._versions: Cache[tuple[str, str, int | None], SecretVersion] = Cache(
+            changes.epoch, maxsize=CACHED_SECRETS
+        )
         self._sessions = sessions
         self._ledger = ledger
         self._clock = clock
@@ -113,10 +121,10 @@ class Vault:
             operation="secrets.store",
             payload={"name": name, "value_hmac": digest, "scope_required": required},
         )
-        context = await self._ledger.lookback(tenant_id, None)
-        for _ in range(20):  # a concurrent store of the same name takes the number: seal for the next
-            version = await self._vault_store.latest_version(tenant_id, name) + 1
-            secret = SecretVersion(
+        now = self._clock.now()
+
+        def seal(version: int) -> SecretVersion:
+            return SecretVersion(
                 tenant_id=tenant_id,
                 name=name,
                 version=version,
@@ -124,17 +132,20 @@ class Vault:
                 data_key_version=key.version,
                 sealed=key.seal(plaintext, name=name, secret_version=version),
                 value_digest=digest,
-                created_at=self._clock.now(),
+                created_at=now,
             )
-            entry = self._ledger.entry(
-                tenant_id,
-                context,
-                session_id=None,
-                agent_id=None,
-                **_vault_fields("secret.store", secret, principal, status="ok"),
+
+        def entry(secret: SecretVersion) -> EntryDraft:
+            fields = _vault_fields("secret.store", secret, principal, status="ok")
+            return self._ledger.entry(tenant_id, session_id=None, agent_id=None, **fields)
+
+        for _ in range(20):  # a concurrent store of the same name took the number: seal for the next
+            stored = await self._vault_store.insert_secret(
+                tenant_id, name, created_at=now, seal=seal, entry=entry, idempotency=request
             )
-            stored = await self._vault_store.insert_secret(secret, entry=entry, idempotency=request)
             if stored is not None:
+                if not stored.replayed:
+                    await self._changes.announce()
                 return stored
         raise Conflict(f"secret {name!r} is being stored by many requests at once; try again")
 
@@ -161,10 +172,8 @@ class Vault:
             )
             raise ScopeDenied(reason)
         value = await self.open_unchecked(secret)
-        context = await self._ledger.lookback(tenant_id, session.session_id)
         entry = self._ledger.entry(
             tenant_id,
-            context,
             session_id=session.session_id,
             agent_id=session.agent_id,
             **_vault_fields("secret.release", secret, principal, status="ok"),
@@ -199,10 +208,8 @@ class Vault:
         """Delete every version of a secret; the number of versions deleted."""
         principal.require("vault:write")
         secret = await self._secret_version(principal, name, None)
-        context = await self._ledger.lookback(principal.tenant_id, None)
         entry = self._ledger.entry(
             principal.tenant_id,
-            context,
             session_id=None,
             agent_id=None,
             **_vault_fields("secret.delete", secret, principal, status="ok"),
@@ -210,27 +217,39 @@ class Vault:
         deleted = await self._vault_store.delete_secret(principal.tenant_id, secret.name, entry=entry)
         if not deleted:
             raise NotFound(f"no secret {name!r} in this tenant")
+        await self._changes.announce()
         return deleted
 
     async def _secret_version(self, principal: Principal, name: str, version: int | None) -> SecretVersion:
         name = secret_name(name)
         if version is not None and (isinstance(version, bool) or not 1 <= version <= 2**31 - 1):
             raise InvalidRequest(f"version must be a positive whole number, got {version!r}", field="version")
-        found = await self._vault_store.secret_version(principal.tenant_id, name, version)
+        found = await self._sealed(principal.tenant_id, name, version)
         if found is None:
             shown = name if version is None else f"{name} v{version}"
             raise NotFound(f"no secret {shown!r} in this tenant")
+        return found
+
+    async def _sealed(self, tenant_id: str, name: str, version: int | None) -> SecretVersion | None:
+        key = (tenant_id, name, version)
+        if (cached := self._versions.get(key)) is not None:
+            return cached
+        token = self._versions.token()
+        found = await self._vault_store.secret_version(tenant_id, name, version)
+        if found is not None:
+            self._versions.put(key, found, token)
         return found
 
     # for the proxy, which checks and records its releases itself
 
     async def latest_secret(self, tenant_id: str, name: str) -> SecretVersion | None:
         """The newest version of a secret, still sealed; None when the tenant has no such secret."""
-        return await self._vault_store.secret_version(tenant_id, name, None)
+        return await self._sealed(tenant_id, name, None)
 
     async def latest_version(self, tenant_id: str, name: str) -> int:
         """The newest version number of a secret, 0 when there is none; nothing is opened."""
-        return await self._vault_store.latest_version(tenant_id, name)
+        latest = await self._sealed(tenant_id, name, None)
+        return 0 if latest is None else latest.version
 
     async def open_unchecked(self, secret: SecretVersion) -> str:
         """The value of a sealed secret version, with NO scope check and NO ledger entry: the caller
@@ -244,7 +263,7 @@ class Vault:
                 "ciphertext was changed or moved"
             ) from None
 
-    async def record_release(self, tenant_id: str, name: str, *, entry: NewEntry) -> None:
+    async def record_release(self, tenant_id: str, name: str, *, entry: EntryDraft) -> None:
         """Record a release of secret `name` (its last-released time) with its ledger entry, durably."""
         await self._vault_store.record_release(tenant_id, name, at=self._clock.now(), entry=entry)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -10,10 +12,12 @@ from fastapi import FastAPI
 
 from haldir import __version__
 from haldir.core.clock import Clock
-from haldir.http.errors import ErrorBody, install_error_handlers
+from haldir.http.errors import install_error_handlers
 from haldir.http.middleware import EdgeMiddleware
 from haldir.http.routes import audit, audit_rules, health, keys, payments, proxy, secrets, sessions
+from haldir.logging import configure_logging
 from haldir.logkey import load_log_signer
+from haldir.mcp.gateway import tool_digest
 from haldir.mcp.gateway_http import GatewayEndpoint
 from haldir.mcp.http import governance_endpoint, mount_mcp, run_mcp
 from haldir.proxy.service import ProxyService
@@ -21,10 +25,12 @@ from haldir.proxy.upstreams import UpstreamPool
 from haldir.runtime import open_runtime
 from haldir.settings import Settings
 
-_ERRORS: dict[int | str, dict[str, object]] = {
-    status_code: {"model": ErrorBody}
-    for status_code in (400, 401, 402, 403, 404, 409, 413, 422, 429, 502, 503)
-}
+
+def app_from_environment() -> FastAPI:
+    """The app of one `haldir serve` worker process: settings from its HALDIR_* environment."""
+    settings = Settings()
+    configure_logging(level=settings.log_level, json=settings.log_json)
+    return create_app(settings)
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
@@ -57,7 +63,22 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
             app.state.store = runtime.store
             app.state.governor = runtime.governor
             app.state.proxy = service
-            yield
+            gateway.fanout.follow(tool_digest(runtime.governor))
+            # What other processes and replicas change reaches this one's caches and gateway clients.
+            background = [
+                asyncio.create_task(runtime.store.changes.listen(), name="haldir-changes"),
+                asyncio.create_task(gateway.fanout.watch(runtime.store.changes.epoch), name="haldir-tools"),
+            ]
+            # What start-up built lives as long as the process: the collector stops walking it, and walks
+            # the rest less often. A full collection over it cost tail latencies of 100+ ms under load.
+            gc.freeze()
+            gc.set_threshold(50_000, 20, 20)
+            try:
+                yield
+            finally:
+                for task in background:
+                    task.cancel()
+                await asyncio.gather(*background, return_exceptions=True)
 
     app = FastAPI(
         title="Haldir",
@@ -66,11 +87,12 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
-        responses=_ERRORS,
     )
     install_error_handlers(app)
     app.add_middleware(EdgeMiddleware)
+    # The routes join the app's own list: FastAPI's included-router wrappers cost more, per request, in
+    # route matching than a governed request costs in Haldir (measured: ~200 µs for POST /v1/audit).
     for module in (health, keys, sessions, secrets, payments, audit_rules, audit, proxy):
-        app.include_router(module.router)
+        app.router.routes.extend(module.router.routes)
     mount_mcp(app, mcp_endpoints)
     return app

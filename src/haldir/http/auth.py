@@ -15,9 +15,14 @@ _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: 
 _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key: `X-API-Key: hld_…`")
 
 
-def governor(request: Request) -> Governor:
+def app_governor(request: Request) -> Governor:
     found: Governor = request.app.state.governor
     return found
+
+
+async def governor(request: Request) -> Governor:
+    # A coroutine on purpose: FastAPI runs a plain `def` dependency on a worker thread, per request.
+    return app_governor(request)
 
 
 async def principal(
@@ -26,7 +31,7 @@ async def principal(
     header: Annotated[str | None, Depends(_header)],
 ) -> Principal:
     presented = bearer.credentials if bearer is not None else header
-    found = await governor(request).keys.authenticate(presented)
+    found = await app_governor(request).keys.authenticate(presented)
     structlog.contextvars.bind_contextvars(tenant_id=found.tenant_id, key=found.key_prefix)
     return found
 

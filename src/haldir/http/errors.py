@@ -79,3 +79,10 @@ def _describe(error: Any) -> str:
     """A field error without echoing the submitted value (it may be a secret)."""
     where = ".".join(str(part) for part in error.get("loc", ()) if part != "body") or "body"
     return f"{where}: {error.get('msg', 'invalid')}"
+
+
+# Every route may answer these with the error envelope; they are listed in its OpenAPI description.
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    status_code: {"model": ErrorBody}
+    for status_code in (400, 401, 402, 403, 404, 409, 413, 422, 429, 502, 503)
+}

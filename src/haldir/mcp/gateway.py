@@ -14,6 +14,8 @@ on their `subscriptions/listen` stream, handshake-era clients on their connectio
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -31,10 +33,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from haldir import __version__
 from haldir.errors import HaldirError
+from haldir.governor import Governor
 from haldir.mcp.backends import Json
 from haldir.mcp.governance import guarded, protocol_error, structured
 
 log = structlog.get_logger("haldir.mcp.gateway")
+WATCH_SECONDS = 0.1  # how often a server process looks at the change counter for other processes' changes
 
 INSTRUCTIONS = (
     "Tools of this server reach real MCP servers through Haldir, which checks each call against the "
@@ -162,6 +166,9 @@ def forwarded_result(body: Json) -> types.CallToolResult:
     return types.CallToolResult.model_validate(body)
 
 
+Digest = Callable[[str], Awaitable[str]]  # a tenant's tool list, as a digest that moves when it changes
+
+
 class ToolChangeFanout:
     """Tells a tenant's gateway clients that their tool list changed.
 
@@ -170,13 +177,22 @@ class ToolChangeFanout:
     connection that stays open between its requests (`held_connections`, as on stdio): the SDK makes a
     `ServerSession` per request, so the latest one of each tenant is kept, and its notifications ride the
     connection's own channel. Stateless HTTP has no such channel: there, only listen streams hear.
+
+    With a `digest` of a tenant's tools, a change is told once, whichever way it is heard: from this
+    process (a refresh, an approval) or, through `watch`, from any other process or replica.
     """
 
-    def __init__(self, *, held_connections: bool = False) -> None:
+    def __init__(self, *, held_connections: bool = False, digest: Digest | None = None) -> None:
         self._held = held_connections
+        self._digest = digest
+        self._told: dict[str, str] = {}  # tenant -> digest of the tool list its clients last heard of
         self._sessions: dict[str, ServerSession] = {}
         self._buses: dict[str, InMemorySubscriptionBus] = {}
         self._listeners: dict[str, ListenHandler] = {}
+
+    def follow(self, digest: Digest) -> None:
+        """Tell each change once, by comparing `digest`s of the tenant's tools (see the class)."""
+        self._digest = digest
 
     def seen(self, tenant_id: str, session: ServerSession) -> None:
         if self._held and session.protocol_version not in MODERN_PROTOCOL_VERSIONS:
@@ -190,6 +206,11 @@ class ToolChangeFanout:
         return handler
 
     async def changed(self, tenant_id: str) -> None:
+        if self._digest is not None:
+            now = await self._digest(tenant_id)
+            if self._told.get(tenant_id) == now:
+                return
+            self._told[tenant_id] = now
         bus = self._buses.get(tenant_id)
         if bus is not None:
             await bus.publish(ToolsListChanged())
@@ -203,6 +224,44 @@ class ToolChangeFanout:
             log.info("gateway.notify_failed", tenant_id=tenant_id, error=type(exc).__name__)
             if self._sessions.get(tenant_id) is session:
                 del self._sessions[tenant_id]
+
+    async def watch(self, epoch: Callable[[], int | None], *, every: float = WATCH_SECONDS) -> None:
+        """Hear changes made by other processes and replicas, until cancelled: whenever the change counter
+        moves (or while it cannot be trusted), compare each listening tenant's tools with what its clients
+        last heard; otherwise just note where a newly listening tenant's tools stand."""
+        if self._digest is None:
+            return
+        last = epoch()
+        while True:
+            await anyio.sleep(every)
+            current = epoch()
+            moved, last = current is None or current != last, current
+            for tenant in {*self._buses, *self._sessions}:
+                if moved:  # a tenant seen for the first time is told too: better once too often than never
+                    await self._quietly(self.changed, tenant)
+                elif tenant not in self._told:
+                    await self._quietly(self._baseline, tenant)
+
+    async def _baseline(self, tenant_id: str) -> None:
+        assert self._digest is not None
+        self._told[tenant_id] = await self._digest(tenant_id)
+
+    async def _quietly(self, step: Callable[[str], Awaitable[None]], tenant_id: str) -> None:
+        try:
+            await step(tenant_id)
+        except Exception as exc:  # the store may be unavailable for a moment: the next round tries again
+            log.warning("gateway.watch_failed", tenant_id=tenant_id, error=type(exc).__name__)
+
+
+def tool_digest(governor: Governor) -> Digest:
+    """The digest of a tenant's tools as its gateway clients see them: names, pins and status."""
+
+    async def digest(tenant_id: str) -> str:
+        tools = await governor.registry.proxy_tools(tenant_id)
+        seen = sorted((t.name, t.upstream, t.status, t.pinned_hash, t.current_hash) for t in tools)
+        return hashlib.sha256(json.dumps(seen).encode()).hexdigest()
+
+    return digest
 
 
 def build_gateway_server(

@@ -31,7 +31,7 @@ from haldir.core.clock import Clock
 from haldir.core.keys import Principal
 from haldir.errors import HaldirError, Unauthenticated
 from haldir.governor import Governor
-from haldir.http.auth import governor as app_governor
+from haldir.http.auth import app_governor
 from haldir.http.errors import error_response
 from haldir.http.middleware import MAX_BODY_BYTES
 from haldir.mcp.backends import GovernanceBackend, LocalBackend

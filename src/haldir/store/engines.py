@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import event
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, SingletonThreadPool
 
 from haldir.errors import ConfigurationError
 
@@ -29,14 +29,23 @@ _SQLITE_PRAGMAS = (
 
 @dataclass
 class Engines:
+    """The store's engines. On SQLite also the synchronous ones whose statements run inline on the event
+    loop (`haldir.store.inline`): `inline_read` for point reads, `inline_write` for the group commit."""
+
     backend: Backend
     write: AsyncEngine
     read: AsyncEngine
+    database: Path | None = None  # the SQLite file
+    inline_read: Engine | None = None
+    inline_write: Engine | None = None
 
     async def dispose(self) -> None:
         await self.write.dispose()
         if self.read is not self.write:
             await self.read.dispose()
+        for engine in (self.inline_read, self.inline_write):
+            if engine is not None:
+                engine.dispose()
 
 
 def resolve_url(url: str) -> tuple[Backend, URL]:
@@ -71,9 +80,31 @@ def create_engines(url: str, *, pool_size: int = 10) -> Engines:
     )
     _configure_sqlite(write, begin="BEGIN IMMEDIATE", extra=("PRAGMA journal_mode=WAL",))
     _configure_sqlite(read, begin=None, extra=("PRAGMA query_only=ON",))
+    # The inline engines: the event loop's thread runs their statements (the group commit's COMMIT runs on
+    # a thread, hence check_same_thread off); SQLAlchemy never begins or ends a transaction on them.
+    sync_url = driver_url.set(drivername="sqlite+pysqlite")
+    inline_options: dict[str, Any] = {
+        "connect_args": {"check_same_thread": False},
+        "isolation_level": "AUTOCOMMIT",
+        "poolclass": SingletonThreadPool,
+    }
+    inline_read = create_engine(sync_url, **inline_options)
+    inline_write = create_engine(sync_url, **inline_options)
+    _configure_inline(inline_read, ("PRAGMA query_only=ON",))
+    _configure_inline(inline_write, ("PRAGMA journal_mode=WAL",))
     if not path.exists():
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))  # never world-readable, not even briefly
-    return Engines(backend, write, read)
+    return Engines(backend, write, read, path, inline_read, inline_write)
+
+
+def _configure_inline(engine: Engine, extra: tuple[str, ...]) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        dbapi_connection.isolation_level = None  # we say BEGIN IMMEDIATE and COMMIT ourselves
+        cursor = dbapi_connection.cursor()
+        for pragma in (*extra, *_SQLITE_PRAGMAS):
+            cursor.execute(pragma)
+        cursor.close()
 
 
 def _configure_sqlite(engine: AsyncEngine, *, begin: str | None, extra: tuple[str, ...]) -> None:

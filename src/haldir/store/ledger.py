@@ -3,19 +3,25 @@ anomaly rules, and the `audit.flagged` events recorded with flagged entries."""
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from haldir.core import ids, merkle
-from haldir.core.anomalies import EVENT, FLAGGED_EVENT, RecentEntry, Rule, flagged_event, parse_condition
+from haldir.core.anomalies import (
+    EVENT,
+    FLAGGED_EVENT,
+    Rule,
+    flagged_event,
+    lookback,
+    parse_condition,
+)
 from haldir.core.ledger import (
     GENESIS,
+    EntryDraft,
     EntryFilter,
     NewEntry,
     StoredCheckpoint,
@@ -23,6 +29,7 @@ from haldir.core.ledger import (
     hash_entry,
     indexed_fields,
 )
+from haldir.store.recent import Known, RecentEntries
 from haldir.store.schema import (
     anomaly_rules,
     checkpoints,
@@ -32,6 +39,7 @@ from haldir.store.schema import (
     log_keys,
     merkle_nodes,
 )
+from haldir.store.transaction import Executes, PendingEntry, Writing
 from haldir.store.writer import GroupCommitWriter
 
 if TYPE_CHECKING:
@@ -45,55 +53,77 @@ class Also:
     last, as every other transaction does: no deadlocks."""
 
     lock_key: tuple[str, ...]
-    run: Callable[[AsyncConnection], Awaitable[object]]
+    run: Callable[[Writing], Awaitable[object]]
 
 
 class SqlLedger:
     def __init__(self, store: SqlStore, *, max_batch: int = 500) -> None:
         self._store = store
-        self._writer: GroupCommitWriter[tuple[NewEntry, Also | None], StoredEntry] = GroupCommitWriter(
+        self._writer: GroupCommitWriter[tuple[EntryDraft, Also | None], StoredEntry] = GroupCommitWriter(
             self._commit, max_batch=max_batch
         )
+        self._recent = RecentEntries()
+        self._head: _HeadStatements | None = None  # built once, in the store's dialect
 
     async def aclose(self) -> None:
         await self._writer.aclose()
 
-    async def append(self, entry: NewEntry, *, also: Also | None = None) -> StoredEntry:
-        """Append after every entry committed before; returns once the entry (and `also`) is durable."""
-        return await self._writer.submit((entry, also))
+    async def append(self, draft: EntryDraft, *, also: Also | None = None) -> StoredEntry:
+        """Append after every entry committed before; returns once the entry (and `also`) is durable.
 
-    async def _commit(self, batch: Sequence[tuple[NewEntry, Also | None]]) -> list[StoredEntry]:
-        results: dict[int, StoredEntry] = {}
-        order = sorted(range(len(batch)), key=lambda i: batch[i][0].tenant_id)
+        On SQLite this is a turn in the process's group commit, like every write; on PostgreSQL appends
+        wait for a batch of their own, which locks each tenant's head once for all of its entries.
+        """
+        if self._store.groups is not None:
+            async with self._store.write_transaction() as tx:
+                if also is not None:
+                    await also.run(tx)
+                pending = tx.append(draft)
+            return pending.result()
+        return await self._writer.submit((draft, also))
+
+    async def _commit(self, batch: Sequence[tuple[EntryDraft, Also | None]]) -> list[StoredEntry]:
         changes = sorted((also for _, also in batch if also is not None), key=lambda also: also.lock_key)
-        async with self._store.write_transaction() as conn:
+        async with self._store.write_transaction() as tx:
             for change in changes:
-                await change.run(conn)
-            for tenant_id, group in itertools.groupby(order, key=lambda i: batch[i][0].tenant_id):
-                positions = list(group)
-                stored = await self.append_in(conn, tenant_id, [batch[i][0] for i in positions])
-                results.update(zip(positions, stored, strict=True))
-        return [results[i] for i in range(len(batch))]
+                await change.run(tx)
+            queued = [tx.append(draft) for draft, _ in batch]
+        return [pending.result() for pending in queued]
+
+    async def append_pending(self, conn: Executes, pending: Sequence[PendingEntry]) -> Callable[[], None]:
+        """Append the entries a transaction queued, tenant by tenant (in tenant order, each tenant's in the
+        order queued), inside it: the last thing a write transaction does before it commits. Returns what
+        to run once it committed (this process then remembers the sessions' newest entries)."""
+        by_tenant: dict[str, list[PendingEntry]] = {}
+        for item in pending:
+            by_tenant.setdefault(item.draft.tenant_id, []).append(item)
+        remembered: list[tuple[str, dict[str, Known]]] = []
+        for tenant_id in sorted(by_tenant):
+            mine = by_tenant[tenant_id]
+            stored, latest = await self.append_in(conn, tenant_id, [item.draft for item in mine])
+            for item, entry in zip(mine, stored, strict=True):
+                item.stored = entry
+            remembered.append((tenant_id, latest))
+
+        def committed() -> None:
+            for tenant_id, latest in remembered:
+                self._recent.remember(tenant_id, latest)
+
+        return committed
 
     async def append_in(
-        self, conn: AsyncConnection, tenant_id: str, entries: list[NewEntry]
-    ) -> list[StoredEntry]:
-        """Append `entries` inside the caller's transaction, so they commit with what else it changes."""
+        self, conn: Executes, tenant_id: str, drafts: list[EntryDraft]
+    ) -> tuple[list[StoredEntry], dict[str, Known]]:
+        """Judge and append `drafts` inside the caller's transaction, so they commit with what else it
+        changes. Detection reads the tenant's rules and each session's latest entries in this same
+        transaction, and sees the earlier drafts of the same session: a batch judges as one by one would."""
         # The head row serialises appenders of one tenant across processes and replicas: on PostgreSQL
         # the row lock is held until this transaction ends; SQLite's writer holds the database lock.
-        await conn.execute(
-            self._store.insert(ledger_heads)
-            .values(tenant_id=tenant_id, size=0, head_hash=GENESIS)
-            .on_conflict_do_nothing(index_elements=["tenant_id"])
-        )
-        head = (
-            await conn.execute(
-                sa.select(ledger_heads.c.size, ledger_heads.c.head_hash)
-                .where(ledger_heads.c.tenant_id == tenant_id)
-                .with_for_update()
-            )
-        ).one()
+        statements = self._statements()
+        await conn.execute(statements.ensure_head, {"p_tenant": tenant_id})
+        head = (await conn.execute(statements.lock_head, {"p_tenant": tenant_id})).one()
         first, prev = int(head.size), bytes(head.head_hash)
+        entries, latest = await self._judged(conn, tenant_id, drafts, first=first)
         leaves = [merkle.leaf_hash(entry.canonical) for entry in entries]
         stored_nodes = await self._nodes(conn, tenant_id, merkle.batch_reads(first, len(entries)))
         new_nodes = merkle.batch_completed_nodes(first, leaves, stored=stored_nodes)
@@ -125,16 +155,34 @@ class SqlLedger:
             [{"tenant_id": tenant_id, "level": n.level, "idx": n.index, "hash": h} for n, h in new_nodes],
         )
         await conn.execute(
-            sa.update(ledger_heads)
-            .where(ledger_heads.c.tenant_id == tenant_id)
-            .values(size=first + len(entries), head_hash=prev)
+            statements.move_head, {"p_tenant": tenant_id, "p_size": first + len(entries), "p_hash": prev}
         )
-        return stored
+        return stored, latest
+
+    async def _judged(
+        self, conn: Executes, tenant_id: str, drafts: list[EntryDraft], *, first: int
+    ) -> tuple[list[NewEntry], dict[str, Known]]:
+        """The drafts built into entries, each judged against the rules and its session's latest entries
+        (newest first, the batch's earlier drafts before what is stored); and each session's newest
+        entries afterwards, for this process to remember once they committed (leaves from `first`)."""
+        rules = await self._rules(conn, tenant_id)
+        depth = lookback(rules)
+        sessions = {draft.session_id for draft in drafts if draft.session_id is not None}
+        history = await self._recent.read(conn, tenant_id, sessions, depth=depth) if sessions else {}
+        entries, last = [], {}
+        for offset, draft in enumerate(drafts):
+            session = draft.session_id
+            recent = history.get(session, []) if session is not None else []
+            entries.append(draft.build(recent[:depth], rules))
+            if session is not None:
+                history[session] = [draft.as_recent(), *recent[: depth - 1]]
+                last[session] = first + offset
+        return entries, {session: Known(index, depth, history[session]) for session, index in last.items()}
 
     # reads
 
     async def _nodes(
-        self, conn: AsyncConnection, tenant_id: str, wanted: Sequence[merkle.NodeId] | set[merkle.NodeId]
+        self, conn: Executes, tenant_id: str, wanted: Sequence[merkle.NodeId] | set[merkle.NodeId]
     ) -> dict[merkle.NodeId, bytes]:
         if not wanted:
             return {}
@@ -205,7 +253,7 @@ class SqlLedger:
         c = ledger_entries.c
         position = start
         while True:
-            async with self._store.read_connection() as conn:
+            async with self._store.scan_connection() as conn:
                 rows = (
                     await conn.execute(
                         sa.select(ledger_entries)
@@ -220,23 +268,6 @@ class SqlLedger:
                 return
             position = int(rows[-1].leaf_index) + 1
 
-    async def recent(self, tenant_id: str, session_id: str, *, limit: int) -> list[RecentEntry]:
-        """The latest `limit` entries of a session, newest first: what anomaly detectors look back on."""
-        c = ledger_entries.c
-        query = (
-            sa.select(c.created_at, c.cost, c.status, c.tool)
-            .where(c.tenant_id == tenant_id, c.session_id == session_id)
-            .order_by(c.leaf_index.desc())
-            .limit(limit)
-        )
-        async with self._store.read_connection() as conn:
-            return [
-                RecentEntry(
-                    timestamp=row.created_at, cost_micros=int(row.cost), status=row.status, tool=row.tool
-                )
-                for row in await conn.execute(query)
-            ]
-
     async def spend(
         self, tenant_id: str, *, where: EntryFilter
     ) -> list[tuple[str | None, str | None, str, int, int]]:
@@ -247,7 +278,7 @@ class SqlLedger:
             tenant_id,
             where,
         ).group_by(c.session_id, c.agent_id, c.tool)
-        async with self._store.read_connection() as conn:
+        async with self._store.scan_connection() as conn:
             return [(r[0], r[1], r[2], int(r[3] or 0), int(r[4])) for r in await conn.execute(query)]
 
     # anomaly rules
@@ -267,12 +298,16 @@ class SqlLedger:
     async def list_rules(self, tenant_id: str) -> list[Rule]:
         """The tenant's rules, oldest first."""
         async with self._store.read_connection() as conn:
-            rows = await conn.execute(
-                sa.select(anomaly_rules)
-                .where(anomaly_rules.c.tenant_id == tenant_id)
-                .order_by(anomaly_rules.c.created_at, anomaly_rules.c.rule_id)
-            )
-            return [_rule(row._asdict()) for row in rows]
+            return await self._rules(conn, tenant_id)
+
+    async def _rules(self, conn: Executes, tenant_id: str) -> list[Rule]:
+        rows = await conn.execute(_TENANT_RULES, {"p_tenant": tenant_id})
+        return [_rule(row._asdict()) for row in rows]
+
+    def _statements(self) -> _HeadStatements:
+        if self._head is None:
+            self._head = _HeadStatements.for_store(self._store)
+        return self._head
 
     async def delete_rule(self, tenant_id: str, rule_id: str) -> Rule | None:
         """Delete a rule; the rule as it was, or None when the tenant has no such rule."""
@@ -326,6 +361,36 @@ class SqlLedger:
             return str(
                 (await conn.execute(sa.select(log_keys.c.vkey).where(log_keys.c.tenant_id == "*"))).scalar()
             )
+
+
+# Statements every append runs, built once: constructing one costs more than running it.
+_TENANT_RULES = (
+    sa.select(anomaly_rules)
+    .where(anomaly_rules.c.tenant_id == sa.bindparam("p_tenant"))
+    .order_by(anomaly_rules.c.created_at, anomaly_rules.c.rule_id)
+)
+
+
+@dataclass(frozen=True)
+class _HeadStatements:
+    ensure_head: Any
+    lock_head: Any
+    move_head: Any
+
+    @classmethod
+    def for_store(cls, store: SqlStore) -> _HeadStatements:
+        h = ledger_heads.c
+        return cls(
+            ensure_head=store.insert(ledger_heads)
+            .values(tenant_id=sa.bindparam("p_tenant"), size=0, head_hash=GENESIS)
+            .on_conflict_do_nothing(index_elements=["tenant_id"]),
+            lock_head=sa.select(h.size, h.head_hash)
+            .where(h.tenant_id == sa.bindparam("p_tenant"))
+            .with_for_update(),
+            move_head=sa.update(ledger_heads)
+            .where(h.tenant_id == sa.bindparam("p_tenant"))
+            .values(size=sa.bindparam("p_size"), head_hash=sa.bindparam("p_hash")),
+        )
 
 
 def _flagged_event(tenant_id: str, row: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:

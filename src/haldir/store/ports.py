@@ -7,10 +7,10 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, Protocol
 
-from haldir.core.anomalies import RecentEntry, Rule
+from haldir.core.anomalies import Rule
 from haldir.core.idempotency import IdempotencyClaim, Outcome
 from haldir.core.keys import ApiKey
-from haldir.core.ledger import EntryFilter, NewEntry, StoredCheckpoint, StoredEntry
+from haldir.core.ledger import EntryDraft, EntryFilter, StoredCheckpoint, StoredEntry
 from haldir.core.merkle import NodeId
 from haldir.core.pagination import Page, Position
 from haldir.core.payments import Payment
@@ -18,6 +18,7 @@ from haldir.core.policies import Policy
 from haldir.core.secrets import SecretInfo, SecretVersion, WrappedDataKey
 from haldir.core.sessions import Session
 from haldir.core.tools import SeenTool, ToolChanges, ToolPin, Upstream
+from haldir.store.transaction import PendingEntry
 
 
 class KeyStore(Protocol):
@@ -67,15 +68,13 @@ class LedgerStore(Protocol):
     """Per-tenant append-only logs: entries, complete Merkle subtree nodes, signed checkpoints,
     and the anomaly rules that flag entries."""
 
-    async def append(self, entry: NewEntry) -> StoredEntry:
-        """Append after every committed entry of the tenant; return once durable. Never forks.
+    async def append(self, draft: EntryDraft) -> StoredEntry:
+        """Judge and append after every committed entry of the tenant; return once durable. Never forks.
 
-        A flagged entry commits together with one `audit.flagged` event in the outbox.
+        The store judges a draft (`EntryDraft.build`) where it appends it, against the tenant's rules and
+        the session's latest entries read in the appending transaction. A flagged entry commits together
+        with one `audit.flagged` event in the outbox.
         """
-        ...
-
-    async def recent(self, tenant_id: str, session_id: str, *, limit: int) -> list[RecentEntry]:
-        """The latest `limit` entries of a session, newest first."""
         ...
 
     async def add_rule(self, tenant_id: str, rule: Rule) -> None: ...
@@ -171,7 +170,10 @@ class SpendTransaction(Protocol):
         """Count reported cost against the payment if it stays within what the payment holds."""
         ...
 
-    async def append(self, entry: NewEntry) -> StoredEntry: ...
+    def append(self, draft: EntryDraft) -> PendingEntry:
+        """Queue the entry of this spend: appended last in the transaction; its `result()` once the
+        transaction is over."""
+        ...
 
     async def record_event(self, type: str, payload: dict[str, Any], *, at: datetime) -> None: ...
 
@@ -212,14 +214,24 @@ class VaultStore(Protocol):
     ) -> SecretVersion | None: ...
 
     async def insert_secret(
-        self, secret: SecretVersion, *, entry: NewEntry, idempotency: IdempotencyClaim | None
-    ) -> Outcome[SecretVersion] | None: ...
+        self,
+        tenant_id: str,
+        name: str,
+        *,
+        created_at: datetime,
+        seal: Callable[[int], SecretVersion],
+        entry: Callable[[SecretVersion], EntryDraft],
+        idempotency: IdempotencyClaim | None,
+    ) -> Outcome[SecretVersion] | None:
+        """Store the next version of `name`: `seal` makes it for the number read in the transaction;
+        None when a concurrent store took that number first."""
+        ...
 
     async def record_release(
-        self, tenant_id: str, name: str, *, at: datetime, entry: NewEntry
+        self, tenant_id: str, name: str, *, at: datetime, entry: EntryDraft
     ) -> StoredEntry: ...
 
-    async def delete_secret(self, tenant_id: str, name: str, *, entry: NewEntry) -> int: ...
+    async def delete_secret(self, tenant_id: str, name: str, *, entry: EntryDraft) -> int: ...
 
     async def list_secrets(self, tenant_id: str, *, limit: int, after: str | None) -> list[SecretInfo]: ...
 
@@ -229,7 +241,7 @@ class VaultStore(Protocol):
 class ProxyStore(Protocol):
     """A tenant's upstreams, tool pins and policies; each change commits with its ledger entry."""
 
-    async def insert_upstream(self, upstream: Upstream, *, entry: NewEntry) -> bool:
+    async def insert_upstream(self, upstream: Upstream, *, entry: EntryDraft) -> bool:
         """Store a new upstream; False (nothing stored) when its name is taken."""
         ...
 
@@ -237,7 +249,7 @@ class ProxyStore(Protocol):
 
     async def list_upstreams(self, tenant_id: str) -> list[Upstream]: ...
 
-    async def delete_upstream(self, tenant_id: str, name: str, *, entry: NewEntry) -> bool:
+    async def delete_upstream(self, tenant_id: str, name: str, *, entry: EntryDraft) -> bool:
         """Delete an upstream and its tool pins; False when there was none."""
         ...
 
@@ -252,24 +264,24 @@ class ProxyStore(Protocol):
         seen: list[SeenTool],
         *,
         at: datetime,
-        entries: Callable[[ToolChanges], list[NewEntry]],
+        entries: Callable[[ToolChanges], list[EntryDraft]],
     ) -> ToolChanges | None:
         """Update the pins to what the upstream lists now, with the entries `entries` makes of the
         changes, atomically; None when the upstream does not exist."""
         ...
 
     async def approve_tool(
-        self, tenant_id: str, upstream: str, name: str, *, current_hash: str, at: datetime, entry: NewEntry
+        self, tenant_id: str, upstream: str, name: str, *, current_hash: str, at: datetime, entry: EntryDraft
     ) -> ToolPin | None:
         """Pin a changed tool's pending definition if it still has `current_hash`; None otherwise."""
         ...
 
-    async def insert_policy(self, tenant_id: str, policy: Policy, *, entry: NewEntry) -> None: ...
+    async def insert_policy(self, tenant_id: str, policy: Policy, *, entry: EntryDraft) -> None: ...
 
     async def list_policies(self, tenant_id: str) -> list[Policy]: ...
 
     async def delete_policy(
-        self, tenant_id: str, policy_id: str, *, entry: Callable[[Policy], NewEntry]
+        self, tenant_id: str, policy_id: str, *, entry: Callable[[Policy], EntryDraft]
     ) -> Policy | None:
         """Delete a policy and its counters; None when there was none."""
         ...
@@ -286,7 +298,23 @@ class HealthStore(Protocol):
     async def schema_revision(self) -> str | None: ...
 
 
+class ChangeFeed(Protocol):
+    """Changes to state that services cache: what this process has heard of, and telling the others."""
+
+    def epoch(self) -> int | None:
+        """Moves whenever cached state changed anywhere; None while changes could go unheard (then
+        nothing may be served from a cache)."""
+        ...
+
+    async def announce(self) -> None:
+        """Tell every process and replica, after the change committed."""
+        ...
+
+
 class Store(KeyStore, SessionStore, PaymentStore, HealthStore, Protocol):
+    @property
+    def changes(self) -> ChangeFeed: ...
+
     @property
     def ledger(self) -> LedgerStore: ...
 

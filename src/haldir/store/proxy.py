@@ -9,9 +9,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from haldir.core.ledger import NewEntry
+from haldir.core.ledger import EntryDraft
 from haldir.core.policies import Policy, parse_policy
 from haldir.core.tools import SeenTool, ToolChanges, ToolPin, Upstream, diff_tools
 from haldir.store.schema import (
@@ -21,11 +20,12 @@ from haldir.store.schema import (
     proxy_tools,
     proxy_upstreams,
 )
+from haldir.store.transaction import Writing
 
 if TYPE_CHECKING:
     from haldir.store.sql import SqlStore
 
-EntriesFor = Callable[[ToolChanges], list[NewEntry]]
+EntriesFor = Callable[[ToolChanges], list[EntryDraft]]
 
 
 class SqlProxy:
@@ -36,7 +36,7 @@ class SqlProxy:
 
     # upstreams
 
-    async def insert_upstream(self, upstream: Upstream, *, entry: NewEntry) -> bool:
+    async def insert_upstream(self, upstream: Upstream, *, entry: EntryDraft) -> bool:
         """Store a new upstream with its ledger entry; False (nothing stored) when the name is taken."""
         async with self._store.write_transaction() as conn:
             await self._store.ensure_tenant(conn, upstream.tenant_id, at=upstream.created_at)
@@ -66,7 +66,7 @@ class SqlProxy:
             )
             return [_upstream(row) for row in rows]
 
-    async def delete_upstream(self, tenant_id: str, name: str, *, entry: NewEntry) -> bool:
+    async def delete_upstream(self, tenant_id: str, name: str, *, entry: EntryDraft) -> bool:
         """Delete an upstream and its tool pins, with the ledger entry; False when there was none."""
         async with self._store.write_transaction() as conn:
             deleted = await conn.execute(
@@ -122,7 +122,7 @@ class SqlProxy:
         return changes
 
     async def approve_tool(
-        self, tenant_id: str, upstream: str, name: str, *, current_hash: str, at: datetime, entry: NewEntry
+        self, tenant_id: str, upstream: str, name: str, *, current_hash: str, at: datetime, entry: EntryDraft
     ) -> ToolPin | None:
         """Pin the pending definition of a changed tool, if it is still the one with `current_hash`; the
         tool afterwards, or None when it was not (another sync or approval came first)."""
@@ -155,7 +155,7 @@ class SqlProxy:
 
     # policies
 
-    async def insert_policy(self, tenant_id: str, policy: Policy, *, entry: NewEntry) -> None:
+    async def insert_policy(self, tenant_id: str, policy: Policy, *, entry: EntryDraft) -> None:
         async with self._store.write_transaction() as conn:
             await self._store.ensure_tenant(conn, tenant_id, at=policy.created_at)
             await conn.execute(
@@ -179,7 +179,7 @@ class SqlProxy:
             return [_policy(row) for row in rows]
 
     async def delete_policy(
-        self, tenant_id: str, policy_id: str, *, entry: Callable[[Policy], NewEntry]
+        self, tenant_id: str, policy_id: str, *, entry: Callable[[Policy], EntryDraft]
     ) -> Policy | None:
         """Delete a policy and its counters, with the ledger entry `entry` makes of it; None when there
         was none."""
@@ -204,14 +204,13 @@ class SqlProxy:
             await self._append(conn, [entry(policy)])
         return policy
 
-    async def _append(self, conn: AsyncConnection, entries: list[NewEntry]) -> None:
-        for tenant_id in sorted({entry.tenant_id for entry in entries}):
-            mine = [entry for entry in entries if entry.tenant_id == tenant_id]
-            await self._store.ledger.append_in(conn, tenant_id, mine)
+    async def _append(self, tx: Writing, entries: list[EntryDraft]) -> None:
+        for entry in entries:
+            tx.append(entry)
 
 
 async def _apply(
-    conn: AsyncConnection,
+    conn: Writing,
     tenant_id: str,
     upstream: str,
     known: list[ToolPin],

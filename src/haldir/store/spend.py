@@ -7,12 +7,11 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from haldir.core import ids
 from haldir.core.anomalies import EVENT
 from haldir.core.idempotency import IdempotencyClaim
-from haldir.core.ledger import NewEntry, StoredEntry
+from haldir.core.ledger import EntryDraft
 from haldir.core.pagination import Page, Position
 from haldir.core.payments import Payment
 from haldir.core.sessions import Session
@@ -27,6 +26,7 @@ from haldir.store.schema import (
     proxy_spend_counters,
     sessions,
 )
+from haldir.store.transaction import PendingEntry, Writing
 
 if TYPE_CHECKING:
     from haldir.store.sql import SqlStore
@@ -40,7 +40,7 @@ class SqlSpend:
     head. Counters are taken in (policy id, subject) order.
     """
 
-    def __init__(self, store: SqlStore, conn: AsyncConnection, tenant_id: str) -> None:
+    def __init__(self, store: SqlStore, conn: Writing, tenant_id: str) -> None:
         self._store = store
         self._conn = conn
         self._tenant_id = tenant_id
@@ -219,9 +219,9 @@ class SqlSpend:
         ).first()
         return None if row is None else payment_from_row(row)
 
-    async def append(self, entry: NewEntry) -> StoredEntry:
-        (stored,) = await self._store.ledger.append_in(self._conn, self._tenant_id, [entry])
-        return stored
+    def append(self, draft: EntryDraft) -> PendingEntry:
+        """Queue the entry of this spend; it is appended last in the transaction, before the commit."""
+        return self._conn.append(draft)
 
     async def record_event(self, type: str, payload: dict[str, Any], *, at: datetime) -> None:
         await self._conn.execute(

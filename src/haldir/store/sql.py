@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from haldir.core.idempotency import IdempotencyClaim, Outcome
 from haldir.core.keys import ApiKey
@@ -18,12 +19,16 @@ from haldir.core.pagination import Page, Position
 from haldir.core.payments import Payment
 from haldir.core.sessions import Session
 from haldir.errors import IdempotencyKeyReused, StoreUnavailable
+from haldir.store.changes import CHANNEL, ChangeCounter, Changes, LocalCounter, Notify, counter_path
 from haldir.store.engines import Backend, Engines, create_engines
+from haldir.store.group import Batch, GroupTransactions, writer_lock_path
+from haldir.store.inline import InlineConnection
 from haldir.store.ledger import SqlLedger
 from haldir.store.proxy import SqlProxy
 from haldir.store.rows import key_from_row, key_row, session_from_row, session_row
 from haldir.store.schema import api_keys, epoch_micros, from_epoch_micros, idempotency_keys, sessions, tenants
 from haldir.store.spend import SqlSpend, get_payment, list_payments
+from haldir.store.transaction import Executes, Writing
 from haldir.store.vault import SqlVault
 
 
@@ -31,15 +36,30 @@ class SqlStore:
     """Implements `haldir.store.ports.Store`. Every query names its tenant, except the key lookup
     that finds the tenant of a request."""
 
-    def __init__(self, engines: Engines) -> None:
+    def __init__(self, engines: Engines, *, data_dir: Path | None = None) -> None:
         self._engines = engines
+        self.changes = _changes(engines, data_dir, notify=self._notify)
         self.ledger = SqlLedger(self)
         self.vault = SqlVault(self)
         self.proxy = SqlProxy(self)
+        # SQLite: every write transaction of this process is a turn in one group commit.
+        self.groups: GroupTransactions | None = None
+        if engines.inline_write is not None and engines.database is not None:
+            self.groups = GroupTransactions(
+                engines.inline_write, writer_lock_path(engines.database), finish=self._append_queued
+            )
+        self._reader: Connection | None = None  # SQLite: the inline reader of this process
 
     @classmethod
-    def open(cls, url: str, *, pool_size: int = 10) -> SqlStore:
-        return cls(create_engines(url, pool_size=pool_size))
+    def open(cls, url: str, *, pool_size: int = 10, data_dir: Path | None = None) -> SqlStore:
+        """The store at `url`. `data_dir` is where this machine's processes share their change counter
+        on PostgreSQL (on SQLite it lies beside the database)."""
+        return cls(create_engines(url, pool_size=pool_size), data_dir=data_dir)
+
+    async def _notify(self, payload: str) -> None:
+        async with self._engines.write.connect() as conn:
+            await conn.execute(sa.select(sa.func.pg_notify(CHANNEL, payload)))
+            await conn.commit()
 
     @property
     def backend(self) -> Backend:
@@ -51,17 +71,51 @@ class SqlStore:
 
     async def close(self) -> None:
         await self.ledger.aclose()
+        if self.groups is not None:
+            await self.groups.aclose()
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        self.changes.close()
         await self._engines.dispose()
 
     @asynccontextmanager
-    async def write_transaction(self) -> AsyncIterator[AsyncConnection]:
-        """A transaction on the writer; an unreachable store raises `StoreUnavailable`."""
+    async def write_transaction(self) -> AsyncIterator[Writing]:
+        """A write transaction, durable when the block is left; an unreachable store raises
+        `StoreUnavailable`. Ledger entries it queues are appended last, inside it.
+
+        On SQLite it is a turn in this process's group commit (`haldir.store.group`): its statements
+        run inline under a savepoint and it commits with the other turns of its batch.
+        """
+        if self.groups is not None:
+            async with _unavailable_as_error(), self.groups.turn() as batch:
+                yield Writing(batch.conn, batch.pending)
+            return
         async with _unavailable_as_error(), self._engines.write.begin() as conn:
-            yield conn
+            writing = Writing(conn, [])
+            yield writing
+            committed = await self.ledger.append_pending(conn, writing.pending)
+        committed()
+
+    async def _append_queued(self, batch: Batch) -> None:
+        batch.after_commit.append(await self.ledger.append_pending(batch.conn, batch.pending))
 
     @asynccontextmanager
-    async def read_connection(self) -> AsyncIterator[AsyncConnection]:
-        """A reader connection; each statement sees one consistent snapshot."""
+    async def read_connection(self) -> AsyncIterator[Executes]:
+        """A reader for short reads; each statement sees one consistent snapshot. On SQLite it runs
+        inline on this thread (point reads take microseconds): use `scan_connection` for long scans."""
+        if self._engines.inline_read is None:
+            async with _unavailable_as_error(), self._engines.read.connect() as conn:
+                yield conn
+            return
+        async with _unavailable_as_error():
+            if self._reader is None or self._reader.closed:
+                self._reader = self._engines.inline_read.connect()
+            yield InlineConnection(self._reader)
+
+    @asynccontextmanager
+    async def scan_connection(self) -> AsyncIterator[Executes]:
+        """A reader for reads that may take long (whole-log scans, sums): off the event loop's thread."""
         async with _unavailable_as_error(), self._engines.read.connect() as conn:
             yield conn
 
@@ -98,7 +152,7 @@ class SqlStore:
             except DBAPIError:
                 return None
 
-    async def ensure_tenant(self, conn: AsyncConnection, tenant_id: str, *, at: datetime) -> None:
+    async def ensure_tenant(self, conn: Executes, tenant_id: str, *, at: datetime) -> None:
         """Create the tenant in the caller's transaction unless it exists."""
         await conn.execute(
             self.insert(tenants)
@@ -109,7 +163,7 @@ class SqlStore:
     # idempotency
 
     async def claim_idempotency(
-        self, conn: AsyncConnection, tenant_id: str, claim: IdempotencyClaim, resource_id: str, at: datetime
+        self, conn: Executes, tenant_id: str, claim: IdempotencyClaim, resource_id: str, at: datetime
     ) -> str | None:
         """Claim `claim.key` for `resource_id` inside the caller's transaction.
 
@@ -284,3 +338,11 @@ async def _unavailable_as_error() -> AsyncIterator[None]:
         raise StoreUnavailable(
             f"the store did not answer ({type(exc).__name__}): check HALDIR_DATABASE_URL and the server"
         ) from exc
+
+
+def _changes(engines: Engines, data_dir: Path | None, *, notify: Notify) -> Changes:
+    if engines.database is not None:  # SQLite: every process of the database shares the file beside it
+        return Changes(ChangeCounter(counter_path(engines.database)))
+    counter = ChangeCounter(data_dir / "changes") if data_dir is not None else LocalCounter()
+    url = engines.write.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    return Changes(counter, notify=notify, listen_url=url)

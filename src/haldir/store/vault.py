@@ -3,18 +3,19 @@ sealed versions. Every change to a secret commits together with its ledger entry
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from haldir.core.idempotency import IdempotencyClaim, Outcome
-from haldir.core.ledger import NewEntry, StoredEntry
+from haldir.core.ledger import EntryDraft, StoredEntry
 from haldir.core.secrets import SecretInfo, SecretVersion, WrappedDataKey
 from haldir.errors import Conflict
 from haldir.store.ledger import Also
-from haldir.store.schema import secret_versions, secrets, vault_data_keys, vault_master_keys
+from haldir.store.schema import Micros, secret_versions, secrets, vault_data_keys, vault_master_keys
+from haldir.store.transaction import Writing
 
 if TYPE_CHECKING:
     from haldir.store.sql import SqlStore
@@ -162,20 +163,45 @@ class SqlVault:
         return None if row is None else _secret_version(row)
 
     async def insert_secret(
-        self, secret: SecretVersion, *, entry: NewEntry, idempotency: IdempotencyClaim | None
+        self,
+        tenant_id: str,
+        name: str,
+        *,
+        created_at: datetime,
+        seal: Callable[[int], SecretVersion],
+        entry: Callable[[SecretVersion], EntryDraft],
+        idempotency: IdempotencyClaim | None,
     ) -> Outcome[SecretVersion] | None:
-        """Store a new version with its ledger entry; None when `secret.version` was taken meanwhile
-        (the caller seals again under the next number). A replayed claim returns the earlier version."""
+        """Store the next version of `name` with its ledger entry: `seal` makes the version for its number,
+        read inside the transaction. None when a concurrent transaction took that number first (on
+        PostgreSQL; the caller tries again). A replayed claim returns the earlier version."""
         try:
-            return await self._insert_secret(secret, entry=entry, idempotency=idempotency)
+            return await self._insert_secret(
+                tenant_id, name, created_at=created_at, seal=seal, entry=entry, idempotency=idempotency
+            )
         except _VersionTaken:  # raised inside the transaction, so nothing of it committed
             return None
 
     async def _insert_secret(
-        self, secret: SecretVersion, *, entry: NewEntry, idempotency: IdempotencyClaim | None
+        self,
+        tenant_id: str,
+        name: str,
+        *,
+        created_at: datetime,
+        seal: Callable[[int], SecretVersion],
+        entry: Callable[[SecretVersion], EntryDraft],
+        idempotency: IdempotencyClaim | None,
     ) -> Outcome[SecretVersion]:
         async with self._store.write_transaction() as conn:
-            await self._store.ensure_tenant(conn, secret.tenant_id, at=secret.created_at)
+            await self._store.ensure_tenant(conn, tenant_id, at=created_at)
+            latest = (
+                await conn.execute(
+                    sa.select(secrets.c.latest_version).where(
+                        secrets.c.tenant_id == tenant_id, secrets.c.name == name
+                    )
+                )
+            ).scalar()
+            secret = seal(int(latest or 0) + 1)
             if idempotency is not None:
                 prior = await self._store.claim_idempotency(
                     conn, secret.tenant_id, idempotency, f"{secret.version}:{secret.name}", secret.created_at
@@ -218,24 +244,20 @@ class SqlVault:
                     set_={"latest_version": secret.version, "updated_at": secret.created_at},
                 )
             )
-            await self._store.ledger.append_in(conn, secret.tenant_id, [entry])
+            conn.append(entry(secret))
         return Outcome(secret)
 
     async def record_release(
-        self, tenant_id: str, name: str, *, at: datetime, entry: NewEntry
+        self, tenant_id: str, name: str, *, at: datetime, entry: EntryDraft
     ) -> StoredEntry:
         """Count a release of the secret and append its ledger entry; both commit in one group commit."""
 
-        async def count(conn: AsyncConnection) -> None:
-            await conn.execute(
-                sa.update(secrets)
-                .where(secrets.c.tenant_id == tenant_id, secrets.c.name == name)
-                .values(access_count=secrets.c.access_count + 1, last_accessed_at=at)
-            )
+        async def count(conn: Writing) -> None:
+            await conn.execute(_COUNT_RELEASE, {"p_tenant": tenant_id, "p_name": name, "p_at": at})
 
         return await self._store.ledger.append(entry, also=Also(("secrets", tenant_id, name), count))
 
-    async def delete_secret(self, tenant_id: str, name: str, *, entry: NewEntry) -> int:
+    async def delete_secret(self, tenant_id: str, name: str, *, entry: EntryDraft) -> int:
         """Delete every version of a secret and append `entry`; the number of versions deleted (0: none,
         and nothing is appended)."""
         async with self._store.write_transaction() as conn:
@@ -249,7 +271,7 @@ class SqlVault:
             )
             count = int(deleted.rowcount)
             if count:
-                await self._store.ledger.append_in(conn, tenant_id, [entry])
+                conn.append(entry)
         return count
 
     async def list_secrets(self, tenant_id: str, *, limit: int, after: str | None) -> list[SecretInfo]:
@@ -285,6 +307,14 @@ def _infos(tenant_id: str) -> sa.Select[Any]:
         )
         .where(s.tenant_id == tenant_id)
     )
+
+
+# Built once: constructing a statement costs more than running it, and this one runs on every release.
+_COUNT_RELEASE = (
+    sa.update(secrets)
+    .where(secrets.c.tenant_id == sa.bindparam("p_tenant"), secrets.c.name == sa.bindparam("p_name"))
+    .values(access_count=secrets.c.access_count + 1, last_accessed_at=sa.bindparam("p_at", type_=Micros()))
+)
 
 
 class _VersionTaken(Exception):

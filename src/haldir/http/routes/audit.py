@@ -13,9 +13,10 @@ from haldir.core.ledger import EntryFilter, StoredEntry, to_hex
 from haldir.governor.ledger import EntryPage, Order
 from haldir.governor.verification import Spend
 from haldir.http.auth import GovernorDep, PrincipalDep
+from haldir.http.errors import ERROR_RESPONSES
 from haldir.http.schemas import Money, Timestamp
 
-router = APIRouter(prefix="/v1/audit", tags=["audit"])
+router = APIRouter(prefix="/v1/audit", tags=["audit"], responses=ERROR_RESPONSES)
 
 
 class EntryCreate(BaseModel):

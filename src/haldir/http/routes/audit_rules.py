@@ -7,9 +7,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from haldir.core.anomalies import Rule
 from haldir.http.auth import GovernorDep, PrincipalDep
+from haldir.http.errors import ERROR_RESPONSES
 from haldir.http.schemas import Money, Timestamp
 
-router = APIRouter(prefix="/v1/audit/rules", tags=["audit"])
+router = APIRouter(prefix="/v1/audit/rules", tags=["audit"], responses=ERROR_RESPONSES)
 
 
 class RuleCreate(BaseModel):

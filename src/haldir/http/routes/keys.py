@@ -9,9 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from haldir.core.keys import ApiKey
 from haldir.http.auth import GovernorDep, PrincipalDep
+from haldir.http.errors import ERROR_RESPONSES
 from haldir.http.schemas import OptionalTimestamp, Timestamp
 
-router = APIRouter(prefix="/v1/keys", tags=["keys"])
+router = APIRouter(prefix="/v1/keys", tags=["keys"], responses=ERROR_RESPONSES)
 
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
 

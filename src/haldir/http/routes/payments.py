@@ -12,10 +12,11 @@ from haldir.core.pagination import MAX_PAGE, encode_cursor
 from haldir.core.payments import CURRENCY, Payment
 from haldir.governor.budgets import Authorization
 from haldir.http.auth import GovernorDep, PrincipalDep
+from haldir.http.errors import ERROR_RESPONSES
 from haldir.http.routes.keys import IdempotencyKey
 from haldir.http.schemas import Money, Timestamp
 
-router = APIRouter(prefix="/v1/payments", tags=["payments"])
+router = APIRouter(prefix="/v1/payments", tags=["payments"], responses=ERROR_RESPONSES)
 
 
 class AuthorizeRequest(BaseModel):

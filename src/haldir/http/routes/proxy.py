@@ -14,10 +14,11 @@ from haldir.core.policies import Policy
 from haldir.core.tools import Upstream
 from haldir.governor.registry import ProxyTool, ToolSync
 from haldir.http.auth import GovernorDep, PrincipalDep
+from haldir.http.errors import ERROR_RESPONSES
 from haldir.http.schemas import Timestamp
 from haldir.proxy.service import ProxyService
 
-router = APIRouter(prefix="/v1/proxy", tags=["proxy"])
+router = APIRouter(prefix="/v1/proxy", tags=["proxy"], responses=ERROR_RESPONSES)
 
 UpstreamName = Annotated[str, Path(max_length=64)]
 ToolName = Annotated[str, Path(max_length=64)]

@@ -16,10 +16,11 @@ from haldir.core.secrets import SecretInfo, SecretVersion
 from haldir.errors import InvalidRequest
 from haldir.governor.vault import ReleasedSecret
 from haldir.http.auth import GovernorDep, PrincipalDep
+from haldir.http.errors import ERROR_RESPONSES
 from haldir.http.routes.keys import IdempotencyKey
 from haldir.http.schemas import OptionalTimestamp, Timestamp
 
-router = APIRouter(prefix="/v1/secrets", tags=["secrets"])
+router = APIRouter(prefix="/v1/secrets", tags=["secrets"], responses=ERROR_RESPONSES)
 
 SessionHeader = Annotated[
     str | None,

@@ -13,10 +13,11 @@ from haldir.core.pagination import MAX_PAGE, encode_cursor
 from haldir.core.sessions import Session
 from haldir.governor.sessions import PermissionCheck
 from haldir.http.auth import GovernorDep, PrincipalDep
+from haldir.http.errors import ERROR_RESPONSES
 from haldir.http.routes.keys import IdempotencyKey
 from haldir.http.schemas import Money, OptionalTimestamp, Timestamp
 
-router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
+router = APIRouter(prefix="/v1/sessions", tags=["sessions"], responses=ERROR_RESPONSES)
 
 
 class SessionCreate(BaseModel):

@@ -1,0 +1,283 @@
+"""HTTP throughput of the governed hot path, driven by wrk against a real `haldir serve`.
+
+For each endpoint: a 3 s warm-up, then `wrk -t2 -c32 -d10s --latency`, counting non-2xx answers and the
+server's CPU seconds (all its processes) over the measured run. `/livez` (no auth, no store) runs in
+the same server as the baseline: every other endpoint is also given as a share of its rate.
+
+Run `python bench/hotpath.py --help`; see bench/README.md for recorded results. Needs `wrk` (Debian package).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from common import HOST, free_port, haldir, machine, running_server, server_env, wait_ready
+
+# With --show-errors: the first non-2xx answers of each wrk thread, printed (costs wrk some speed).
+ERRORS_LUA = """
+local shown = 0
+response = function(status, headers, body)
+  if status >= 300 and shown < 5 then
+    shown = shown + 1
+    io.write("non-2xx " .. status .. " " .. body .. "\\n")
+  end
+end
+"""
+SESSIONS = 64  # governed requests rotate over this many sessions, as a fleet of agents would
+ENDPOINTS = ("livez", "healthz", "check", "secret", "audit", "sessions")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+# One wrk script for every endpoint: the request is built per call, rotating over the sessions.
+LUA = """
+local sessions = {%(sessions)s}
+local method, template, body_template = "%(method)s", "%(path)s", %(body)s
+local headers = {["Authorization"] = "Bearer %(key)s", ["Content-Type"] = "application/json"}
+local n = 0
+request = function()
+  n = n + 1
+  local sid = sessions[(n %% #sessions) + 1]
+  local path = template:gsub("{sid}", sid)
+  if %(session_header)s then headers["X-Session-ID"] = sid end
+  local body = nil
+  if body_template then body = body_template:gsub("{sid}", sid) end
+  return wrk.format(method, path, headers, body)
+end
+%(errors)s
+"""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    label: str
+    method: str
+    path: str
+    body: dict[str, object] | None = None
+    session_header: bool = False
+
+
+def endpoints() -> dict[str, Endpoint]:
+    return {
+        e.name: e
+        for e in (
+            Endpoint("livez", "GET /livez", "GET", "/livez"),
+            Endpoint("healthz", "GET /healthz", "GET", "/healthz"),
+            Endpoint(
+                "check", "POST /v1/sessions/{id}/check", "POST", "/v1/sessions/{sid}/check", {"scope": "read"}
+            ),
+            Endpoint(
+                "secret", "GET /v1/secrets/{name}", "GET", "/v1/secrets/stripe_key", session_header=True
+            ),
+            Endpoint(
+                "audit",
+                "POST /v1/audit",
+                "POST",
+                "/v1/audit",
+                {"session_id": "{sid}", "tool": "search", "action": "query", "cost_usd": "0"},
+            ),
+            Endpoint(
+                "sessions",
+                "POST /v1/sessions",
+                "POST",
+                "/v1/sessions",
+                {"agent_id": "bench", "scopes": ["read", "execute"], "ttl": 3600, "spend_limit": "10.00"},
+            ),
+        )
+    }
+
+
+@dataclass
+class Measured:
+    endpoint: Endpoint
+    requests: int
+    rate: float
+    p50_ms: float
+    p99_ms: float
+    non_2xx: int
+    errors: int
+    cpu_s: float
+
+    @property
+    def cpu_ms_per_request(self) -> float:
+        return self.cpu_s * 1000 / self.requests if self.requests else float("nan")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--database-url", default=None, help="Store URL; default SQLite in a temp dir.")
+    parser.add_argument("--duration", type=int, default=10, help="Measured seconds per endpoint.")
+    parser.add_argument("--warmup", type=int, default=3, help="Unmeasured seconds before each endpoint.")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections (-c).")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads (-t).")
+    parser.add_argument("--endpoints", default=",".join(ENDPOINTS), help=f"Comma-separated: {ENDPOINTS}.")
+    parser.add_argument("--serve-args", default="", help="Extra arguments for `haldir serve`.")
+    parser.add_argument("--show-errors", action="store_true", help="Print the first non-2xx answers.")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install wrk")
+    chosen = [endpoints()[name] for name in args.endpoints.split(",")]
+    load = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="haldir-bench-http-") as tmp:
+        data_dir = Path(tmp)
+        env = server_env(data_dir, args.database_url)
+        haldir(env, "migrate", "up")
+        key = json.loads(haldir(env, "keys", "create", "--json", "--name", "bench", "--scopes", "*"))["key"]
+        port, log = free_port(), data_dir / "server.log"
+        base = f"http://{HOST}:{port}"
+        command = [str(Path(sys.executable).with_name("haldir")), "serve", *args.serve_args.split()]
+        with running_server(env, port, log, command=command) as proc:
+            wait_ready(proc, base, log)
+            sessions = prepare(base, key)
+            results = [measure(proc.pid, base, key, sessions, endpoint, args) for endpoint in chosen]
+    print(table(results))
+    print()
+    print(machine(load))
+    if any(r.non_2xx or r.errors for r in results):
+        sys.exit("some requests failed (non-2xx or socket errors): see the table")
+
+
+def prepare(base: str, key: str) -> list[str]:
+    """Sessions with `read` and budget, and the secret the release scenario reads."""
+    headers = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=base, headers=headers, timeout=30, trust_env=False) as client:
+        stored = client.post("/v1/secrets", json={"name": "stripe_key", "value": "sk_live_bench"})
+        stored.raise_for_status()
+        made = []
+        for i in range(SESSIONS):
+            body = {"agent_id": f"agent-{i}", "scopes": ["read", "execute"], "spend_limit": "100.00"}
+            response = client.post("/v1/sessions", json=body)
+            response.raise_for_status()
+            made.append(response.json()["session_id"])
+        return made
+
+
+def measure(
+    pid: int, base: str, key: str, sessions: list[str], endpoint: Endpoint, args: argparse.Namespace
+) -> Measured:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        body = "nil" if endpoint.body is None else _lua_string(json.dumps(endpoint.body))
+        script.write(
+            LUA
+            % {
+                "sessions": ", ".join(f'"{s}"' for s in sessions),
+                "method": endpoint.method,
+                "path": endpoint.path,
+                "body": body,
+                "key": key,
+                "session_header": "true" if endpoint.session_header else "false",
+                "errors": ERRORS_LUA if args.show_errors else "",
+            }
+        )
+    try:
+        common = ["wrk", f"-t{args.threads}", f"-c{args.connections}", "-s", script.name, "--latency", base]
+        if args.warmup:
+            _wrk([*common[:1], f"-d{args.warmup}s", *common[1:]])
+        before = cpu_seconds(pid)
+        output = _wrk([*common[:1], f"-d{args.duration}s", *common[1:]])
+        for line in output.splitlines():
+            if line.startswith("non-2xx"):
+                print(f"{endpoint.label}: {line}", file=sys.stderr)
+        cpu = cpu_seconds(pid) - before
+    finally:
+        os.unlink(script.name)
+    return parse_wrk(endpoint, output, cpu)
+
+
+def _lua_string(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _wrk(command: list[str]) -> str:
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(command)} failed:\n{done.stdout}{done.stderr}")
+    return done.stdout
+
+
+def parse_wrk(endpoint: Endpoint, output: str, cpu: float) -> Measured:
+    requests = int(_search(r"(\d+) requests in", output))
+    rate = float(_search(r"Requests/sec:\s+([\d.]+)", output))
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    return Measured(
+        endpoint=endpoint,
+        requests=requests,
+        rate=rate,
+        p50_ms=_ms(_search(r"\s50%\s+(\S+)", output)),
+        p99_ms=_ms(_search(r"\s99%\s+(\S+)", output)),
+        non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
+        errors=sum(int(n) for n in errors.groups()) if errors else 0,
+        cpu_s=cpu,
+    )
+
+
+def _search(pattern: str, text: str) -> str:
+    found = re.search(pattern, text)
+    if found is None:
+        sys.exit(f"unexpected wrk output (no {pattern!r}):\n{text}")
+    return found.group(1)
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def cpu_seconds(root: int) -> float:
+    """User plus system CPU seconds of `root` and every process below it (the server's workers)."""
+    children: dict[int, list[int]] = {}
+    times: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        pid, ppid = int(entry.name), int(fields[1])
+        children.setdefault(ppid, []).append(pid)
+        times[pid] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    total, pending = 0.0, [root]
+    while pending:
+        pid = pending.pop()
+        total += times.get(pid, 0.0)
+        pending.extend(children.get(pid, []))
+    return total
+
+
+def table(results: list[Measured]) -> str:
+    baseline = next((r.rate for r in results if r.endpoint.name == "livez"), None)
+    lines = [
+        "| endpoint | requests/s | p50 ms | p99 ms | non-2xx | server CPU ms/request | share of /livez |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        share = f"{r.rate / baseline:.0%}" if baseline else "n/a"
+        lines.append(
+            f"| `{r.endpoint.label}` | {r.rate:,.0f} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | "
+            f"{r.non_2xx + r.errors} | {r.cpu_ms_per_request:.2f} | {share} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    started = time.strftime("%Y-%m-%d %H:%M:%S")
+    main()
+    print(f"- run started {started}")
