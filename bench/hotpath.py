@@ -23,7 +23,16 @@ from pathlib import Path
 
 import httpx
 
-from common import HOST, free_port, haldir, machine, running_server, server_env, wait_ready
+from common import (
+    HOST,
+    free_port,
+    haldir,
+    machine,
+    running_server,
+    server_env,
+    tree_cpu_seconds,
+    wait_ready,
+)
 
 # With --show-errors: the first non-2xx answers of each wrk thread, printed (costs wrk some speed).
 ERRORS_LUA = """
@@ -37,7 +46,6 @@ end
 """
 SESSIONS = 64  # governed requests rotate over this many sessions, as a fleet of agents would
 ENDPOINTS = ("livez", "healthz", "check", "secret", "audit", "sessions")
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 # One wrk script for every endpoint: the request is built per call, rotating over the sessions.
 LUA = """
@@ -188,12 +196,12 @@ def measure(
         common = ["wrk", f"-t{args.threads}", f"-c{args.connections}", "-s", script.name, "--latency", base]
         if args.warmup:
             _wrk([*common[:1], f"-d{args.warmup}s", *common[1:]])
-        before = cpu_seconds(pid)
+        before = tree_cpu_seconds(pid)
         output = _wrk([*common[:1], f"-d{args.duration}s", *common[1:]])
         for line in output.splitlines():
             if line.startswith("non-2xx"):
                 print(f"{endpoint.label}: {line}", file=sys.stderr)
-        cpu = cpu_seconds(pid) - before
+        cpu = tree_cpu_seconds(pid) - before
     finally:
         os.unlink(script.name)
     return parse_wrk(endpoint, output, cpu)
@@ -237,29 +245,6 @@ def _search(pattern: str, text: str) -> str:
 def _ms(text: str) -> float:
     value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
-
-
-def cpu_seconds(root: int) -> float:
-    """User plus system CPU seconds of `root` and every process below it (the server's workers)."""
-    children: dict[int, list[int]] = {}
-    times: dict[int, float] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        pid, ppid = int(entry.name), int(fields[1])
-        children.setdefault(ppid, []).append(pid)
-        times[pid] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-    total, pending = 0.0, [root]
-    while pending:
-        pid = pending.pop()
-        total += times.get(pid, 0.0)
-        pending.extend(children.get(pid, []))
-    return total
 
 
 def table(results: list[Measured]) -> str:

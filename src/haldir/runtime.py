@@ -86,6 +86,7 @@ def wire(
             vault=vault,
             ledger=ledger,
             payment_store=store,
+            proxy_store=store.proxy,
             clock=clock,
         ),
         clock=clock,

@@ -203,3 +203,17 @@ def _strings(obj: Any) -> list[str]:
         elif isinstance(item, list | tuple):
             pending.extend(item)
     return found
+
+
+@dataclass(frozen=True)
+class OpenCall:
+    """A governed call admitted (its record committed before it was forwarded) whose outcome is not
+    recorded yet."""
+
+    tenant_id: str
+    call_id: str
+    session_id: str
+    agent_id: str
+    tool: str
+    cost_micros: int
+    admitted_at: datetime

@@ -8,9 +8,10 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from haldir.core import ids
 from haldir.core.clock import Clock
 from haldir.core.keys import Principal
 from haldir.core.ledger import StoredEntry, canonical_bytes
@@ -26,9 +27,9 @@ from haldir.core.policies import (
     window_start,
 )
 from haldir.core.scopes import Scope
-from haldir.core.secrets import VAULT_TOOL
+from haldir.core.secrets import VAULT_TOOL, SecretVersion
 from haldir.core.sessions import Session, check_scope, spend_refusal
-from haldir.core.tools import find_secret_refs, scrub, substitute
+from haldir.core.tools import OpenCall, find_secret_refs, scrub, substitute
 from haldir.errors import (
     BudgetExceeded,
     CallDenied,
@@ -45,9 +46,10 @@ from haldir.governor.ledger import Ledger
 from haldir.governor.registry import ProxyTool, Registry, governance_fields, secret_details, tool_scope
 from haldir.governor.sessions import Sessions
 from haldir.governor.vault import Vault
-from haldir.store.ports import PaymentStore, SpendTransaction
+from haldir.store.ports import PaymentStore, ProxyStore, SpendTransaction
 
 CALL_ACTION = "tools/call"
+CALL = "call"  # id prefix of a governed call: `call_…`
 MAX_ERROR_CHARS = 1000
 
 
@@ -66,6 +68,7 @@ class Admission:
     `tool_name` on `upstream`) and what `finish_call` needs to record and settle it."""
 
     tenant_id: str
+    call_id: str
     session: Session
     tool: ProxyTool
     upstream: str
@@ -93,9 +96,11 @@ class Proxy:
         vault: Vault,
         ledger: Ledger,
         payment_store: PaymentStore,
+        proxy_store: ProxyStore,
         clock: Clock,
     ) -> None:
         self._registry = registry
+        self._proxy_store = proxy_store  # its admitted calls without an outcome
         self._sessions = sessions
         self._vault = vault
         self._ledger = ledger
@@ -118,12 +123,14 @@ class Proxy:
         digest = _sha256(arguments)
         session = await self._sessions.require_session(principal, session_id)
         try:
-            return await self._admit(session, tool, arguments)
+            return await self._admit(session, tool, arguments, arguments_sha256=digest)
         except (CallDenied, BudgetExceeded, ScopeDenied, NotFound) as refused:
             await self._record_refusal(session, tool, refused, arguments_sha256=digest)
             raise
 
-    async def _admit(self, session: Session, name: str, arguments: dict[str, Any]) -> Admission:
+    async def _admit(
+        self, session: Session, name: str, arguments: dict[str, Any], *, arguments_sha256: str
+    ) -> Admission:
         now = self._clock.now()
         # Step 1: the session is valid.
         invalid = session.invalid_reason(now)
@@ -148,11 +155,17 @@ class Proxy:
             raise refusal.error(refusal.reason, flag_reason=refusal.reason, policy_id=refusal.policy_id)
         limits = limits_for(policies, tool=ref)
         # Step 5: secrets referenced by the arguments, under the session's scope.
-        injected = await self._release_for_call(session, tool, arguments)
-        # Step 6: rate limits, then the cost against the budget and spend limits, in one transaction.
-        reserved = await self._reserve(session, tool, limits, now)
+        secrets = await self._secrets_for_call(session, tool, arguments)
+        injected = {secret.name: await self._vault.open_unchecked(secret) for secret in secrets}
+        # Step 6: one durable transaction before the call is forwarded: rate limits, the cost against the
+        # budget and spend limits, the secrets released, the admission's ledger entry.
+        call_id = ids.new_id(CALL)
+        reserved = await self._record_admission(
+            session, tool, limits, now, call_id=call_id, secrets=secrets, arguments_sha256=arguments_sha256
+        )
         return Admission(
             tenant_id=session.tenant_id,
+            call_id=call_id,
             session=session,
             tool=tool,
             upstream=tool.upstream,
@@ -165,11 +178,11 @@ class Proxy:
             started_at=now,
         )
 
-    async def _release_for_call(
+    async def _secrets_for_call(
         self, session: Session, tool: ProxyTool, arguments: dict[str, Any]
-    ) -> dict[str, str]:
-        """The values of the secrets the arguments reference, each released to the session only if it
-        holds the secret's `scope_required`; every scope is checked before any secret is opened."""
+    ) -> list[SecretVersion]:
+        """The secrets the arguments reference, each only if the session holds its `scope_required`;
+        every scope is checked before any secret is opened."""
         secrets = []
         for ref in sorted(find_secret_refs(arguments)):
             secret = await self._vault.latest_secret(session.tenant_id, ref)
@@ -183,25 +196,23 @@ class Proxy:
                 reason = f"secret {ref!r} needs scope '{secret.scope_required}': {decision.reason}"
                 raise ScopeDenied(reason, flag_reason=reason)
             secrets.append(secret)
-        values = {}
-        for secret in secrets:
-            values[secret.name] = await self._vault.open_unchecked(secret)
-            details = {**secret_details(secret), "actor": "proxy", "tool": tool.name}
-            entry = self._ledger.entry(
-                session.tenant_id,
-                session_id=session.session_id,
-                agent_id=session.agent_id,
-                **governance_fields("secret.release", details) | {"tool": VAULT_TOOL},
-            )
-            await self._vault.record_release(session.tenant_id, secret.name, entry=entry)
-        return values
+        return secrets
 
-    async def _reserve(
-        self, session: Session, tool: ProxyTool, limits: CallLimits, now: datetime
+    async def _record_admission(
+        self,
+        session: Session,
+        tool: ProxyTool,
+        limits: CallLimits,
+        now: datetime,
+        *,
+        call_id: str,
+        secrets: list[SecretVersion],
+        arguments_sha256: str,
     ) -> tuple[Reservation, ...]:
-        """Take the rate-limit counters, then charge the cost to the session (capped by per-session spend
-        limits) and to every per-agent and per-tenant spend limit, all in one transaction with the entry
-        that records the charge. Any refusal rolls all of it back."""
+        """Take the rate-limit counters, charge the cost to the session (capped by per-session spend
+        limits) and to every per-agent and per-tenant spend limit, count the secrets released, and record
+        the admission, all in one transaction: when this returns it is durable, so no call is forwarded
+        without its record. Any refusal rolls all of it back."""
         cost = limits.cost_micros
         rates = sorted((pid, _subject(rule.per, session), rule) for pid, rule in limits.rate_limits)
         counters = sorted(
@@ -209,28 +220,47 @@ class Proxy:
             for pid, rule in limits.spend_limits
             if rule.per != "session"
         )
-        if cost == 0 and not rates:
-            return ()  # nothing to count or charge: no write transaction on the call's path
         cap = limits.session_cap()
         async with self._payment_store.spend_transaction(session.tenant_id) as tx:
             for pid, subject, rule in rates:
                 await _take_call(tx, pid, subject, rule, now)
-            if cost == 0:
-                return ()
-            charged = await tx.charge(session.session_id, cost, now=now, cap=None if cap is None else cap[0])
-            if charged is None:
-                raise await _budget_refusal(tx, session, cost, cap, now)
-            for pid, subject, max_micros in counters:
-                if await tx.charge_limit(pid, subject, cost, max_micros=max_micros) is None:
-                    reason = (
-                        f"Spend limit of {format_micros(max_micros)} USD per {_per_name(subject)} "
-                        f"({pid}) would be exceeded by {format_micros(cost)} USD"
+            charged = session
+            if cost:
+                found = await tx.charge(
+                    session.session_id, cost, now=now, cap=None if cap is None else cap[0]
+                )
+                if found is None:
+                    raise await _budget_refusal(tx, session, cost, cap, now)
+                charged = found
+                for pid, subject, max_micros in counters:
+                    if await tx.charge_limit(pid, subject, cost, max_micros=max_micros) is None:
+                        reason = (
+                            f"Spend limit of {format_micros(max_micros)} USD per {_per_name(subject)} "
+                            f"({pid}) would be exceeded by {format_micros(cost)} USD"
+                        )
+                        raise BudgetExceeded(reason, flag_reason=reason, policy_id=pid)
+            for secret in secrets:
+                await tx.count_release(secret.name, at=now)
+                details = {**secret_details(secret), "actor": "proxy", "tool": tool.name, "call_id": call_id}
+                fields = governance_fields("secret.release", details) | {"tool": VAULT_TOOL}
+                tx.append(
+                    self._ledger.entry(
+                        session.tenant_id, session_id=session.session_id, agent_id=session.agent_id, **fields
                     )
-                    raise BudgetExceeded(reason, flag_reason=reason, policy_id=pid)
-            fields = _call_fields(tool, limits, status="ok", cost_micros=cost, phase="reserve")
+                )
+            await tx.open_call(
+                OpenCall(
+                    session.tenant_id, call_id, session.session_id, session.agent_id, tool.name, cost, now
+                )
+            )
+            fields = _call_fields(tool, limits, status="ok", cost_micros=cost, phase="admit", call_id=call_id)
+            fields["details"]["arguments_sha256"] = arguments_sha256
             entry = tx.append(self._ledger.spend_entry(charged, charged_micros=cost, **fields))
-            await record_exhausted(tx, charged, entry.draft.entry_id, charged_micros=cost, clock=self._clock)
-        return tuple(Reservation(pid, subject, cost) for pid, subject, _ in counters)
+            if cost:
+                await record_exhausted(
+                    tx, charged, entry.draft.entry_id, charged_micros=cost, clock=self._clock
+                )
+        return tuple(Reservation(pid, subject, cost) for pid, subject, _ in counters) if cost else ()
 
     async def _record_refusal(
         self, session: Session, tool: str, refused: Exception, *, arguments_sha256: str
@@ -277,6 +307,7 @@ class Proxy:
             status="error" if failed else "ok",
             cost_micros=0 if failed else admission.cost_micros,
             phase="finish",
+            call_id=admission.call_id,
         )
         fields["details"] |= {
             "arguments_sha256": _sha256(scrub(admission.arguments, admission.injected)),
@@ -286,30 +317,56 @@ class Proxy:
         if error is not None:
             fields["details"]["error"] = scrub(error, admission.injected)[:MAX_ERROR_CHARS]
         session = admission.session
-        if not failed or admission.cost_micros == 0:
-            return await self._ledger.append(
-                session.tenant_id, session_id=session.session_id, agent_id=session.agent_id, **fields
-            )
-        return await self._release(admission, fields)
-
-    async def _release(self, admission: Admission, fields: dict[str, Any]) -> StoredEntry:
-        """Give a failed call's cost back: to the session and every spend-limit counter, with its entry."""
-        session = admission.session
+        release = admission.cost_micros if failed else 0
         async with self._payment_store.spend_transaction(session.tenant_id) as tx:
-            released = await tx.charge(session.session_id, -admission.cost_micros, now=self._clock.now())
-            for reservation in admission.reserved:
-                await tx.release_limit(reservation.policy_id, reservation.subject, reservation.micros)
-            current = released or session
-            entry = tx.append(
-                self._ledger.spend_entry(current, charged_micros=-admission.cost_micros, **fields)
-            )
+            current = session
+            if release:
+                current = await tx.charge(session.session_id, -release, now=self._clock.now()) or session
+                for reservation in admission.reserved:
+                    await tx.release_limit(reservation.policy_id, reservation.subject, reservation.micros)
+            await tx.close_call(admission.call_id)
+            entry = tx.append(self._ledger.spend_entry(current, charged_micros=-release, **fields))
         return entry.result()
+
+    async def close_stale_calls(self, *, older_than: timedelta, limit: int = 500) -> int:
+        """Record "outcome unknown" for calls admitted longer ago than `older_than` whose outcome was
+        never recorded (the server stopped between forwarding a call and recording how it ended); how
+        many. Their cost stays charged: the call may have run. Any number of replicas may sweep at once:
+        the call's row goes in the same transaction as its entry, so each call is closed once."""
+        stale = await self._proxy_store.stale_calls(
+            admitted_before=self._clock.now() - older_than, limit=limit
+        )
+        closed = 0
+        for call in stale:
+            async with self._payment_store.spend_transaction(call.tenant_id) as tx:
+                if not await tx.close_call(call.call_id):
+                    continue
+                reason = (
+                    f"outcome unknown: call {call.call_id} of tool '{call.tool}' was admitted at "
+                    f"{call.admitted_at.isoformat()} and the server stopped before recording how it ended"
+                )
+                tx.append(
+                    self._ledger.entry(
+                        call.tenant_id,
+                        session_id=call.session_id,
+                        agent_id=call.agent_id,
+                        flag_reason=reason,
+                        tool=call.tool,
+                        action=CALL_ACTION,
+                        status="error",
+                        cost_usd=format_micros(call.cost_micros),
+                        details={"phase": "finish", "call_id": call.call_id, "outcome": "unknown"},
+                    )
+                )
+                closed += 1
+        return closed
 
 
 def _call_fields(
-    tool: ProxyTool, limits: CallLimits, *, status: str, cost_micros: int, phase: str
+    tool: ProxyTool, limits: CallLimits, *, status: str, cost_micros: int, phase: str, call_id: str
 ) -> dict[str, Any]:
-    """The ledger fields of a governed call: `reserve` holds its cost, `finish` records how it ended."""
+    """The ledger fields of a governed call: `admit` records the decision and holds its cost, `finish`
+    how it ended; both carry the call's id."""
     return {
         "tool": tool.name,
         "action": CALL_ACTION,
@@ -317,6 +374,7 @@ def _call_fields(
         "cost_usd": format_micros(cost_micros),
         "details": {
             "phase": phase,
+            "call_id": call_id,
             "upstream": tool.upstream,
             "tool": tool.name,
             "tool_name": tool.tool_name,

@@ -68,6 +68,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
             background = [
                 asyncio.create_task(runtime.store.changes.listen(), name="haldir-changes"),
                 asyncio.create_task(gateway.fanout.watch(runtime.store.changes.epoch), name="haldir-tools"),
+                asyncio.create_task(service.sweep(), name="haldir-sweep"),
             ]
             # What start-up built lives as long as the process: the collector stops walking it, and walks
             # the rest less often. A full collection over it cost tail latencies of 100+ ms under load.
@@ -79,6 +80,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
                 for task in background:
                     task.cancel()
                 await asyncio.gather(*background, return_exceptions=True)
+                await service.settled()  # outcomes of answered calls are recorded before the store closes
 
     app = FastAPI(
         title="Haldir",

@@ -7,9 +7,11 @@ decides; it only joins the governor (policies, budgets, ledger) to the live upst
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import anyio
@@ -19,6 +21,7 @@ from haldir.core.keys import Principal
 from haldir.core.tools import Upstream, scrub
 from haldir.errors import HaldirError
 from haldir.governor import Governor
+from haldir.governor.proxy import Admission
 from haldir.governor.registry import ProxyTool, ToolSync
 from haldir.governor.upstreams import ResolvedUpstream
 from haldir.proxy.upstreams import UpstreamConfig, UpstreamPool
@@ -26,6 +29,10 @@ from haldir.proxy.upstreams import UpstreamConfig, UpstreamPool
 log = structlog.get_logger("haldir.proxy")
 
 ToolsChanged = Callable[[str], Awaitable[None]]
+# A call's outcome is normally recorded milliseconds after its answer; one admitted longer ago than this
+# with no outcome was lost with a stopped server (calls wait at most 90 s for their upstream).
+OUTCOME_GRACE = timedelta(minutes=5)
+SWEEP_SECONDS = 60.0
 """Told the tenant whose tool list changed."""
 
 
@@ -44,6 +51,7 @@ class ProxyService:
         self._pool = pool
         self._connections: dict[tuple[str, str], _Connection] = {}
         self._listeners: dict[object, ToolsChanged] = {}
+        self._finishing: set[asyncio.Task[None]] = set()  # outcomes being recorded
 
     # calls
 
@@ -52,10 +60,12 @@ class ProxyService:
     ) -> dict[str, Any]:
         """Admit, forward and record one `tools/call`; the upstream's result with injected secrets scrubbed.
 
-        A refusal raises the governor's denial error (already in the ledger). Once admitted, the call is
-        recorded even if the caller goes away mid-flight: the record runs shielded from cancellation. An
-        upstream that cannot be used (refused by the operator's rule, a missing secret) ends the call as an
-        error, so its reserved cost is released.
+        A refusal raises the governor's denial error (already in the ledger). The admission is durable
+        before the call is forwarded; its outcome (ok or error, the cost kept or released) is recorded
+        after the answer, off the caller's path, and even if the caller goes away mid-flight. If the
+        server stops in between, a sweep later records the call's outcome as unknown
+        (`Proxy.close_stale_calls`). An upstream that cannot be used (refused by the operator's rule, a
+        missing secret) ends the call as an error, so its reserved cost is released.
         """
         admission = await self._governor.proxy.admit_call(
             principal, session_id=session_id, tool=tool, arguments=arguments
@@ -69,27 +79,54 @@ class ProxyService:
                 principal.tenant_id, connection.config, admission.tool_name, admission.arguments
             )
         except HaldirError as exc:
-            with anyio.CancelScope(shield=True):
-                await self._governor.proxy.finish_call(
-                    principal,
-                    admission,
-                    result=None,
-                    error=scrub(exc.message, secrets),
-                    latency_ms=_ms(started),
-                )
+            self._finish(principal, admission, None, scrub(exc.message, secrets), started)
             raise type(exc)(scrub(exc.message, secrets), **scrub(exc.details, secrets)) from None
         except BaseException:
-            with anyio.CancelScope(shield=True):
-                await self._governor.proxy.finish_call(
-                    principal, admission, result=None, error="call cancelled", latency_ms=_ms(started)
-                )
+            self._finish(principal, admission, None, "call cancelled", started)
             raise
         result = scrub(result, secrets)
-        with anyio.CancelScope(shield=True):
-            await self._governor.proxy.finish_call(
-                principal, admission, result=result, error=None, latency_ms=_ms(started)
-            )
+        self._finish(principal, admission, result, None, started)
         return result
+
+    def _finish(
+        self,
+        principal: Principal,
+        admission: Admission,
+        result: dict[str, Any] | None,
+        error: str | None,
+        started: float,
+    ) -> None:
+        """Record the call's outcome in the background: it joins a later group commit."""
+        latency = _ms(started)
+
+        async def record() -> None:
+            try:
+                await self._governor.proxy.finish_call(
+                    principal, admission, result=result, error=error, latency_ms=latency
+                )
+            except Exception:  # the admission stays open: the sweep records its outcome as unknown
+                log.exception("proxy.finish_failed", call_id=admission.call_id)
+
+        task = asyncio.get_running_loop().create_task(record(), name=f"haldir-finish-{admission.call_id}")
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
+
+    async def settled(self) -> None:
+        """Wait until the outcomes of the calls answered so far are recorded."""
+        while self._finishing:
+            await asyncio.gather(*list(self._finishing), return_exceptions=True)
+
+    async def sweep(self, *, every: float = SWEEP_SECONDS, older_than: timedelta = OUTCOME_GRACE) -> None:
+        """Record "outcome unknown" for calls a stopped server admitted and never finished, now and then
+        every `every` seconds, until cancelled."""
+        while True:
+            try:
+                closed = await self._governor.proxy.close_stale_calls(older_than=older_than)
+                if closed:
+                    log.warning("proxy.outcomes_unknown", calls=closed)
+            except HaldirError as exc:
+                log.warning("proxy.sweep_failed", code=exc.code)
+            await asyncio.sleep(every)
 
     # upstreams and their tools
 

@@ -3,6 +3,7 @@ anomaly rules, and the `audit.flagged` events recorded with flagged entries."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -188,23 +189,10 @@ class SqlLedger:
             return {}
         # Joined from a VALUES list rather than `(level, idx) IN (...)`: SQLite plans the IN list as a
         # scan of every node of the tenant, the join as one primary-key lookup per wanted node.
-        pairs = (
-            sa.values(sa.column("level", sa.SmallInteger()), sa.column("idx", sa.BigInteger()), name="wanted")
-            .data([(node.level, node.index) for node in wanted])
-            .cte("wanted")
-        )
-        rows = await conn.execute(
-            sa.select(merkle_nodes.c.level, merkle_nodes.c.idx, merkle_nodes.c.hash)
-            .select_from(pairs)
-            .join(
-                merkle_nodes,
-                sa.and_(
-                    merkle_nodes.c.tenant_id == tenant_id,
-                    merkle_nodes.c.level == pairs.c.level,
-                    merkle_nodes.c.idx == pairs.c.idx,
-                ),
-            )
-        )
+        parameters: dict[str, object] = {"tenant_id": tenant_id}
+        for i, node in enumerate(wanted):
+            parameters[f"l{i}"], parameters[f"i{i}"] = node.level, node.index
+        rows = await conn.execute(_nodes_statement(len(parameters) // 2), parameters)
         return {merkle.NodeId(row.level, row.idx): bytes(row.hash) for row in rows}
 
     async def nodes(self, tenant_id: str, wanted: set[merkle.NodeId]) -> dict[merkle.NodeId, bytes]:
@@ -364,6 +352,21 @@ class SqlLedger:
 
 
 # Statements every append runs, built once: constructing one costs more than running it.
+
+
+@functools.lru_cache(maxsize=256)
+def _nodes_statement(count: int) -> sa.TextualSelect:
+    """The stored nodes among `count` wanted (level, index) pairs: text built and compiled once per
+    count, where a VALUES expression built per call was compiled anew every time (its values are part of
+    its cache key)."""
+    values = ", ".join(f"(CAST(:l{i} AS SMALLINT), CAST(:i{i} AS BIGINT))" for i in range(count))
+    return sa.text(
+        f"WITH wanted(level, idx) AS (VALUES {values}) "  # noqa: S608 - placeholders only
+        "SELECT n.level, n.idx, n.hash FROM wanted JOIN merkle_nodes n "
+        "ON n.tenant_id = :tenant_id AND n.level = wanted.level AND n.idx = wanted.idx"
+    ).columns(merkle_nodes.c.level, merkle_nodes.c.idx, merkle_nodes.c.hash)
+
+
 _TENANT_RULES = (
     sa.select(anomaly_rules)
     .where(anomaly_rules.c.tenant_id == sa.bindparam("p_tenant"))

@@ -17,7 +17,7 @@ from haldir.core.payments import Payment
 from haldir.core.policies import Policy
 from haldir.core.secrets import SecretInfo, SecretVersion, WrappedDataKey
 from haldir.core.sessions import Session
-from haldir.core.tools import SeenTool, ToolChanges, ToolPin, Upstream
+from haldir.core.tools import OpenCall, SeenTool, ToolChanges, ToolPin, Upstream
 from haldir.store.transaction import PendingEntry
 
 
@@ -170,6 +170,18 @@ class SpendTransaction(Protocol):
         """Count reported cost against the payment if it stays within what the payment holds."""
         ...
 
+    async def open_call(self, call: OpenCall) -> None:
+        """Remember an admitted call until its outcome is recorded."""
+        ...
+
+    async def close_call(self, call_id: str) -> bool:
+        """Forget an admitted call as its outcome is recorded; False when it was closed already."""
+        ...
+
+    async def count_release(self, name: str, *, at: datetime) -> None:
+        """Count a release of the tenant's secret `name`."""
+        ...
+
     def append(self, draft: EntryDraft) -> PendingEntry:
         """Queue the entry of this spend: appended last in the transaction; its `result()` once the
         transaction is over."""
@@ -284,6 +296,10 @@ class ProxyStore(Protocol):
         self, tenant_id: str, policy_id: str, *, entry: Callable[[Policy], EntryDraft]
     ) -> Policy | None:
         """Delete a policy and its counters; None when there was none."""
+        ...
+
+    async def stale_calls(self, *, admitted_before: datetime, limit: int) -> list[OpenCall]:
+        """Admitted calls of every tenant whose outcome is not recorded, admitted before the time."""
         ...
 
 

@@ -12,8 +12,9 @@ import sqlalchemy as sa
 
 from haldir.core.ledger import EntryDraft
 from haldir.core.policies import Policy, parse_policy
-from haldir.core.tools import SeenTool, ToolChanges, ToolPin, Upstream, diff_tools
+from haldir.core.tools import OpenCall, SeenTool, ToolChanges, ToolPin, Upstream, diff_tools
 from haldir.store.schema import (
+    proxy_calls,
     proxy_policies,
     proxy_rate_counters,
     proxy_spend_counters,
@@ -203,6 +204,27 @@ class SqlProxy:
                 )
             await self._append(conn, [entry(policy)])
         return policy
+
+    async def stale_calls(self, *, admitted_before: datetime, limit: int) -> list[OpenCall]:
+        """Admitted calls of every tenant with no outcome recorded, admitted before `admitted_before`."""
+        c = proxy_calls.c
+        query = (
+            sa.select(proxy_calls).where(c.admitted_at < admitted_before).order_by(c.admitted_at).limit(limit)
+        )
+        async with self._store.read_connection() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            OpenCall(
+                tenant_id=row.tenant_id,
+                call_id=row.call_id,
+                session_id=row.session_id,
+                agent_id=row.agent_id,
+                tool=row.tool,
+                cost_micros=int(row.cost),
+                admitted_at=row.admitted_at,
+            )
+            for row in rows
+        ]
 
     async def _append(self, tx: Writing, entries: list[EntryDraft]) -> None:
         for entry in entries:

@@ -326,3 +326,19 @@ proxy_spend_counters = sa.Table(
     sa.Column("spent", sa.BigInteger(), nullable=False),
     sa.CheckConstraint("spent >= 0", name="spent"),
 )
+
+# Governed calls admitted and not yet recorded as finished: the admission commits before the call is
+# forwarded, its outcome after the answer. A row left behind (a crash between the two) is closed, after
+# a grace period, by an "outcome unknown" ledger entry.
+proxy_calls = sa.Table(
+    "proxy_calls",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.tenant_id"), primary_key=True),
+    sa.Column("call_id", sa.String(64), primary_key=True),
+    sa.Column("session_id", sa.String(64), nullable=False),
+    sa.Column("agent_id", sa.String(200), nullable=False),
+    sa.Column("tool", sa.String(200), nullable=False),
+    sa.Column("cost", sa.BigInteger(), nullable=False),
+    sa.Column("admitted_at", Micros(), nullable=False),
+    sa.Index(None, "admitted_at"),
+)

@@ -15,6 +15,7 @@ from haldir.core.ledger import EntryDraft
 from haldir.core.pagination import Page, Position
 from haldir.core.payments import Payment
 from haldir.core.sessions import Session
+from haldir.core.tools import OpenCall
 from haldir.store.rows import payment_from_row, payment_row, session_from_row
 from haldir.store.schema import (
     Micros,
@@ -22,14 +23,23 @@ from haldir.store.schema import (
     events,
     from_epoch_micros,
     payments,
+    proxy_calls,
     proxy_rate_counters,
     proxy_spend_counters,
     sessions,
 )
 from haldir.store.transaction import PendingEntry, Writing
+from haldir.store.vault import COUNT_RELEASE
 
 if TYPE_CHECKING:
     from haldir.store.sql import SqlStore
+
+
+# Built once: every governed call runs them, and constructing a statement costs more than running it.
+_OPEN_CALL = sa.insert(proxy_calls)
+_CLOSE_CALL = sa.delete(proxy_calls).where(
+    proxy_calls.c.tenant_id == sa.bindparam("p_tenant"), proxy_calls.c.call_id == sa.bindparam("p_call")
+)
 
 
 class SqlSpend:
@@ -218,6 +228,31 @@ class SqlSpend:
             )
         ).first()
         return None if row is None else payment_from_row(row)
+
+    async def open_call(self, call: OpenCall) -> None:
+        """Remember an admitted call until its outcome is recorded (`close_call`)."""
+        await self._conn.execute(
+            _OPEN_CALL,
+            {
+                "tenant_id": self._tenant_id,
+                "call_id": call.call_id,
+                "session_id": call.session_id,
+                "agent_id": call.agent_id,
+                "tool": call.tool,
+                "cost": call.cost_micros,
+                "admitted_at": call.admitted_at,
+            },
+        )
+
+    async def close_call(self, call_id: str) -> bool:
+        """Forget an admitted call whose outcome this transaction records; False when it was closed
+        already (its outcome recorded as unknown by a sweep)."""
+        deleted = await self._conn.execute(_CLOSE_CALL, {"p_tenant": self._tenant_id, "p_call": call_id})
+        return bool(deleted.rowcount)
+
+    async def count_release(self, name: str, *, at: datetime) -> None:
+        """Count a release of the tenant's secret `name` (its value goes to a governed call)."""
+        await self._conn.execute(COUNT_RELEASE, {"p_tenant": self._tenant_id, "p_name": name, "p_at": at})
 
     def append(self, draft: EntryDraft) -> PendingEntry:
         """Queue the entry of this spend; it is appended last in the transaction, before the commit."""

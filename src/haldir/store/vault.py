@@ -253,7 +253,7 @@ class SqlVault:
         """Count a release of the secret and append its ledger entry; both commit in one group commit."""
 
         async def count(conn: Writing) -> None:
-            await conn.execute(_COUNT_RELEASE, {"p_tenant": tenant_id, "p_name": name, "p_at": at})
+            await conn.execute(COUNT_RELEASE, {"p_tenant": tenant_id, "p_name": name, "p_at": at})
 
         return await self._store.ledger.append(entry, also=Also(("secrets", tenant_id, name), count))
 
@@ -310,7 +310,7 @@ def _infos(tenant_id: str) -> sa.Select[Any]:
 
 
 # Built once: constructing a statement costs more than running it, and this one runs on every release.
-_COUNT_RELEASE = (
+COUNT_RELEASE = (
     sa.update(secrets)
     .where(secrets.c.tenant_id == sa.bindparam("p_tenant"), secrets.c.name == sa.bindparam("p_name"))
     .values(access_count=secrets.c.access_count + 1, last_accessed_at=sa.bindparam("p_at", type_=Micros()))
