@@ -76,7 +76,7 @@ def wire(
         keys=Keys(key_store=store, changes=changes, clock=clock),
         sessions=sessions,
         ledger=ledger,
-        rules=Rules(ledger_store=store.ledger, clock=clock),
+        rules=Rules(ledger_store=store.ledger, changes=changes, clock=clock),
         budgets=Budgets(payment_store=store, sessions=sessions, ledger=ledger, clock=clock),
         vault=vault,
         registry=registry,

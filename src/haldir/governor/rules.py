@@ -11,7 +11,7 @@ from haldir.core.clock import Clock
 from haldir.core.keys import Principal
 from haldir.errors import Conflict, NotFound
 from haldir.governor.fields import valid_tenant_id
-from haldir.store.ports import LedgerStore
+from haldir.store.ports import ChangeFeed, LedgerStore
 
 MAX_RULES = 100  # every append evaluates every rule of its tenant
 
@@ -19,7 +19,8 @@ MAX_RULES = 100  # every append evaluates every rule of its tenant
 class Rules:
     """A tenant's anomaly rules; the ledger reads them when it judges a new entry."""
 
-    def __init__(self, *, ledger_store: LedgerStore, clock: Clock) -> None:
+    def __init__(self, *, ledger_store: LedgerStore, changes: ChangeFeed, clock: Clock) -> None:
+        self._changes = changes  # rules judge every append: a change is announced to every process
         self._ledger_store = ledger_store
         self._clock = clock
 
@@ -32,6 +33,7 @@ class Rules:
             raise Conflict(f"this tenant already has {MAX_RULES} anomaly rules, the most allowed; delete one")
         rule = Rule(rule_id=ids.new_id(RULE), condition=condition, created_at=self._clock.now())
         await self._ledger_store.add_rule(tenant_id, rule)
+        await self._changes.announce()
         return rule
 
     async def list_rules(self, principal: Principal) -> list[Rule]:
@@ -45,4 +47,5 @@ class Rules:
             rule = await self._ledger_store.delete_rule(principal.tenant_id, rule_id)
         if rule is None:
             raise NotFound(f"no anomaly rule {rule_id!r} in this tenant")
+        await self._changes.announce()
         return rule

@@ -65,6 +65,8 @@ class SqlLedger:
         )
         self._recent = RecentEntries()
         self._head: _HeadStatements | None = None  # built once, in the store's dialect
+        self._heads: set[str] = set()  # tenants whose head row exists (committed)
+        self._rules_seen: dict[str, tuple[int, list[Rule]]] = {}  # tenant -> (change epoch, rules)
 
     async def aclose(self) -> None:
         await self._writer.aclose()
@@ -109,6 +111,7 @@ class SqlLedger:
         def committed() -> None:
             for tenant_id, latest in remembered:
                 self._recent.remember(tenant_id, latest)
+                self._heads.add(tenant_id)
 
         return committed
 
@@ -121,7 +124,8 @@ class SqlLedger:
         # The head row serialises appenders of one tenant across processes and replicas: on PostgreSQL
         # the row lock is held until this transaction ends; SQLite's writer holds the database lock.
         statements = self._statements()
-        await conn.execute(statements.ensure_head, {"p_tenant": tenant_id})
+        if tenant_id not in self._heads:  # head rows are never deleted: once seen, no need to ask again
+            await conn.execute(statements.ensure_head, {"p_tenant": tenant_id})
         head = (await conn.execute(statements.lock_head, {"p_tenant": tenant_id})).one()
         first, prev = int(head.size), bytes(head.head_hash)
         entries, latest = await self._judged(conn, tenant_id, drafts, first=first)
@@ -166,7 +170,7 @@ class SqlLedger:
         """The drafts built into entries, each judged against the rules and its session's latest entries
         (newest first, the batch's earlier drafts before what is stored); and each session's newest
         entries afterwards, for this process to remember once they committed (leaves from `first`)."""
-        rules = await self._rules(conn, tenant_id)
+        rules = await self._judging_rules(conn, tenant_id)
         depth = lookback(rules)
         sessions = {draft.session_id for draft in drafts if draft.session_id is not None}
         history = await self._recent.read(conn, tenant_id, sessions, depth=depth) if sessions else {}
@@ -287,6 +291,18 @@ class SqlLedger:
         """The tenant's rules, oldest first."""
         async with self._store.read_connection() as conn:
             return await self._rules(conn, tenant_id)
+
+    async def _judging_rules(self, conn: Executes, tenant_id: str) -> list[Rule]:
+        """The tenant's rules for judging a batch: from memory while no rule changed anywhere (changing
+        one announces it), else read in the appending transaction."""
+        epoch = self._store.changes.epoch()
+        cached = self._rules_seen.get(tenant_id)
+        if epoch is not None and cached is not None and cached[0] == epoch:
+            return cached[1]
+        rules = await self._rules(conn, tenant_id)
+        if epoch is not None:
+            self._rules_seen[tenant_id] = (epoch, rules)
+        return rules
 
     async def _rules(self, conn: Executes, tenant_id: str) -> list[Rule]:
         rows = await conn.execute(_TENANT_RULES, {"p_tenant": tenant_id})
