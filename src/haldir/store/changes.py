@@ -13,6 +13,7 @@ import asyncio
 import fcntl
 import mmap
 import os
+import secrets
 import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -110,6 +111,9 @@ class Changes:
         self._notify = notify
         self._listen_url = listen_url
         self._listening = listen_url is None
+        # Who announced: a random name, not a pid (replicas in containers all run as the same pid), so a
+        # process skips only its own announcements, which already moved its counter.
+        self._origin = secrets.token_hex(8)
 
     def epoch(self) -> int | None:
         return self._counter.read() if self._listening else None
@@ -118,7 +122,7 @@ class Changes:
         """Tell every process that cached state changed; call it after the change committed."""
         self._counter.bump()
         if self._notify is not None:
-            await self._notify(f"{os.getpid()}")
+            await self._notify(self._origin)
 
     async def listen(self) -> None:
         """Hear other replicas' changes until cancelled (a task for the life of a server process)."""
@@ -144,10 +148,8 @@ class Changes:
 
     async def _hear(self, conn: Any) -> None:
         lost = asyncio.Event()
-        mine = f"{os.getpid()}"
-
         def heard(_conn: object, _pid: int, _channel: str, payload: str) -> None:
-            if payload != mine:
+            if payload != self._origin:
                 self._counter.bump()
 
         conn.add_termination_listener(lambda _conn: lost.set())
