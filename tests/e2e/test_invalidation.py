@@ -42,6 +42,7 @@ class Pair:
     b: httpx.Client
     tools_url: str
     database_url: str
+    env: dict[str, str]
 
 
 def _client(server: Server, key: str) -> httpx.Client:
@@ -61,7 +62,7 @@ def same_machine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
             assert b.printed_keys() == []
             tools.wait_listening()
             with _client(a, admin_key) as on_a, _client(b, admin_key) as on_b:
-                yield Pair(on_a, on_b, tools.url, f"sqlite:///{workdir / 'haldir.db'}")
+                yield Pair(on_a, on_b, tools.url, f"sqlite:///{workdir / 'haldir.db'}", env)
 
 
 def _ok(response: httpx.Response, status: int = 200) -> Any:
@@ -121,6 +122,17 @@ def test_a_key_revoked_on_one_server_is_refused_by_the_other_at_once(same_machin
     _ok(same_machine.a.delete(f"/v1/keys/{victim['prefix']}"))
 
     assert _authenticates(same_machine.b, victim["key"]) == 401
+
+
+def test_a_key_revoked_with_the_cli_is_refused_by_a_running_server_at_once(same_machine: Pair) -> None:
+    victim = _new_key(same_machine.a, "sessions:read")
+    assert [_authenticates(same_machine.b, victim["key"]) for _ in range(2)] == [200, 200]
+
+    revoked = haldir("keys", "revoke", victim["prefix"], env=same_machine.env)
+    assert revoked.returncode == 0, revoked.stderr
+
+    assert _authenticates(same_machine.b, victim["key"]) == 401
+    assert _authenticates(same_machine.a, victim["key"]) == 401
 
 
 def test_a_session_revoked_on_one_server_is_refused_by_the_other_at_once(same_machine: Pair) -> None:
