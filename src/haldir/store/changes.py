@@ -122,7 +122,14 @@ class Changes:
         """Tell every process that cached state changed; call it after the change committed."""
         self._counter.bump()
         if self._notify is not None:
-            await self._notify(self._origin)
+            try:
+                await self._notify(self._origin)
+            except Exception as exc:  # the change is committed: its caller must not be told it failed
+                log.error(
+                    "changes.notify_failed",
+                    error=type(exc).__name__,
+                    advice="other replicas keep serving their caches until the next change reaches them",
+                )
 
     async def listen(self) -> None:
         """Hear other replicas' changes until cancelled (a task for the life of a server process)."""
@@ -148,6 +155,7 @@ class Changes:
 
     async def _hear(self, conn: Any) -> None:
         lost = asyncio.Event()
+
         def heard(_conn: object, _pid: int, _channel: str, payload: str) -> None:
             if payload != self._origin:
                 self._counter.bump()
