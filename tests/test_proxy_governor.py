@@ -3,14 +3,17 @@ the governed call, with every refusal in the ledger and every charge reconciled 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import hashlib
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import anyio
 import pytest
 
 from haldir.core.keys import Principal
-from haldir.core.ledger import EntryFilter
+from haldir.core.ledger import EntryFilter, canonical_bytes
+from haldir.core.tools import OpenCall
 from haldir.errors import (
     ArgumentRejected,
     BudgetExceeded,
@@ -28,6 +31,7 @@ from haldir.errors import (
 )
 from haldir.governor import Governor
 from haldir.governor.proxy import Admission
+from haldir.store.sql import SqlStore
 from tests.support import FakeClock
 
 pytestmark = pytest.mark.anyio
@@ -35,6 +39,7 @@ pytestmark = pytest.mark.anyio
 ACME = Principal.operator("acme")
 URL = "https://93.184.216.34/mcp"  # a public address: no DNS lookup in tests
 SECRET = "sk_live_4eC39HqLyjWDarjtT1zdp7dc"
+GRACE = timedelta(minutes=5)  # how long an admitted call may go without an outcome before a sweep
 
 
 @pytest.fixture(autouse=True)
@@ -66,6 +71,11 @@ async def _admit(governor: Governor, session_id: str, tool: str = "search", **ar
 async def _records(governor: Governor, **where: Any) -> list[dict[str, Any]]:
     page = await governor.ledger.list_entries(ACME, where=EntryFilter(**where), limit=200, order="asc")
     return [entry.record for entry in page.entries]
+
+
+async def _open_calls(store: SqlStore) -> list[OpenCall]:
+    """Every admitted call whose outcome is not recorded yet, of every tenant."""
+    return await store.proxy.stale_calls(admitted_before=datetime(3000, 1, 1, tzinfo=UTC), limit=100)
 
 
 async def _reconciles(governor: Governor, session_id: str) -> Decimal:
@@ -328,8 +338,11 @@ async def test_allow_list_arguments_and_unknown_tools_are_refused_and_recorded(g
     with pytest.raises(NotFound):
         await _admit(governor, session, "nope")
     await _admit(governor, session, "read_file", path="/tmp/x")
-    statuses = [(r["status"], r["flagged"]) for r in await _records(governor, session_id=session)]
-    assert statuses == [("denied", True)] * 3
+    statuses = [
+        (r["status"], r["flagged"], r["details"].get("phase"))
+        for r in await _records(governor, session_id=session)
+    ]
+    assert statuses == [("denied", True, None)] * 3 + [("ok", False, "admit")]
 
 
 async def test_a_time_window_follows_the_injected_clock(governor: Governor, clock: FakeClock) -> None:
@@ -384,17 +397,20 @@ async def test_a_tool_cost_is_reserved_with_its_entry_and_kept_on_success(govern
     assert (admission.cost_micros, admission.policy_ids) == (250_000, (cost.policy_id,))
     await governor.proxy.finish_call(ACME, admission, result={"content": []}, error=None, latency_ms=1)
     assert await _reconciles(governor, session) == Decimal("0.25")
-    reserve, finish = await _records(governor, session_id=session)
-    assert (reserve["details"]["phase"], reserve["charged_usd"], reserve["cost_usd"]) == (
-        "reserve",
+    admit, finish = await _records(governor, session_id=session)
+    assert (admit["details"]["phase"], admit["status"], admit["charged_usd"], admit["cost_usd"]) == (
+        "admit",
+        "ok",
         "0.25",
         "0.25",
     )
+    assert admit["details"]["policy_ids"] == [cost.policy_id]
     assert (finish["details"]["phase"], finish["charged_usd"], finish["cost_usd"]) == (
         "finish",
         "0.00",
         "0.25",
     )
+    assert admit["details"]["call_id"] == finish["details"]["call_id"] == admission.call_id
 
 
 async def test_a_failed_call_releases_its_cost_and_its_spend_limit_counters(governor: Governor) -> None:
@@ -476,7 +492,9 @@ async def test_argument_secrets_are_released_under_the_session_scope_and_scrubbe
     assert entry.record["details"]["arguments_sha256"] == finished.record["details"]["arguments_sha256"]
     assert SECRET not in str(await _records(governor))
     releases = [r for r in await _records(governor, tool="vault") if r["action"] == "secret.release"]
-    assert [(r["session_id"], r["details"]["actor"]) for r in releases] == [(session, "proxy")]
+    assert [(r["session_id"], r["details"]["actor"], r["details"]["call_id"]) for r in releases] == [
+        (session, "proxy", admission.call_id)
+    ]
 
 
 async def test_an_expired_session_admits_nothing(governor: Governor, clock: FakeClock) -> None:
@@ -485,3 +503,121 @@ async def test_an_expired_session_admits_nothing(governor: Governor, clock: Fake
     clock.advance(7200)
     with pytest.raises(ScopeDenied, match="expired"):
         await _admit(governor, session)
+
+
+# the admission and the outcome
+
+
+async def test_an_admitted_free_call_is_recorded_and_open_when_admit_call_returns(
+    governor: Governor, store: SqlStore, clock: FakeClock
+) -> None:
+    await _proxy(governor, "search")
+    session = await _session(governor)
+    admission = await _admit(governor, session, q="cats")
+    assert admission.call_id.startswith("call_")
+    (admit,) = await _records(governor, session_id=session)
+    assert (admit["tool"], admit["action"], admit["status"], admit["flagged"]) == (
+        "search",
+        "tools/call",
+        "ok",
+        False,
+    )
+    assert (admit["charged_usd"], admit["cost_usd"]) == ("0.00", "0.00")
+    details = admit["details"]
+    assert (details["phase"], details["call_id"], details["policy_ids"]) == ("admit", admission.call_id, [])
+    assert details["arguments_sha256"] == hashlib.sha256(canonical_bytes({"q": "cats"})).hexdigest()
+    assert await _open_calls(store) == [
+        OpenCall("acme", admission.call_id, session, "agent-7", "search", 0, clock.now())
+    ]
+
+    finish = await governor.proxy.finish_call(
+        ACME, admission, result={"content": []}, error=None, latency_ms=4
+    )
+    assert (finish.record["details"]["phase"], finish.record["details"]["call_id"]) == (
+        "finish",
+        admission.call_id,
+    )
+    assert finish.record["details"]["arguments_sha256"] == details["arguments_sha256"]
+    assert await _open_calls(store) == []
+    assert [r["details"]["phase"] for r in await _records(governor, session_id=session)] == [
+        "admit",
+        "finish",
+    ]
+
+
+async def test_a_sweep_records_outcome_unknown_for_calls_never_finished_and_keeps_their_cost(
+    governor: Governor, store: SqlStore, clock: FakeClock
+) -> None:
+    await _proxy(governor, "search", "fetch")
+    await governor.registry.create_policy(ACME, {"type": "tool_cost", "tool": "search", "cost_usd": "0.25"})
+    session = await _session(governor, limit="1.00")
+    paid, free = await _admit(governor, session), await _admit(governor, session, "fetch")
+    clock.advance(240)
+    recent = await _admit(governor, session, "fetch")
+    spent = (await governor.sessions.get_session(ACME, session)).spent_micros
+    assert spent == 250_000
+    clock.advance(60)  # `paid` and `free` are exactly GRACE old: not stale yet
+    assert await governor.proxy.close_stale_calls(older_than=GRACE) == 0
+    clock.advance(1)
+    assert await governor.proxy.close_stale_calls(older_than=GRACE) == 2
+
+    records = await _records(governor, session_id=session)
+    assert [r["details"]["phase"] for r in records] == ["admit"] * 3 + ["finish"] * 2
+    unknown = {r["details"]["call_id"]: r for r in records[3:]}
+    assert sorted(unknown) == sorted([paid.call_id, free.call_id])
+    for admission, cost in ((paid, "0.25"), (free, "0.00")):
+        record = unknown[admission.call_id]
+        assert (record["tool"], record["action"], record["status"], record["flagged"]) == (
+            admission.tool.name,
+            "tools/call",
+            "error",
+            True,
+        )
+        assert record["flag_reason"].startswith(f"outcome unknown: call {admission.call_id}")
+        assert record["details"] == {"phase": "finish", "call_id": admission.call_id, "outcome": "unknown"}
+        assert (record["cost_usd"], record["charged_usd"]) == (cost, "0.00")  # the call may have run
+    assert (await governor.sessions.get_session(ACME, session)).spent_micros == spent
+    assert await _reconciles(governor, session) == Decimal("0.25")
+    assert [call.call_id for call in await _open_calls(store)] == [recent.call_id]
+
+    assert await governor.proxy.close_stale_calls(older_than=GRACE) == 0
+    assert len(await _records(governor, session_id=session)) == len(records)
+
+
+async def test_concurrent_sweeps_record_each_open_call_once(
+    governor: Governor, store: SqlStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _proxy(governor, "search")
+    session = await _session(governor)
+    admitted = sorted([(await _admit(governor, session)).call_id for _ in range(5)])
+    clock.advance(GRACE.total_seconds() + 1)
+    sweepers = 4
+    listed: list[list[OpenCall]] = []
+    all_listed = anyio.Event()
+    stale_calls = store.proxy.stale_calls
+
+    async def listed_by_all(**query: Any) -> list[OpenCall]:
+        """Every sweeper has the open calls before any closes one: they all race for each call."""
+        calls = await stale_calls(**query)
+        listed.append(calls)
+        if len(listed) == sweepers:
+            all_listed.set()
+        await all_listed.wait()
+        return calls
+
+    monkeypatch.setattr(store.proxy, "stale_calls", listed_by_all)
+    closed: list[int] = []
+
+    async def sweep() -> None:
+        closed.append(await governor.proxy.close_stale_calls(older_than=GRACE))
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            for _ in range(sweepers):
+                tg.start_soon(sweep)
+    assert [len(calls) for calls in listed] == [5] * sweepers
+    assert sum(closed) == 5
+    finished = [r for r in await _records(governor, session_id=session) if r["details"]["phase"] == "finish"]
+    assert sorted(r["details"]["call_id"] for r in finished) == admitted
+    assert {r["details"]["outcome"] for r in finished} == {"unknown"}
+    assert await _open_calls(store) == []

@@ -32,12 +32,14 @@ import pytest
 
 from tests.e2e.server import HALDIR, Server, environment, free_port, haldir, serve
 from tests.mcp_servers import ROOT, stop
+from tests.support import call_outcomes, outcomes_pending
 
 pytestmark = pytest.mark.e2e
 
 EXAMPLES = Path(__file__).with_name("seed_examples")
 SECURITY_TOOLS = ROOT / "tests/servers/security_tools.py"
 TIMEOUT_S = 60
+OUTCOME_TIMEOUT_S = 10  # how long the server may take to record the outcome of a call it answered
 # A tenant per document, and one more for each proxy guide part that would meet another's upstreams or
 # policies; their keys are made with `haldir keys create`, all at once. The README's tests each act on
 # agents, secrets and upstreams of their own, so they share a tenant and pass in any order.
@@ -203,6 +205,21 @@ def curl(command: str, cwd: Path) -> Answer:
     return Answer(int(status), json.loads(body) if body else None)
 
 
+def recorded(rest: httpx.Client, **params: str) -> list[dict[str, Any]]:
+    """The ledger entries GET /v1/audit lists for `params`, oldest first, once every call admitted among
+    them has its outcome recorded: the server records it after the call's answer, so this polls it."""
+    deadline = time.monotonic() + OUTCOME_TIMEOUT_S
+    while True:
+        response = rest.get("/v1/audit", params={"limit": "200", **params})
+        assert response.status_code == 200, response.text
+        entries: list[dict[str, Any]] = list(reversed(response.json()["entries"]))
+        pending = outcomes_pending(entries)
+        if not pending:
+            return entries
+        assert time.monotonic() < deadline, f"no outcome recorded for {sorted(pending)}"
+        time.sleep(0.02)  # polling the server process, not making time pass
+
+
 def python(code: str, live: Live, tmp_path: Path, *names: str) -> tuple[str, dict[str, Any]]:
     """Run a Python example with the venv's Python (HALDIR_URL set, no other HALDIR_* variable); its
     stdout, and the values of `names` it bound."""
@@ -316,11 +333,14 @@ def test_the_readme_proxy_curls_register_an_upstream_and_call_through_it(live: L
     assert called.body["content"] == [{"type": "text", "text": "scanned example.com: 0 findings"}]
     assert not called.body.get("isError")
     with live.rest("readme") as rest:
-        trail = rest.get("/v1/audit", params={"tool": "scan_domain"}).json()["entries"]
+        trail = recorded(rest, tool="scan_domain")
+    assert call_outcomes(trail) == [("scan_domain", "denied"), ("scan_domain", "ok")]
     assert [(entry["session_id"], entry["status"], entry["flagged"]) for entry in trail] == [
-        (executing.body["session_id"], "ok", False),
         (browsing, "denied", True),
+        (executing.body["session_id"], "ok", False),
+        (executing.body["session_id"], "ok", False),
     ]
+    assert [entry["details"].get("phase") for entry in trail] == [None, "admit", "finish"]
 
 
 @pytest.mark.skip(reason="approvals land with issue 12")
@@ -450,7 +470,7 @@ def test_the_proxy_guide_curl_walkthrough_runs_as_printed(live: Live, tmp_path: 
         assert denied.status_code == 403, denied.text
         assert denied.json()["code"] == "tool_denied"
         assert denied.json()["error"] == "Tool 'delete_database' is on the deny list"
-        trail = rest.get("/v1/audit", params={"session_id": sid}).json()["entries"]
+        trail = recorded(rest, session_id=sid)
         # "You can revoke it earlier with DELETE /v1/sessions/ses_a1b2c3d4."
         assert rest.delete(f"/v1/sessions/{sid}").status_code == 200
         assert rest.get(f"/v1/sessions/{sid}").json()["is_valid"] is False
@@ -471,7 +491,11 @@ def test_the_proxy_guide_curl_walkthrough_runs_as_printed(live: Live, tmp_path: 
         "flag_reason": entry["flag_reason"],
         "cost_usd": "0.00",
     }
-    assert [(e["tool"], e["status"]) for e in trail if not e["flagged"]] == [("scan_domain", "ok")]
+    assert [(e["tool"], e["status"], e["details"]["phase"]) for e in trail if not e["flagged"]] == [
+        ("scan_domain", "ok", "admit"),
+        ("scan_domain", "ok", "finish"),
+    ]
+    assert call_outcomes(trail) == [("scan_domain", "ok"), ("delete_database", "denied")]
 
 
 def test_the_proxy_guide_time_window_policy_runs_as_printed(live: Live, tmp_path: Path) -> None:
@@ -541,8 +565,17 @@ def test_the_proxy_guide_python_walkthrough_runs_as_printed(live: Live, tmp_path
     assert "scanned example.com: 0 findings" in lines[0]
     trail = [line for line in lines[1:] if line]
     assert trail[-1] == "Total spend: $0.00"
-    assert len(trail) == 2
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\S+ \| scan_domain \| OK \| \$0\.00", trail[0]), trail[0]
+    for line in trail[:-1]:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\S+ \| scan_domain \| OK \| \$0\.00", line), line
+    # The example reads the trail right after the call's answer: it holds the call's admit entry, and its
+    # finish entry when the server had recorded the outcome (which it does after the answer) by then.
+    with live.rest("guide-python") as rest:
+        ledger = recorded(rest, session_id=session["session_id"])
+    assert call_outcomes(ledger) == [("scan_domain", "ok")]
+    assert [(e["details"]["phase"], e["cost_usd"]) for e in ledger] == [("admit", "0.00"), ("finish", "0.00")]
+    assert trail[:-1] in [
+        [f"{e['timestamp']} | scan_domain | OK | $0.00" for e in reversed(ledger[:read])] for read in (1, 2)
+    ]
 
 
 def test_the_blog_walkthrough_runs_as_printed(live: Live, tmp_path: Path) -> None:

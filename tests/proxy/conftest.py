@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from mcp.client.stdio import StdioServerParameters
@@ -20,11 +21,12 @@ from haldir.settings import Settings
 from tests.conftest import Api
 from tests.e2e.server import Server, environment, haldir, serve
 from tests.mcp_servers import everything_http
-from tests.support import FakeClock
+from tests.support import FakeClock, outcomes_pending
 
 _ = everything_http  # the fixture, imported for pytest to find
 
 TIMEOUT_S = 30
+OUTCOME_TIMEOUT_S = 10  # how long the server may take to record the outcome of a call it answered
 MAX_TENANTS = 64  # tenants (one per test) of a module's live server
 DRIFTING_TOOLS = Path(__file__).with_name("drifting_tools.py")
 
@@ -68,6 +70,18 @@ class Tenant:
         assert response.status_code == 201, response.text
         body: dict[str, Any] = response.json()
         return body
+
+    async def recorded(self, session_id: str) -> list[dict[str, Any]]:
+        """The session's ledger entries, oldest first, once every call admitted so far has its outcome
+        recorded: the server records it after the call's answer, so this polls the server, bounded."""
+        with anyio.fail_after(OUTCOME_TIMEOUT_S):
+            while True:
+                response = await self.rest.get("/v1/audit", params={"session_id": session_id, "limit": 200})
+                assert response.status_code == 200, response.text
+                entries: list[dict[str, Any]] = list(reversed(response.json()["entries"]))
+                if not outcomes_pending(entries):
+                    return entries
+                await anyio.sleep(0.02)  # polling the server process, not making time pass
 
     async def session(self, *scopes: str, spend_limit: str | None = None) -> str:
         body: dict[str, Any] = {"agent_id": "agent-1", "scopes": list(scopes)}

@@ -18,6 +18,7 @@ from mcp_types import SERVER_INFO_META_KEY
 
 from tests.mcp_servers import changing_tools_params, time_server_params
 from tests.proxy.conftest import TIMEOUT_S, Tenant, drifting_tools_params
+from tests.support import admitted_calls, call_outcomes
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
@@ -83,6 +84,7 @@ async def test_the_gateway_serves_upstream_tools_and_its_own_for_one_session(
         allowed = await structured(client, "haldir_check_permission", {"scope": "read"})
         lacking = await structured(client, "haldir_check_permission", {"scope": "spend"})
         spend = await structured(client, "haldir_get_spend", {})
+        recorded = await tenant.recorded(session_id)
         audit = await structured(client, "haldir_get_audit", {"limit": 5})
         bad_arguments = await refused(client, "haldir_get_audit", {"limit": 0})
     assert allowed == {"allowed": True, "session_id": session_id, "scope": "read", "reason": None}
@@ -90,10 +92,11 @@ async def test_the_gateway_serves_upstream_tools_and_its_own_for_one_session(
     assert "spend" in lacking["reason"]
     assert spend["by_session"] == {session_id: "0.00"}
     assert spend["by_tool"] == {"convert_time": "0.00"}
-    calls = [entry for entry in audit["entries"] if entry["action"] == "tools/call"]
-    assert [(entry["tool"], entry["status"], entry["session_id"]) for entry in calls] == [
-        ("convert_time", "ok", session_id)
-    ] * 2
+    calls = [entry for entry in reversed(audit["entries"]) if entry["action"] == "tools/call"]
+    assert calls == [entry for entry in recorded if entry["action"] == "tools/call"]
+    assert call_outcomes(calls) == [("convert_time", "ok")] * 2
+    assert {entry["session_id"] for entry in calls} == {session_id}
+    assert len(admitted_calls(calls)) == 2
     assert bad_arguments["code"] == "invalid_request"
 
 
@@ -110,6 +113,7 @@ async def test_a_refused_call_is_a_tool_error_that_starts_with_its_code(tenant: 
         unknown = await refused(client, "no_such_tool", {})
         assert not (await client.call_tool("get_current_time", {"timezone": "UTC"})).is_error
         limited = await refused(client, "get_current_time", {"timezone": "UTC"})
+        await tenant.recorded(session_id)
         audit = await structured(client, "haldir_get_audit", {})
     async with gateway(tenant, narrow) as client:
         not_allowed = await refused(client, "get_current_time", {"timezone": "UTC"})
@@ -123,14 +127,11 @@ async def test_a_refused_call_is_a_tool_error_that_starts_with_its_code(tenant: 
     assert no_session["code"] == "not_found"
     assert limited["code"] == "rate_limited"
     assert 1 <= limited["retry_after"] <= 3600
-    calls = [
-        (entry["tool"], entry["status"]) for entry in audit["entries"] if entry["action"] == "tools/call"
-    ]
-    assert calls == [
-        ("get_current_time", "denied"),
-        ("get_current_time", "ok"),
-        ("no_such_tool", "denied"),
+    assert call_outcomes(list(reversed(audit["entries"]))) == [
         ("convert_time", "denied"),
+        ("no_such_tool", "denied"),
+        ("get_current_time", "ok"),
+        ("get_current_time", "denied"),
     ]
 
 

@@ -20,6 +20,7 @@ from mcp.shared.subscriptions import ToolsListChanged
 from tests.mcp_servers import changing_tools_params, time_server_params
 from tests.proxy.conftest import TIMEOUT_S, Tenant
 from tests.proxy.test_gateway import CONVERT, OWN_TOOLS, TIME_TOOLS, content, refused, structured
+from tests.support import call_outcomes
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
@@ -55,14 +56,18 @@ async def test_haldir_proxy_serves_an_existing_session(tenant: Tenant) -> None:
         converted = await client.call_tool("convert_time", CONVERT)
         denied = await refused(client, "get_current_time", {"timezone": "UTC"})
         spend = await structured(client, "haldir_get_spend", {})
+        await tenant.recorded(session_id)
         audit = await structured(client, "haldir_get_audit", {"limit": 10})
     assert not converted.is_error
     assert content(converted) == direct.json()["content"]
     assert denied["code"] == "tool_denied"
     assert denied["request_id"]  # the remote server's error body, as REST answers it
     assert spend["by_session"] == {session_id: "0.00"}
-    calls = [(e["tool"], e["status"]) for e in audit["entries"] if e["action"] == "tools/call"]
-    assert calls == [("get_current_time", "denied"), ("convert_time", "ok"), ("convert_time", "ok")]
+    assert call_outcomes(list(reversed(audit["entries"]))) == [
+        ("convert_time", "ok"),
+        ("convert_time", "ok"),
+        ("get_current_time", "denied"),
+    ]
 
 
 async def test_haldir_proxy_creates_its_session_from_the_agent_settings(tenant: Tenant) -> None:

@@ -14,6 +14,7 @@ import rfc8785
 from tests.conftest import Api
 from tests.mcp_servers import changing_tools_params, everything_stdio_params, time_server_params
 from tests.proxy.conftest import drifting_tools_params
+from tests.support import admitted_calls, call_outcomes
 
 pytestmark = pytest.mark.anyio
 
@@ -60,8 +61,11 @@ async def _drop_policy(api: Api, policy_id: str) -> None:
     assert response.json()["policy_id"] == policy_id
 
 
-async def _calls(api: Api, session_id: str) -> list[dict[str, Any]]:
-    """The session's `tools/call` ledger entries, oldest first."""
+async def _calls(api: Api, session_id: str, *, settled: bool = True) -> list[dict[str, Any]]:
+    """The session's `tools/call` ledger entries, oldest first; once the outcomes of the calls answered so
+    far are recorded, unless `settled` is False."""
+    if settled:
+        await api.app.state.proxy.settled()
     response = await api.client.get(
         "/v1/audit", params={"session_id": session_id, "limit": 200}, headers=api.auth(api.admin_key)
     )
@@ -84,11 +88,8 @@ async def test_a_call_through_the_proxy_reaches_the_upstream_and_the_ledger(api:
     result = response.json()
     assert result.get("isError") is not True
     assert '"timezone": "UTC"' in result["content"][0]["text"]
-    trail = await api.client.get(
-        "/v1/audit", params={"session_id": session_id}, headers=api.auth(api.admin_key)
-    )
-    entries = trail.json()["entries"]
-    assert [e["status"] for e in entries if e["tool"] == "get_current_time"] == ["ok"]
+    ((admit, finish),) = admitted_calls(await _calls(api, session_id))
+    assert (admit["tool"], finish["status"]) == ("get_current_time", "ok")
 
 
 async def test_a_denied_call_names_its_policy(api: Api) -> None:
@@ -219,8 +220,8 @@ async def test_a_changed_definition_is_refused_until_approved(api: Api) -> None:
     works = await _call(api, session_id, "greet", {"name": "ann"})
     assert works.status_code == 200
     assert works.json()["content"][0]["text"] == "hello ann"
-    statuses = [(e["tool"], e["status"]) for e in await _calls(api, session_id)]
-    assert statuses == [("greet", "ok"), ("drift", "ok"), ("greet", "denied"), ("greet", "ok")]
+    outcomes = call_outcomes(await _calls(api, session_id))
+    assert outcomes == [("greet", "ok"), ("drift", "ok"), ("greet", "denied"), ("greet", "ok")]
 
 
 # denials
@@ -305,14 +306,13 @@ async def test_each_refusal_has_its_code_status_and_ledger_entry(api: Api) -> No
     assert [e["details"].get("policy_id") for e in denied] == [pid for _, pid in refusals]
     assert all(e["flagged"] and e["flag_reason"] == e["details"]["refused"] for e in denied)
     budget_calls = await _calls(api, budgeted)
-    assert [e["status"] for e in budget_calls if e["details"].get("phase") != "reserve"] == [
-        "ok",
-        "ok",
-        "denied",
-    ]
+    assert call_outcomes(budget_calls) == [("get_current_time", "ok")] * 2 + [("get_current_time", "denied")]
     session = (await api.client.get(f"/v1/sessions/{budgeted}", headers=api.auth(api.admin_key))).json()
     assert session["spent"] == "0.80"
-    assert cost in budget_calls[-2]["details"]["policy_ids"]
+    for admit, finish in admitted_calls(budget_calls):
+        assert (admit["charged_usd"], finish["charged_usd"]) == ("0.40", "0.00")
+        assert cost in admit["details"]["policy_ids"]
+        assert cost in finish["details"]["policy_ids"]
 
 
 def _convert() -> dict[str, str]:
@@ -331,23 +331,58 @@ async def test_the_ledger_records_ok_and_error_calls_with_digests_and_latency(ap
     assert ok.status_code == failed.status_code == 200
     assert failed.json()["isError"] is True
     entries = await _calls(api, session_id)
-    assert [(e["details"]["phase"], e["status"], e["charged_usd"]) for e in entries] == [
-        ("reserve", "ok", "0.25"),
-        ("finish", "ok", "0.00"),
-        ("reserve", "ok", "0.25"),
-        ("finish", "error", "-0.25"),
+    assert len(entries) == 4
+    calls = admitted_calls(entries)
+    assert [((a["status"], a["charged_usd"]), (f["status"], f["charged_usd"])) for a, f in calls] == [
+        (("ok", "0.25"), ("ok", "0.00")),
+        (("ok", "0.25"), ("error", "-0.25")),
     ]
-    for entry, answer, arguments in [
-        (entries[1], ok.json(), {"timezone": "UTC"}),
-        (entries[3], failed.json(), {"timezone": "Nowhere/Nope"}),
+    for (admit, finish), answer, arguments in [
+        (calls[0], ok.json(), {"timezone": "UTC"}),
+        (calls[1], failed.json(), {"timezone": "Nowhere/Nope"}),
     ]:
-        details = entry["details"]
+        assert admit["details"]["policy_ids"] == [cost]
+        assert admit["details"]["arguments_sha256"] == _sha256(arguments)
+        details = finish["details"]
         assert details["policy_ids"] == [cost]
         assert details["arguments_sha256"] == _sha256(arguments)
         assert details["result_sha256"] == _sha256(answer)
         assert details["latency_ms"] > 0
     session = (await api.client.get(f"/v1/sessions/{session_id}", headers=api.auth(api.admin_key))).json()
     assert session["spent"] == "0.25"
+
+
+async def test_a_calls_answer_comes_before_its_outcome_is_recorded(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _register(api, "time", time_server_params())
+    session_id = await _session(api, "execute")
+    recorded = anyio.Event()
+    finish_call = api.governor.proxy.finish_call
+
+    async def held_finish_call(*args: Any, **kwargs: Any) -> Any:
+        await recorded.wait()
+        return await finish_call(*args, **kwargs)
+
+    monkeypatch.setattr(api.governor.proxy, "finish_call", held_finish_call)
+    try:
+        with anyio.fail_after(30):  # the answer does not wait for the outcome's record
+            response = await _call(api, session_id, "get_current_time", {"timezone": "UTC"})
+        assert response.status_code == 200, response.text
+        (admit,) = await _calls(api, session_id, settled=False)
+        assert (admit["status"], admit["details"]["phase"]) == ("ok", "admit")
+    finally:
+        recorded.set()
+    with anyio.fail_after(10):
+        await api.app.state.proxy.settled()
+    again, finish = await _calls(api, session_id, settled=False)
+    assert again == admit
+    assert (finish["status"], finish["details"]["phase"], finish["details"]["call_id"]) == (
+        "ok",
+        "finish",
+        admit["details"]["call_id"],
+    )
+    assert finish["details"]["result_sha256"] == _sha256(response.json())
 
 
 def _sha256(value: Any) -> str:
@@ -409,7 +444,9 @@ async def test_a_secret_in_a_stdio_upstreams_env_is_injected_and_scrubbed(api: A
 
 
 async def _no_value_anywhere(api: Api, value: str) -> None:
-    """Neither the ledger (every entry of the tenant) nor the proxy's listings hold the value."""
+    """Neither the ledger (every entry of the tenant, the outcomes of the calls answered so far among
+    them) nor the proxy's listings hold the value."""
+    await api.app.state.proxy.settled()
     for path in ("/v1/audit?limit=200", "/v1/proxy/upstreams", "/v1/proxy/tools"):
         response = await api.client.get(path, headers=api.auth(api.admin_key))
         assert response.status_code == 200
@@ -440,7 +477,11 @@ async def test_concurrent_calls_never_overspend_and_reconcile_with_the_ledger(ap
     charged = sum(Decimal(e["charged_usd"]) for e in entries)
     assert charged == Decimal(session["spent"])
     assert [e["status"] for e in entries].count("denied") == 22
-    assert len([e for e in entries if e["details"].get("phase") == "finish"]) == 10
+    calls = admitted_calls(entries)
+    assert [(a["charged_usd"], f["status"], f["charged_usd"]) for a, f in calls] == [
+        ("0.10", "ok", "0.00")
+    ] * 10
+    assert len(entries) == 22 + 2 * 10
 
 
 async def test_a_key_without_proxy_write_cannot_call(api: Api) -> None:
@@ -464,7 +505,8 @@ async def test_an_upstream_that_dies_mid_call_is_a_502_recorded_as_an_error_and_
     response = await _call(api, session_id, "crash", {})
     assert response.status_code == 502, response.text
     assert response.json()["code"] == "upstream_unavailable"
-    finished = (await _calls(api, session_id))[-1]
+    ((admitted, finished),) = admitted_calls(await _calls(api, session_id))
+    assert admitted["charged_usd"] == "0.50"
     assert (finished["status"], finished["charged_usd"]) == ("error", "-0.50")
     assert finished["details"]["error"]
     assert finished["details"]["result_sha256"] is None

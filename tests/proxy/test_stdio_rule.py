@@ -20,7 +20,7 @@ from haldir.settings import Settings
 from tests.conftest import Api
 from tests.mcp.support import TIMEOUT_S, http_client, refused
 from tests.mcp_servers import BIN, CHANGING_TOOLS, everything_stdio_params
-from tests.support import FakeClock
+from tests.support import FakeClock, admitted_calls
 
 pytestmark = pytest.mark.anyio
 
@@ -202,11 +202,24 @@ async def test_a_stored_command_upstream_the_rule_no_longer_allows_is_refused_be
         transport = httpx2.ASGITransport(app=api.app)
         async with http_client("http://haldir.test/mcp/gateway", headers, transport=transport) as gateway:
             through_gateway = await refused(gateway, "pid")
+        with anyio.fail_after(TIMEOUT_S):
+            await api.app.state.proxy.settled()  # the refused calls' outcomes are recorded
         spent = (await api.client.get(f"/v1/sessions/{session_id}", headers=api.auth(acme))).json()["spent"]
+        audit = await api.client.get(
+            "/v1/audit", params={"session_id": session_id, "limit": 200}, headers=api.auth(acme)
+        )
     for response in (called, refreshed):
         assert response.status_code == 403, response.text
         assert response.json()["code"] == "stdio_not_allowed"
         assert response.json()["error"].startswith("upstream 'counted' is not started: ")
     assert through_gateway["code"] == "stdio_not_allowed"
     assert starts(started) == 1  # refused before connecting: no process was spawned
+    # Each call was admitted (its cost reserved) before the rule refused to start the upstream; its outcome
+    # is an error that released the cost.
+    calls = admitted_calls(list(reversed(audit.json()["entries"])))
+    assert [(a["charged_usd"], f["status"], f["charged_usd"]) for a, f in calls] == [
+        ("0.25", "error", "-0.25")
+    ] * 2
+    for _, finish in calls:
+        assert finish["details"]["error"].startswith("upstream 'counted' is not started: ")
     assert spent == "0.00"  # the refused calls' reserved cost was released
