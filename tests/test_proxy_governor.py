@@ -487,9 +487,8 @@ async def test_argument_secrets_are_released_under_the_session_scope_and_scrubbe
         error=None,
         latency_ms=2,
     )
-    plain = await _admit(governor, session, "charge", key="[secret:stripe_key]", note="x")
-    finished = await governor.proxy.finish_call(ACME, plain, result={"content": []}, error=None, latency_ms=1)
-    assert entry.record["details"]["arguments_sha256"] == finished.record["details"]["arguments_sha256"]
+    as_sent = hashlib.sha256(canonical_bytes({"key": "{{secret:stripe_key}}", "note": "x"})).hexdigest()
+    assert entry.record["details"]["arguments_sha256"] == as_sent  # the reference, not the value
     assert SECRET not in str(await _records(governor))
     releases = [r for r in await _records(governor, tool="vault") if r["action"] == "secret.release"]
     assert [(r["session_id"], r["details"]["actor"], r["details"]["call_id"]) for r in releases] == [
@@ -582,6 +581,42 @@ async def test_a_sweep_records_outcome_unknown_for_calls_never_finished_and_keep
 
     assert await governor.proxy.close_stale_calls(older_than=GRACE) == 0
     assert len(await _records(governor, session_id=session)) == len(records)
+
+
+async def test_an_outcome_arriving_after_the_sweep_is_recorded_without_undoing_the_sweeps_settlement(
+    governor: Governor, clock: FakeClock
+) -> None:
+    await _proxy(governor, "search")
+    await governor.registry.create_policy(ACME, {"type": "tool_cost", "tool": "search", "cost_usd": "0.25"})
+    session = await _session(governor, limit="1.00")
+    admission = await _admit(governor, session)
+    clock.advance(GRACE.total_seconds() + 1)
+    assert await governor.proxy.close_stale_calls(older_than=GRACE) == 1
+
+    late = await governor.proxy.finish_call(ACME, admission, result=None, error="timed out", latency_ms=1.0)
+
+    assert late.record["details"]["after_sweep"] is True
+    assert (late.record["status"], late.record["charged_usd"]) == ("error", "0.00")  # the cost stays kept
+    assert await _reconciles(governor, session) == Decimal("0.25")
+
+
+async def test_a_calls_admit_and_finish_entries_carry_one_digest_of_the_arguments_as_sent(
+    governor: Governor,
+) -> None:
+    await _proxy(governor, "search")
+    await governor.vault.store_secret(ACME, name="token", value=SECRET, scope_required="execute")
+    session = await _session(governor)
+    admission = await _admit(governor, session, q="{{secret:token}}")
+
+    finished = await governor.proxy.finish_call(
+        ACME, admission, result={"content": []}, error=None, latency_ms=1.0
+    )
+
+    admitted = next(r for r in await _records(governor, session_id=session) if r["action"] == "tools/call")
+    expected = hashlib.sha256(canonical_bytes({"q": "{{secret:token}}"})).hexdigest()
+    assert (
+        admitted["details"]["arguments_sha256"] == finished.record["details"]["arguments_sha256"] == expected
+    )
 
 
 async def test_concurrent_sweeps_record_each_open_call_once(

@@ -69,6 +69,7 @@ class Admission:
 
     tenant_id: str
     call_id: str
+    arguments_sha256: str  # of the arguments as sent, `{{secret:NAME}}` references and all
     session: Session
     tool: ProxyTool
     upstream: str
@@ -166,6 +167,7 @@ class Proxy:
         return Admission(
             tenant_id=session.tenant_id,
             call_id=call_id,
+            arguments_sha256=arguments_sha256,
             session=session,
             tool=tool,
             upstream=tool.upstream,
@@ -310,21 +312,23 @@ class Proxy:
             call_id=admission.call_id,
         )
         fields["details"] |= {
-            "arguments_sha256": _sha256(scrub(admission.arguments, admission.injected)),
+            "arguments_sha256": admission.arguments_sha256,
             "result_sha256": None if result is None else _sha256(scrub(result, admission.injected)),
             "latency_ms": round(float(latency_ms), 3),
         }
         if error is not None:
             fields["details"]["error"] = scrub(error, admission.injected)[:MAX_ERROR_CHARS]
         session = admission.session
-        release = admission.cost_micros if failed else 0
         async with self._payment_store.spend_transaction(session.tenant_id) as tx:
+            still_open = await tx.close_call(admission.call_id)
+            if not still_open:  # a sweep recorded its outcome as unknown meanwhile: that settlement stands
+                fields["details"]["after_sweep"] = True
+            release = admission.cost_micros if failed and still_open else 0
             current = session
             if release:
                 current = await tx.charge(session.session_id, -release, now=self._clock.now()) or session
                 for reservation in admission.reserved:
                     await tx.release_limit(reservation.policy_id, reservation.subject, reservation.micros)
-            await tx.close_call(admission.call_id)
             entry = tx.append(self._ledger.spend_entry(current, charged_micros=-release, **fields))
         return entry.result()
 
