@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+import rfc8785
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -197,11 +198,71 @@ def test_refusal_names_where_the_bad_number_is() -> None:
         {"d": Decimal("1.5")},
         {"b": b"bytes"},
         {"s": "\ud800"},
+        {"\udc00": "a lone surrogate in a key"},
         {1: "non-string key"},
     ],
 )
 def test_values_outside_plain_json_are_refused(record: dict[Any, Any]) -> None:
     with pytest.raises(InvalidRequest, match="plain JSON"):
+        canonical_bytes(record)
+
+
+# Any text, including non-BMP characters, U+E000..U+FFFF (which sort differently by UTF-16 code unit) and
+# lone surrogates (refused): the fast path must agree with the reference implementation on all of it.
+any_text = st.text(st.characters(codec=None, exclude_categories=()), max_size=10)
+wide_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**60), 2**60)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | any_text,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.lists(inner, max_size=3).map(tuple)
+        | st.dictionaries(any_text, inner, max_size=4)
+    ),
+    max_leaves=16,
+)
+
+
+def _reference(record: dict[str, Any]) -> bytes | str:
+    try:
+        return rfc8785.dumps(record)
+    except (rfc8785.CanonicalizationError, UnicodeEncodeError):  # the latter: a lone surrogate in a key
+        return "refused"
+
+
+def _ours(record: dict[str, Any]) -> bytes | str:
+    try:
+        return canonical_bytes(record)
+    except InvalidRequest:
+        return "refused"
+
+
+@given(st.dictionaries(any_text, wide_values, max_size=6))
+def test_canonical_bytes_equal_the_reference_rfc_8785_implementation_byte_for_byte(
+    record: dict[str, Any],
+) -> None:
+    assert _ours(record) == _reference(record)
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"\ue000": 1, "\U0001f600": 2},  # code point order and UTF-16 order disagree on these two keys
+        {"a": '\U0001f600\u2028\x7f\x00\x1f"\\/'},
+        {"n": 2**53 - 1, "m": -(2**53 - 1), "z": 0},
+        {"deep": json.loads("[" * 300 + "]" * 300)},  # deeper than orjson nests
+    ],
+)
+def test_canonical_bytes_agree_with_the_reference_at_the_edges(record: dict[str, Any]) -> None:
+    assert canonical_bytes(record) == rfc8785.dumps(record)
+
+
+def test_a_cyclic_record_is_refused_not_walked_forever() -> None:
+    record: dict[str, Any] = {"a": []}
+    record["a"].append(record)
+    with pytest.raises(InvalidRequest, match="nested too deeply"):
         canonical_bytes(record)
 
 

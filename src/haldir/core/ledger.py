@@ -17,6 +17,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+import orjson
 import rfc8785
 
 from haldir.core.anomalies import Candidate, RecentEntry, Rule, detect
@@ -59,23 +60,71 @@ def canonical_bytes(record: Mapping[str, Any]) -> bytes:
     """
     if not isinstance(record, dict):
         raise InvalidRequest(f"a ledger record must be a JSON object, got {type(record).__name__}")
+    if _orjson_agrees(record):
+        try:
+            return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+        except orjson.JSONEncodeError:  # nested deeper than orjson goes, or a lone surrogate: see below
+            pass
     _refuse_non_finite(record)
     try:
         return rfc8785.dumps(record)
     except rfc8785.CanonicalizationError as exc:
         raise InvalidRequest(f"a ledger record must be plain JSON: {exc}") from None
+    except UnicodeEncodeError:  # the reference sorts keys as UTF-16, which a lone surrogate is not
+        raise InvalidRequest("a ledger record must be plain JSON: a key is not valid Unicode") from None
     except RecursionError:
         raise InvalidRequest("a ledger record is nested too deeply to canonicalize") from None
 
 
+_MAX_SAFE_INTEGER = 2**53 - 1  # RFC 8785 numbers are IEEE doubles: larger integers are refused
+_SIMPLE_SCALARS = (str, bool, type(None))
+_WALK_LIMIT = 100_000  # values; a bigger (or cyclic) record takes the reference path, which refuses cycles
+
+
+def _orjson_agrees(record: dict[str, Any]) -> bool:
+    """Whether orjson's sorted, compact output is `record`'s RFC 8785 form, byte for byte.
+
+    It is when the record holds only exact dicts, lists, strings, booleans, nulls and integers within
+    ±(2**53 - 1), and every key sorts the same by code point as by UTF-16 code unit (all below U+D800).
+    Anything else (floats, whose text RFC 8785 defines differently, tuples, subclasses, other types) goes
+    to the reference implementation, which decides. Property tests hold the two equal.
+    """
+    pending: list[Any] = [record]
+    seen = 0
+    while pending:
+        value = pending.pop()
+        seen += 1
+        if seen > _WALK_LIMIT:
+            return False
+        kind = type(value)
+        if kind is dict:
+            for key in value:
+                if type(key) is not str or not (key.isascii() or max(key) < "\ud800"):
+                    return False
+            pending.extend(value.values())
+        elif kind is list:
+            pending.extend(value)
+        elif kind is int:
+            if not -_MAX_SAFE_INTEGER <= value <= _MAX_SAFE_INTEGER:
+                return False
+        elif kind not in _SIMPLE_SCALARS:
+            return False
+    return True
+
+
 def _refuse_non_finite(record: dict[str, Any]) -> None:
     pending: list[tuple[str, Any]] = [("record", record)]
+    containers: set[int] = set()  # each walked once: a cyclic record ends here, refused as too deep below
     while pending:
         path, value = pending.pop()
         if isinstance(value, float) and not math.isfinite(value):
             raise InvalidRequest(
                 f"ledger records cannot hold NaN or infinities: {path} is {value!r}", field=path
             )
+        if isinstance(value, dict | list | tuple):
+            if id(value) in containers:
+                continue
+            containers.add(id(value))
         if isinstance(value, dict):
             pending.extend((f"{path}.{key}", item) for key, item in value.items())
         elif isinstance(value, list | tuple):
