@@ -142,6 +142,16 @@ async def test_both_auth_headers_work(api: Api) -> None:
     bearer = await api.client.get("/v1/sessions", headers={"Authorization": f"Bearer {api.admin_key}"})
     header = await api.client.get("/v1/sessions", headers={"X-API-Key": api.admin_key})
     assert bearer.status_code == header.status_code == 200
+    # The scheme name is case-insensitive; another scheme in Authorization leaves X-API-Key in charge.
+    lower = await api.client.get("/v1/sessions", headers={"Authorization": f"bearer {api.admin_key}"})
+    basic = await api.client.get(
+        "/v1/sessions", headers={"Authorization": "Basic dXNlcjpwYXNz", "X-API-Key": api.admin_key}
+    )
+    assert lower.status_code == basic.status_code == 200
+    empty = await api.client.get(
+        "/v1/sessions", headers={"Authorization": "Bearer ", "X-API-Key": api.admin_key}
+    )
+    assert empty.status_code == 200
 
 
 async def test_health_probes_answer_without_a_key(api: Api) -> None:
@@ -178,3 +188,20 @@ async def test_openapi_31_documents_request_and_response_schemas_for_every_route
             if not path.startswith("/v1/"):
                 continue
             assert "400" in operation["responses"] or "401" in operation["responses"], (method, path)
+
+
+async def test_openapi_declares_both_ways_to_present_a_key_on_every_authenticated_route(api: Api) -> None:
+    spec = (await api.client.get("/openapi.json")).json()
+    schemes = spec["components"]["securitySchemes"]
+    assert {
+        name: {k: v for k, v in scheme.items() if k != "description"} for name, scheme in schemes.items()
+    } == {
+        "HTTPBearer": {"type": "http", "scheme": "bearer"},
+        "APIKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+    }
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            if path.startswith("/v1/"):
+                assert operation["security"] == [{"HTTPBearer": []}, {"APIKeyHeader": []}], (method, path)
+            else:  # health probes answer without a key
+                assert "security" not in operation, (method, path)

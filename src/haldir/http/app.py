@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from haldir import __version__
 from haldir.core.clock import Clock
+from haldir.http.auth import document_security
 from haldir.http.errors import install_error_handlers
 from haldir.http.middleware import EdgeMiddleware
 from haldir.http.routes import audit, audit_rules, health, keys, payments, proxy, secrets, sessions
@@ -97,4 +98,5 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     for module in (health, keys, sessions, secrets, payments, audit_rules, audit, proxy):
         app.router.routes.extend(module.router.routes)
     mount_mcp(app, mcp_endpoints)
+    document_security(app)
     return app
