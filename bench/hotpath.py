@@ -10,6 +10,7 @@ Run `python bench/hotpath.py --help`; see bench/README.md for recorded results. 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,6 +134,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--endpoints", default=",".join(ENDPOINTS), help=f"Comma-separated: {ENDPOINTS}.")
     parser.add_argument("--serve-args", default="", help="Extra arguments for `haldir serve`.")
     parser.add_argument("--show-errors", action="store_true", help="Print the first non-2xx answers.")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="Folder for a py-spy profile (collapsed stacks, all workers) of each endpoint's measured run.",
+    )
     return parser.parse_args()
 
 
@@ -197,7 +205,8 @@ def measure(
         if args.warmup:
             _wrk([*common[:1], f"-d{args.warmup}s", *common[1:]])
         before = tree_cpu_seconds(pid)
-        output = _wrk([*common[:1], f"-d{args.duration}s", *common[1:]])
+        with _profiling(pid, endpoint, args):
+            output = _wrk([*common[:1], f"-d{args.duration}s", *common[1:]])
         for line in output.splitlines():
             if line.startswith("non-2xx"):
                 print(f"{endpoint.label}: {line}", file=sys.stderr)
@@ -205,6 +214,32 @@ def measure(
     finally:
         os.unlink(script.name)
     return parse_wrk(endpoint, output, cpu)
+
+
+@contextlib.contextmanager
+def _profiling(pid: int, endpoint: Endpoint, args: argparse.Namespace) -> Iterator[None]:
+    """py-spy over the server and its workers while wrk runs (its own CPU is small next to 100 Hz samples)."""
+    if args.profile is None:
+        yield
+        return
+    args.profile.mkdir(parents=True, exist_ok=True)
+    out = args.profile / f"{endpoint.name}.txt"
+    command = [
+        "py-spy",
+        "record",
+        "--pid",
+        str(pid),
+        "--subprocesses",
+        "--format",
+        "raw",
+        "--output",
+        str(out),
+    ]
+    spy = subprocess.Popen([*command, "--duration", str(args.duration)], stdout=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        spy.wait(timeout=60)
 
 
 def _lua_string(text: str) -> str:
