@@ -224,8 +224,10 @@ def _profiling(pid: int, endpoint: Endpoint, args: argparse.Namespace) -> Iterat
         return
     args.profile.mkdir(parents=True, exist_ok=True)
     out = args.profile / f"{endpoint.name}.txt"
+    beside = Path(sys.executable).with_name("py-spy")  # `.venv/bin/pip install py-spy` puts it here
+    spy_bin = str(beside) if beside.exists() else "py-spy"
     command = [
-        "py-spy",
+        spy_bin,
         "record",
         "--pid",
         str(pid),
