@@ -118,10 +118,17 @@ class Measured:
     non_2xx: int
     errors: int
     cpu_s: float
+    database_cpu_s: float | None  # PostgreSQL's processes on this machine, when the store is PostgreSQL
 
     @property
     def cpu_ms_per_request(self) -> float:
         return self.cpu_s * 1000 / self.requests if self.requests else float("nan")
+
+    @property
+    def database_cpu_ms_per_request(self) -> float | None:
+        if self.database_cpu_s is None or not self.requests:
+            return None
+        return self.database_cpu_s * 1000 / self.requests
 
 
 def parse_args() -> argparse.Namespace:
@@ -204,16 +211,38 @@ def measure(
         common = ["wrk", f"-t{args.threads}", f"-c{args.connections}", "-s", script.name, "--latency", base]
         if args.warmup:
             _wrk([*common[:1], f"-d{args.warmup}s", *common[1:]])
+        databases = postgres_roots() if args.database_url else []
         before = tree_cpu_seconds(pid)
+        database_before = sum(tree_cpu_seconds(root) for root in databases)
         with _profiling(pid, endpoint, args):
             output = _wrk([*common[:1], f"-d{args.duration}s", *common[1:]])
         for line in output.splitlines():
             if line.startswith("non-2xx"):
                 print(f"{endpoint.label}: {line}", file=sys.stderr)
         cpu = tree_cpu_seconds(pid) - before
+        database_cpu = sum(tree_cpu_seconds(root) for root in databases) - database_before
     finally:
         os.unlink(script.name)
-    return parse_wrk(endpoint, output, cpu)
+    return parse_wrk(endpoint, output, cpu, database_cpu if databases else None)
+
+
+def postgres_roots() -> list[int]:
+    """The pids of local PostgreSQL servers (a `postgres` process whose parent is not one): their trees
+    hold the backends serving the benchmark. None when PostgreSQL runs elsewhere."""
+    names: dict[int, tuple[str, int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2 :].split()
+            names[int(entry.name)] = (stat[stat.index("(") + 1 : stat.rindex(")")], int(fields[1]))
+    return [
+        pid
+        for pid, (name, parent) in names.items()
+        if name == "postgres" and names.get(parent, ("", 0))[0] != "postgres"
+    ]
 
 
 @contextlib.contextmanager
@@ -255,7 +284,7 @@ def _wrk(command: list[str]) -> str:
     return done.stdout
 
 
-def parse_wrk(endpoint: Endpoint, output: str, cpu: float) -> Measured:
+def parse_wrk(endpoint: Endpoint, output: str, cpu: float, database_cpu: float | None = None) -> Measured:
     requests = int(_search(r"(\d+) requests in", output))
     rate = float(_search(r"Requests/sec:\s+([\d.]+)", output))
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
@@ -269,6 +298,7 @@ def parse_wrk(endpoint: Endpoint, output: str, cpu: float) -> Measured:
         non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
         errors=sum(int(n) for n in errors.groups()) if errors else 0,
         cpu_s=cpu,
+        database_cpu_s=database_cpu,
     )
 
 
@@ -286,15 +316,20 @@ def _ms(text: str) -> float:
 
 def table(results: list[Measured]) -> str:
     baseline = next((r.rate for r in results if r.endpoint.name == "livez"), None)
+    database = any(r.database_cpu_s is not None for r in results)
+    extra = " PostgreSQL CPU ms/request |" if database else ""
     lines = [
-        "| endpoint | requests/s | p50 ms | p99 ms | non-2xx | server CPU ms/request | share of /livez |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| endpoint | requests/s | p50 ms | p99 ms | non-2xx | server CPU ms/request |"
+        f"{extra} share of /livez |",
+        "|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if database else ""),
     ]
     for r in results:
         share = f"{r.rate / baseline:.0%}" if baseline else "n/a"
+        db = r.database_cpu_ms_per_request
+        db_cell = (f" {db:.2f} |" if db is not None else " n/a |") if database else ""
         lines.append(
             f"| `{r.endpoint.label}` | {r.rate:,.0f} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | "
-            f"{r.non_2xx + r.errors} | {r.cpu_ms_per_request:.2f} | {share} |"
+            f"{r.non_2xx + r.errors} | {r.cpu_ms_per_request:.2f} |{db_cell} {share} |"
         )
     return "\n".join(lines)
 

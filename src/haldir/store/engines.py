@@ -41,7 +41,7 @@ class Engines:
 
     async def dispose(self) -> None:
         await self.write.dispose()
-        if self.read is not self.write:
+        if self.read.sync_engine.pool is not self.write.sync_engine.pool:  # PostgreSQL's share one
             await self.read.dispose()
         for engine in (self.inline_read, self.inline_write):
             if engine is not None:
@@ -63,10 +63,13 @@ def resolve_url(url: str) -> tuple[Backend, URL]:
 def create_engines(url: str, *, pool_size: int = 10) -> Engines:
     backend, driver_url = resolve_url(url)
     if backend == "postgresql":
-        engine = create_async_engine(
-            driver_url, pool_size=pool_size, max_overflow=0, pool_pre_ping=True, pool_timeout=30
-        )
-        return Engines(backend, engine, engine)
+        # No ping per checkout (a round trip on every request): a connection the server dropped fails its
+        # statement, which the caller gets as StoreUnavailable (503), and SQLAlchemy then replaces every
+        # connection of the pool that predates the failure, so the next request reconnects.
+        engine = create_async_engine(driver_url, pool_size=pool_size, max_overflow=0, pool_timeout=30)
+        # Readers share the pool in autocommit: one statement is one snapshot, as on SQLite, without a
+        # BEGIN and a ROLLBACK around every read.
+        return Engines(backend, engine, engine.execution_options(isolation_level="AUTOCOMMIT"))
     if not driver_url.database or driver_url.database == ":memory:":
         raise ConfigurationError("SQLite needs a file path: an in-memory database would lose every write")
     path = Path(driver_url.database)

@@ -149,7 +149,9 @@ class SqlStore:
         async with self.read_connection() as conn:
             try:
                 return (await conn.execute(sa.text("SELECT version_num FROM alembic_version"))).scalar()
-            except DBAPIError:
+            except DBAPIError as exc:
+                if exc.connection_invalidated:  # not "unmigrated": the store did not answer
+                    raise
                 return None
 
     async def ensure_tenant(self, conn: Executes, tenant_id: str, *, at: datetime) -> None:
@@ -268,7 +270,7 @@ class SqlStore:
                     conn, session.tenant_id, idempotency, session.session_id, session.created_at
                 )
             if prior is None:
-                await conn.execute(sa.insert(sessions).values(**session_row(session)))
+                await conn.execute(sa.insert(sessions), session_row(session))
                 return Outcome(session)
             row = (
                 await conn.execute(
@@ -334,7 +336,15 @@ class SqlStore:
 async def _unavailable_as_error() -> AsyncIterator[None]:
     try:
         yield
-    except (OperationalError, OSError, ConnectionError) as exc:
+    except DBAPIError as exc:
+        # A dropped connection (the pool has invalidated it, and the next checkout reconnects) or a driver
+        # that could not reach the server; anything else the database said is a bug to surface.
+        if not (exc.connection_invalidated or isinstance(exc, OperationalError)):
+            raise
+        raise StoreUnavailable(
+            f"the store did not answer ({type(exc).__name__}): check HALDIR_DATABASE_URL and the server"
+        ) from exc
+    except (OSError, ConnectionError) as exc:
         raise StoreUnavailable(
             f"the store did not answer ({type(exc).__name__}): check HALDIR_DATABASE_URL and the server"
         ) from exc
