@@ -3,6 +3,7 @@ and master key rotation while secrets are being released."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -20,6 +21,7 @@ from haldir.governor.keyring import MasterKeyring
 from haldir.runtime import wire
 from haldir.store.schema import secret_versions, vault_data_keys
 from haldir.store.sql import SqlStore
+from haldir.store.vault import SecretReleased
 from tests.support import FakeClock
 
 pytestmark = pytest.mark.anyio
@@ -299,3 +301,44 @@ async def test_money_and_secrets_share_one_ledger_that_verifies(governor: Govern
     await governor.vault.get_secret(ACME, "k", session_id=session.session_id)
     await governor.budgets.authorize_payment(ACME, session_id=session.session_id, amount="1")
     assert (await governor.ledger.verify_log(ACME)).ok
+
+
+async def test_concurrent_releases_of_two_secrets_are_each_counted_once(
+    governor: Governor, clock: FakeClock
+) -> None:
+    """Releases in one commit update a secret's row once (by their number, with the latest time): none
+    is lost or counted twice, and a failed release in the same commit counts nothing."""
+    await governor.vault.store_secret(ACME, name="a", value="first")
+    await governor.vault.store_secret(ACME, name="b", value="second", scope_required="b")
+    allowed, denied = await _session(governor, "read", "b"), await _session(governor, "read")
+    released: list[str] = []
+
+    async def release(name: str, session: str) -> None:
+        try:
+            released.append((await governor.vault.get_secret(ACME, name, session_id=session)).value)
+        except ScopeDenied:
+            released.append("denied")
+
+    async with anyio.create_task_group() as tg:
+        for i in range(60):
+            tg.start_soon(release, "a" if i % 3 else "b", denied if i % 10 == 0 else allowed)
+        clock.advance(5)
+    infos = {name: await governor.vault.secret_info(ACME, name) for name in ("a", "b")}
+    assert released.count("first") == infos["a"].access_count == 40
+    assert released.count("second") == infos["b"].access_count == 18
+    assert released.count("denied") == 2  # b without its scope
+    assert infos["a"].last_accessed_at == infos["b"].last_accessed_at == clock.now()
+    records = await _vault_records(governor)
+    assert sum(r["action"] == "secret.release" and r["status"] == "ok" for r in records) == 58
+
+
+async def test_the_releases_queued_in_one_transaction_update_the_secret_once_with_the_latest_time(
+    governor: Governor, store: SqlStore, clock: FakeClock
+) -> None:
+    await governor.vault.store_secret(ACME, name="a", value="first")
+    times = [clock.now() + timedelta(seconds=s) for s in (3, 9, 1)]
+    async with store.write_transaction() as tx:
+        for at in times:
+            tx.queue(SecretReleased("acme", "a", at))
+    info = await governor.vault.secret_info(ACME, "a")
+    assert (info.access_count, info.last_accessed_at) == (3, max(times))

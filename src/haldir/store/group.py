@@ -21,11 +21,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
 
 from haldir.store.inline import InlineConnection
+from haldir.store.transaction import Queued
 
 MAX_TURNS = 256  # turns in one batch; later ones wait for the next
 
@@ -37,7 +37,7 @@ class Batch:
 
     conn: InlineConnection
     committed: asyncio.Future[None]
-    pending: list[Any] = field(default_factory=list)
+    pending: list[Queued] = field(default_factory=list)  # entries and changes its turns queued
     after_commit: list[Callable[[], None]] = field(default_factory=list)  # run once the batch is durable
     turn: asyncio.Lock = field(default_factory=asyncio.Lock)
     admitted: int = 0

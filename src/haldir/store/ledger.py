@@ -4,7 +4,7 @@ anomaly rules, and the `audit.flagged` events recorded with flagged entries."""
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -40,27 +40,17 @@ from haldir.store.schema import (
     log_keys,
     merkle_nodes,
 )
-from haldir.store.transaction import Executes, PendingEntry, Writing
+from haldir.store.transaction import Change, Executes, PendingEntry, Queued
 from haldir.store.writer import GroupCommitWriter
 
 if TYPE_CHECKING:
     from haldir.store.sql import SqlStore
 
 
-@dataclass(frozen=True)
-class Also:
-    """A change that commits with an entry, in its batch's transaction. Changes run before the appends,
-    in `lock_key` order, so that batches on different replicas lock rows in one order and the ledger head
-    last, as every other transaction does: no deadlocks."""
-
-    lock_key: tuple[str, ...]
-    run: Callable[[Writing], Awaitable[object]]
-
-
 class SqlLedger:
     def __init__(self, store: SqlStore, *, max_batch: int = 500) -> None:
         self._store = store
-        self._writer: GroupCommitWriter[tuple[EntryDraft, Also | None], StoredEntry] = GroupCommitWriter(
+        self._writer: GroupCommitWriter[tuple[EntryDraft, Change | None], StoredEntry] = GroupCommitWriter(
             self._commit, max_batch=max_batch
         )
         self._recent = RecentEntries()
@@ -71,35 +61,43 @@ class SqlLedger:
     async def aclose(self) -> None:
         await self._writer.aclose()
 
-    async def append(self, draft: EntryDraft, *, also: Also | None = None) -> StoredEntry:
-        """Append after every entry committed before; returns once the entry (and `also`) is durable.
+    async def append(self, draft: EntryDraft, *, change: Change | None = None) -> StoredEntry:
+        """Append after every entry committed before; returns once the entry (and `change`) is durable.
 
         On SQLite this is a turn in the process's group commit, like every write; on PostgreSQL appends
         wait for a batch of their own, which locks each tenant's head once for all of its entries.
         """
         if self._store.groups is not None:
             async with self._store.write_transaction() as tx:
-                if also is not None:
-                    await also.run(tx)
+                if change is not None:
+                    tx.queue(change)
                 pending = tx.append(draft)
             return pending.result()
-        return await self._writer.submit((draft, also))
+        return await self._writer.submit((draft, change))
 
-    async def _commit(self, batch: Sequence[tuple[EntryDraft, Also | None]]) -> list[StoredEntry]:
-        changes = sorted((also for _, also in batch if also is not None), key=lambda also: also.lock_key)
+    async def _commit(self, batch: Sequence[tuple[EntryDraft, Change | None]]) -> list[StoredEntry]:
         async with self._store.write_transaction() as tx:
-            for change in changes:
-                await change.run(tx)
+            for _, change in batch:
+                if change is not None:
+                    tx.queue(change)
             queued = [tx.append(draft) for draft, _ in batch]
         return [pending.result() for pending in queued]
 
-    async def append_pending(self, conn: Executes, pending: Sequence[PendingEntry]) -> Callable[[], None]:
-        """Append the entries a transaction queued, tenant by tenant (in tenant order, each tenant's in the
-        order queued), inside it: the last thing a write transaction does before it commits. Returns what
-        to run once it committed (this process then remembers the sessions' newest entries)."""
+    async def append_pending(self, conn: Executes, pending: Sequence[Queued]) -> Callable[[], None]:
+        """What a transaction queued, inside it: its changes (merged by key, in key order), then its
+        entries, tenant by tenant (in tenant order, each tenant's in the order queued): the last thing a
+        write transaction does before it commits. Returns what to run once it committed (this process
+        then remembers the sessions' newest entries)."""
+        changes: dict[tuple[str, ...], list[Change]] = {}
         by_tenant: dict[str, list[PendingEntry]] = {}
         for item in pending:
-            by_tenant.setdefault(item.draft.tenant_id, []).append(item)
+            if isinstance(item, PendingEntry):
+                by_tenant.setdefault(item.draft.tenant_id, []).append(item)
+            else:
+                changes.setdefault(item.key, []).append(item)
+        for key in sorted(changes):
+            alike = changes[key]
+            await alike[0].run(conn, alike)
         remembered: list[tuple[str, dict[str, Known]]] = []
         for tenant_id in sorted(by_tenant):
             mine = by_tenant[tenant_id]

@@ -29,7 +29,7 @@ from haldir.store.schema import (
     sessions,
 )
 from haldir.store.transaction import PendingEntry, Writing
-from haldir.store.vault import COUNT_RELEASE
+from haldir.store.vault import SecretReleased
 
 if TYPE_CHECKING:
     from haldir.store.sql import SqlStore
@@ -251,8 +251,9 @@ class SqlSpend:
         return bool(deleted.rowcount)
 
     async def count_release(self, name: str, *, at: datetime) -> None:
-        """Count a release of the tenant's secret `name` (its value goes to a governed call)."""
-        await self._conn.execute(COUNT_RELEASE, {"p_tenant": self._tenant_id, "p_name": name, "p_at": at})
+        """Count a release of the tenant's secret `name` (its value goes to a governed call) when this
+        transaction commits, with the other releases of the secret in its commit."""
+        self._conn.queue(SecretReleased(self._tenant_id, name, at))
 
     def append(self, draft: EntryDraft) -> PendingEntry:
         """Queue the entry of this spend; it is appended last in the transaction, before the commit."""

@@ -1,10 +1,11 @@
 """A write transaction as the store's modules see it: statements, and ledger entries queued to be
 appended (judged and chained) at the end, after every other change, so the tenant's ledger head is
-always the last row a transaction locks."""
+always the last row a transaction locks. Changes that many transactions make to one row (a secret's
+release count) can be queued too, and run once per commit."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import (
     TYPE_CHECKING,
@@ -12,6 +13,7 @@ from typing import (
     Concatenate,
     ParamSpec,
     Protocol,
+    Self,
     TypeVar,
     TypeVarTuple,
     overload,
@@ -64,12 +66,27 @@ class PendingEntry:
         return self.stored
 
 
+class Change(Protocol):
+    """A change queued in a transaction, run after its other statements and before its entries are
+    appended. A commit runs its queued changes in `key` order (so transactions lock rows in one order,
+    the ledger head last: no deadlocks) and changes with equal keys once: the first is given them all."""
+
+    @property
+    def key(self) -> tuple[str, ...]: ...
+
+    async def run(self, conn: Executes, alike: Sequence[Self]) -> None: ...
+
+
+Queued = PendingEntry | Change
+
+
 class Writing:
-    """One write transaction: run statements with `execute`; queue ledger entries with `append`."""
+    """One write transaction: run statements with `execute`; queue ledger entries with `append` and
+    changes with `queue`."""
 
     __slots__ = ("_conn", "pending")
 
-    def __init__(self, conn: Executes, pending: list[PendingEntry]) -> None:
+    def __init__(self, conn: Executes, pending: list[Queued]) -> None:
         self._conn = conn
         self.pending = pending
 
@@ -96,3 +113,7 @@ class Writing:
         pending = PendingEntry(draft)
         self.pending.append(pending)
         return pending
+
+    def queue(self, change: Change) -> None:
+        """Queue `change`: it runs, merged with its kind of this commit, before the entries are appended."""
+        self.pending.append(change)

@@ -3,7 +3,8 @@ sealed versions. Every change to a secret commits together with its ledger entry
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -13,9 +14,8 @@ from haldir.core.idempotency import IdempotencyClaim, Outcome
 from haldir.core.ledger import EntryDraft, StoredEntry
 from haldir.core.secrets import SecretInfo, SecretVersion, WrappedDataKey
 from haldir.errors import Conflict
-from haldir.store.ledger import Also
 from haldir.store.schema import Micros, secret_versions, secrets, vault_data_keys, vault_master_keys
-from haldir.store.transaction import Writing
+from haldir.store.transaction import Executes
 
 if TYPE_CHECKING:
     from haldir.store.sql import SqlStore
@@ -252,10 +252,7 @@ class SqlVault:
     ) -> StoredEntry:
         """Count a release of the secret and append its ledger entry; both commit in one group commit."""
 
-        async def count(conn: Writing) -> None:
-            await conn.execute(COUNT_RELEASE, {"p_tenant": tenant_id, "p_name": name, "p_at": at})
-
-        return await self._store.ledger.append(entry, also=Also(("secrets", tenant_id, name), count))
+        return await self._store.ledger.append(entry, change=SecretReleased(tenant_id, name, at))
 
     async def delete_secret(self, tenant_id: str, name: str, *, entry: EntryDraft) -> int:
         """Delete every version of a secret and append `entry`; the number of versions deleted (0: none,
@@ -309,12 +306,34 @@ def _infos(tenant_id: str) -> sa.Select[Any]:
     )
 
 
-# Built once: constructing a statement costs more than running it, and this one runs on every release.
-COUNT_RELEASE = (
+# Built once: constructing a statement costs more than running it, and this one runs on every commit
+# that releases a secret.
+COUNT_RELEASES = (
     sa.update(secrets)
     .where(secrets.c.tenant_id == sa.bindparam("p_tenant"), secrets.c.name == sa.bindparam("p_name"))
-    .values(access_count=secrets.c.access_count + 1, last_accessed_at=sa.bindparam("p_at", type_=Micros()))
+    .values(
+        access_count=secrets.c.access_count + sa.bindparam("p_times"),
+        last_accessed_at=sa.bindparam("p_at", type_=Micros()),
+    )
 )
+
+
+@dataclass(frozen=True)
+class SecretReleased:
+    """A release of one secret, to be counted: the releases of one commit update its row once."""
+
+    tenant_id: str
+    name: str
+    at: datetime
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        return ("secrets", self.tenant_id, self.name)
+
+    async def run(self, conn: Executes, alike: Sequence[SecretReleased]) -> None:
+        last = max(release.at for release in alike)
+        parameters = {"p_tenant": self.tenant_id, "p_name": self.name, "p_times": len(alike), "p_at": last}
+        await conn.execute(COUNT_RELEASES, parameters)
 
 
 class _VersionTaken(Exception):
