@@ -181,6 +181,48 @@ def scratch_database(url: str | None) -> Iterator[str | None]:
         asyncio.run(execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+# one durable commit, the yardstick of the gateway's target
+
+PROBE_COMMITS = 200
+
+
+async def durable_commits(data_dir: Path, database_url: str | None) -> list[float]:
+    """Seconds per commit of a one-row write transaction on the store's disk or server, sorted: on
+    SQLite a database beside the server's (WAL, synchronous=FULL, as Haldir's), on PostgreSQL a table in
+    the scratch database (BEGIN, INSERT, COMMIT). Measured while no load runs."""
+    took = []
+    if database_url is None:
+        import sqlite3
+
+        conn = sqlite3.connect(data_dir / "commit-probe.db", isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("CREATE TABLE IF NOT EXISTS probe (x INTEGER)")
+            for i in range(PROBE_COMMITS):
+                began = time.perf_counter()
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("INSERT INTO probe VALUES (?)", (i,))
+                conn.execute("COMMIT")
+                took.append(time.perf_counter() - began)
+        finally:
+            conn.close()
+        return sorted(took)
+    import asyncpg
+
+    pg = await asyncpg.connect(urlsplit(database_url)._replace(scheme="postgresql").geturl())
+    try:
+        await pg.execute("CREATE TABLE IF NOT EXISTS haldir_bench_commit_probe (x integer)")
+        for i in range(PROBE_COMMITS):
+            began = time.perf_counter()
+            async with pg.transaction():
+                await pg.execute("INSERT INTO haldir_bench_commit_probe VALUES ($1)", i)
+            took.append(time.perf_counter() - began)
+    finally:
+        await pg.close()
+    return sorted(took)
+
+
 # the measured paths
 
 
@@ -382,7 +424,13 @@ async def ledger_latencies(
 
 
 async def run(
-    base: str, key: str, upstream_url: str, args: argparse.Namespace, marks: ServerMarks, procs: Processes
+    base: str,
+    key: str,
+    upstream_url: str,
+    args: argparse.Namespace,
+    marks: ServerMarks,
+    procs: Processes,
+    store: tuple[Path, str | None],
 ) -> Json:
     top = args.levels[-1]
     async with AsyncExitStack() as stack:
@@ -403,11 +451,12 @@ async def run(
                 "REST": rest_caller(api, rest_sessions[:level], tool),
             }
             paths = [CallPath(name, callers[name], Result(name)) for name in args.paths]
+            commits = await durable_commits(*store)
             await run_level(paths, level, args, marks, procs)
             ledger = {
                 p.name: await ledger_latencies(api, tool, p.windows) for p in paths if p.name != "direct"
             }
-            tables["levels"][level] = {"paths": paths, "ledger": ledger}
+            tables["levels"][level] = {"paths": paths, "ledger": ledger, "commits": commits}
         await checked(api.delete(f"/v1/proxy/upstreams/{UPSTREAM}"), 200, 204)
     return tables
 
@@ -426,9 +475,10 @@ def minus(table: dict[str, float], path: str) -> str:
 def print_tables(tables: Json, args: argparse.Namespace) -> bool:
     rows: list[Result] = []
     added = [
-        "| concurrency | gateway − direct p50 ms | gateway − direct p99 ms | REST − direct p50 ms "
-        "| REST − direct p99 ms | target (p50 / p99) |",
-        "|---:|---:|---:|---:|---:|---|",
+        "| concurrency | durable commit p50 ms | gateway − direct p50 ms | gateway − direct p99 ms "
+        "| REST − direct p50 ms | REST − direct p99 ms | target p50 / p99 ms (commit + 1 / + 3) "
+        "| gateway / direct calls/s |",
+        "|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     inside = [
         "| concurrency | path | entries | flagged | upstream wait p50 ms (ledger) | client p50 ms "
@@ -453,14 +503,20 @@ def print_tables(tables: Json, args: argparse.Namespace) -> bool:
         p50 = {name: percentile_ms(sorted(p.result.latencies), 50) for name, p in paths.items()}
         p99 = {name: percentile_ms(sorted(p.result.latencies), 99) for name, p in paths.items()}
 
+        commit = percentile_ms(data["commits"], 50)
+        rate = {name: p.result.requests / p.result.elapsed for name, p in paths.items() if p.result.elapsed}
+        share = f"{rate['gateway'] / rate['direct']:.0%}" if {"gateway", "direct"} <= rate.keys() else "–"
         cells = [
             str(level),
+            f"{commit:.1f}",
             minus(p50, "gateway"),
             minus(p99, "gateway"),
             minus(p50, "REST"),
             minus(p99, "REST"),
+            f"≤ {commit + 1:.1f} / ≤ {commit + 3:.1f}",
+            share,
         ]
-        added.append(f"| {' | '.join([*cells, '≤ 1 / ≤ 3'])} |")
+        added.append(f"| {' | '.join(cells)} |")
         for name, found in data["ledger"].items():
             wait = percentile_ms(found["latencies"], 50)
             cells = [str(level), name, str(len(found["latencies"])), str(found["flagged"])]
@@ -708,7 +764,8 @@ def main() -> None:
             marks = ServerMarks(proc.pid if args.phases else None, data_dir)
             try:
                 procs = Processes(server=proc.pid, upstream=upstream_pid)
-                tables = asyncio.run(run(base, key, upstream_url, args, marks, procs))
+                store = (data_dir, database_url)
+                tables = asyncio.run(run(base, key, upstream_url, args, marks, procs, store))
             except BaseExceptionGroup as group:  # 64 clients' task groups wrap what went wrong
                 sys.exit("\n".join(f"{type(e).__name__}: {e}" for e in leaves(group)))
     print(
