@@ -9,6 +9,7 @@ import json
 import math
 import os
 import platform
+import secrets
 import socket
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import httpx
@@ -283,3 +285,33 @@ def tree_cpu_seconds(root: int) -> float:
         total += times.get(pid, 0.0)
         pending.extend(children.get(pid, []))
     return total
+
+
+@contextlib.contextmanager
+def scratch_database(url: str | None) -> Iterator[str | None]:
+    """With a PostgreSQL URL: the URL of a new, empty database on that server, dropped afterwards.
+
+    A fresh database per run, because a reused one keeps the Vault master key pinned by the first server
+    that started on it, whose key file went with that run's temporary directory.
+    """
+    if url is None:
+        yield None
+        return
+    import asyncpg
+
+    parts = urlsplit(url)
+    admin = parts._replace(scheme="postgresql").geturl()
+    name = f"haldir_bench_{secrets.token_hex(4)}"
+
+    async def execute(statement: str) -> None:
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    asyncio.run(execute(f'CREATE DATABASE "{name}"'))
+    try:
+        yield parts._replace(path=f"/{name}").geturl()
+    finally:
+        asyncio.run(execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

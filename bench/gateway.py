@@ -26,7 +26,6 @@ import functools
 import itertools
 import json
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -62,6 +61,7 @@ from common import (
     percentile_ms,
     report,
     running_server,
+    scratch_database,
     server_env,
     tree_cpu_seconds,
     wait_ready,
@@ -149,36 +149,6 @@ def everything_http(port: int, log: Path) -> Iterator[tuple[str, int]]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-
-
-@contextlib.contextmanager
-def scratch_database(url: str | None) -> Iterator[str | None]:
-    """With a PostgreSQL URL: the URL of a new, empty database on that server, dropped afterwards.
-
-    A fresh database per run, because a reused one keeps the Vault master key pinned by the first server
-    that started on it, whose key file went with that run's temporary directory.
-    """
-    if url is None:
-        yield None
-        return
-    import asyncpg
-
-    parts = urlsplit(url)
-    admin = parts._replace(scheme="postgresql").geturl()
-    name = f"haldir_bench_gw_{secrets.token_hex(4)}"
-
-    async def execute(statement: str) -> None:
-        conn = await asyncpg.connect(admin)
-        try:
-            await conn.execute(statement)
-        finally:
-            await conn.close()
-
-    asyncio.run(execute(f'CREATE DATABASE "{name}"'))
-    try:
-        yield parts._replace(path=f"/{name}").geturl()
-    finally:
-        asyncio.run(execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 # one durable commit, the yardstick of the gateway's target

@@ -31,6 +31,7 @@ from common import (
     haldir,
     machine,
     running_server,
+    scratch_database,
     server_env,
     tree_cpu_seconds,
     wait_ready,
@@ -133,7 +134,12 @@ class Measured:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--database-url", default=None, help="Store URL; default SQLite in a temp dir.")
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help="A PostgreSQL URL: the run makes (and drops) a scratch database on that server. "
+        "Default: SQLite in a temporary directory.",
+    )
     parser.add_argument("--duration", type=int, default=10, help="Measured seconds per endpoint.")
     parser.add_argument("--warmup", type=int, default=3, help="Unmeasured seconds before each endpoint.")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (-c).")
@@ -156,9 +162,12 @@ def main() -> None:
         sys.exit("wrk is not installed: apt-get install wrk")
     chosen = [endpoints()[name] for name in args.endpoints.split(",")]
     load = os.getloadavg()
-    with tempfile.TemporaryDirectory(prefix="haldir-bench-http-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="haldir-bench-http-") as tmp,
+        scratch_database(args.database_url) as database_url,
+    ):
         data_dir = Path(tmp)
-        env = server_env(data_dir, args.database_url)
+        env = server_env(data_dir, database_url)
         haldir(env, "migrate", "up")
         key = json.loads(haldir(env, "keys", "create", "--json", "--name", "bench", "--scopes", "*"))["key"]
         port, log = free_port(), data_dir / "server.log"
