@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 from anyio.abc import TaskGroup
 
-from haldir.governor.cache import Cache
+from haldir.cache import Cache
 from haldir.store.changes import ChangeCounter, Changes, counter_path
 from haldir.store.sql import SqlStore
 
@@ -86,6 +86,30 @@ def test_a_value_read_before_a_change_is_not_kept() -> None:
     assert cache.get("key") is None
     cache.put("key", "fresh", cache.token())
     assert cache.get("key") == "fresh"
+
+
+@pytest.mark.anyio
+async def test_read_through_loads_once_keeps_no_none_and_nothing_loaded_across_a_change() -> None:
+    epoch = Epoch()
+    cache: Cache[str, str] = Cache(epoch, maxsize=8)
+    loads: list[str] = []
+
+    async def load(value: str | None, *, change: bool = False) -> str | None:
+        loads.append(str(value))
+        if change:
+            epoch.bump()  # a change commits while the store is read
+        return value
+
+    assert await cache.read_through("key", lambda: load("stored")) == "stored"
+    assert await cache.read_through("key", lambda: load("not read")) == "stored"
+    assert await cache.read_through("missing", lambda: load(None)) is None
+    assert await cache.read_through("missing", lambda: load(None)) is None
+    assert loads == ["stored", "None", "None"]  # a hit is not loaded; a miss is not remembered
+    epoch.bump()
+    assert await cache.read_through("key", lambda: load("read during a change", change=True)) == (
+        "read during a change"
+    )
+    assert cache.get("key") is None
 
 
 def test_nothing_is_cached_or_served_while_changes_cannot_be_heard() -> None:

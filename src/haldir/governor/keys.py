@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from haldir.cache import Cache
 from haldir.core import ids
 from haldir.core.clock import Clock
 from haldir.core.idempotency import Outcome, claim
@@ -19,7 +20,6 @@ from haldir.core.keys import (
     parse_key_scopes,
 )
 from haldir.errors import InsufficientScope, InvalidApiKey, NotFound, Unauthenticated
-from haldir.governor.cache import Cache
 from haldir.governor.fields import DEFAULT_TENANT, text_field, valid_tenant_id
 from haldir.store.ports import ChangeFeed, KeyStore
 
@@ -52,20 +52,21 @@ class Keys:
             raise Unauthenticated("missing API key: send 'Authorization: Bearer hld_…' or 'X-API-Key: hld_…'")
         if not looks_like_key(presented):
             raise InvalidApiKey("invalid API key")
-        digest = hash_key(presented)
-        if (cached := self._cache.get(digest)) is not None:
-            return cached
-        token = self._cache.token()
+        principal = await self._cache.read_through(hash_key(presented), lambda: self._stored(presented))
+        if principal is None:
+            raise InvalidApiKey("invalid API key")
+        return principal
+
+    async def _stored(self, presented: str) -> Principal | None:
+        """The principal of a presented key as stored; None for an unknown, wrong or revoked key."""
         found = await self._key_store.find_key(display_prefix(presented))
         # Hash and compare even when nothing was found, so timing says nothing about which prefixes exist.
         stored_hash = found[1] if found else "0" * 64
         matches = key_matches(presented, stored_hash)
         if found is None or not matches or found[0].revoked_at is not None:
-            raise InvalidApiKey("invalid API key")
+            return None
         key = found[0]
-        principal = Principal(tenant_id=key.tenant_id, key_prefix=key.prefix, scopes=key.scopes)
-        self._cache.put(digest, principal, token)
-        return principal
+        return Principal(tenant_id=key.tenant_id, key_prefix=key.prefix, scopes=key.scopes)
 
     async def bootstrap(self, tenant_id: str = DEFAULT_TENANT) -> NewKey | None:
         """On first start: create `tenant_id` with an admin (`*`) key, or None if the tenant exists."""

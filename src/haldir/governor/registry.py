@@ -11,6 +11,7 @@ from datetime import datetime
 from ipaddress import IPv4Network, IPv6Network
 from typing import Any, Literal
 
+from haldir.cache import Cache
 from haldir.core import ids
 from haldir.core.clock import Clock
 from haldir.core.commands import CommandRule
@@ -30,7 +31,6 @@ from haldir.core.tools import (
     substitute,
 )
 from haldir.errors import Conflict, InvalidRequest, NotFound, StdioNotAllowed
-from haldir.governor.cache import Cache
 from haldir.governor.fields import text_field
 from haldir.governor.ledger import Ledger
 from haldir.governor.upstreams import (
@@ -230,12 +230,9 @@ class Registry:
     async def _upstream(self, tenant_id: str, name: str) -> Upstream:
         found = None
         if isinstance(name, str) and UPSTREAM_NAME.fullmatch(name):
-            if (cached := self._upstreams.get((tenant_id, name))) is not None:
-                return cached
-            token = self._upstreams.token()
-            found = await self._proxy_store.get_upstream(tenant_id, name)
-            if found is not None:
-                self._upstreams.put((tenant_id, name), found, token)
+            found = await self._upstreams.read_through(
+                (tenant_id, name), lambda: self._proxy_store.get_upstream(tenant_id, name)
+            )
         if found is None:
             raise NotFound(f"no upstream {name!r} in this tenant")
         return found
@@ -354,9 +351,11 @@ class Registry:
         return found
 
     async def _tools_by_name(self, tenant_id: str) -> dict[str, ProxyTool]:
-        if (cached := self._tools.get(tenant_id)) is not None:
-            return cached
-        token = self._tools.token()
+        found = await self._tools.read_through(tenant_id, lambda: self._load_tools(tenant_id))
+        assert found is not None  # a tenant without tools has an empty dict
+        return found
+
+    async def _load_tools(self, tenant_id: str) -> dict[str, ProxyTool]:
         pins = await self._proxy_store.list_tools(tenant_id)
         by_upstream: dict[str, list[str]] = {}
         for pin in pins:
@@ -366,7 +365,6 @@ class Registry:
         for pin in pins:
             exposed = names[(pin.upstream, pin.name)]
             tools[exposed] = _proxy_tool(pin, exposed)
-        self._tools.put(tenant_id, tools, token)
         return tools
 
     # policies
@@ -390,11 +388,10 @@ class Registry:
 
     async def policies(self, tenant_id: str) -> list[Policy]:
         """The tenant's policies, oldest first, for the proxy's admission (no key scope)."""
-        if (cached := self._policies.get(tenant_id)) is not None:
-            return cached
-        token = self._policies.token()
-        found = await self._proxy_store.list_policies(tenant_id)
-        self._policies.put(tenant_id, found, token)
+        found = await self._policies.read_through(
+            tenant_id, lambda: self._proxy_store.list_policies(tenant_id)
+        )
+        assert found is not None  # a tenant without policies has an empty list
         return found
 
     async def delete_policy(self, principal: Principal, policy_id: str) -> Policy:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
+from haldir.cache import Cache
 from haldir.core import ids
 from haldir.core.clock import Clock
 from haldir.core.idempotency import Outcome, claim
@@ -14,7 +15,6 @@ from haldir.core.pagination import MAX_PAGE, Page, decode_cursor
 from haldir.core.scopes import SPEND, Scope, parse_scope, parse_session_scopes
 from haldir.core.sessions import Decision, Session, check_scope
 from haldir.errors import InvalidRequest, NotFound
-from haldir.governor.cache import Cache
 from haldir.governor.fields import text_field
 from haldir.store.ports import ChangeFeed, SessionStore
 
@@ -57,15 +57,15 @@ class Sessions:
         spend transaction on the stored row, or on a `fresh` read.
         """
         key = (principal.tenant_id, session_id)
-        if not fresh and (cached := self._cache.get(key)) is not None:
-            return cached
-        token = self._cache.token()
+        if fresh:
+            self._cache.drop(key)  # read from the store, and keep that copy
         session = None
         if ids.is_id(ids.SESSION, session_id):
-            session = await self._session_store.get_session(principal.tenant_id, session_id)
+            session = await self._cache.read_through(
+                key, lambda: self._session_store.get_session(principal.tenant_id, session_id)
+            )
         if session is None:
             raise NotFound(f"no session {session_id!r} in this tenant")
-        self._cache.put(key, session, token)
         return session
 
     async def create_session(

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from haldir.cache import Cache
 from haldir.core.clock import Clock
 from haldir.core.idempotency import Outcome, claim
 from haldir.core.keys import Principal
@@ -24,7 +25,6 @@ from haldir.errors import (
     VaultSealed,
     VaultTampered,
 )
-from haldir.governor.cache import Cache
 from haldir.governor.keyring import MasterKeyring
 from haldir.governor.ledger import Ledger
 from haldir.governor.sessions import Sessions
@@ -231,14 +231,9 @@ class Vault:
         return found
 
     async def _sealed(self, tenant_id: str, name: str, version: int | None) -> SecretVersion | None:
-        key = (tenant_id, name, version)
-        if (cached := self._versions.get(key)) is not None:
-            return cached
-        token = self._versions.token()
-        found = await self._vault_store.secret_version(tenant_id, name, version)
-        if found is not None:
-            self._versions.put(key, found, token)
-        return found
+        return await self._versions.read_through(
+            (tenant_id, name, version), lambda: self._vault_store.secret_version(tenant_id, name, version)
+        )
 
     # for the proxy, which checks and records its releases itself
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from haldir.cache import Cache
 from haldir.core import ids, merkle
 from haldir.core.anomalies import (
     EVENT,
@@ -46,6 +47,8 @@ from haldir.store.writer import GroupCommitWriter
 if TYPE_CHECKING:
     from haldir.store.sql import SqlStore
 
+CACHED_RULE_TENANTS = 10_000
+
 
 class SqlLedger:
     def __init__(self, store: SqlStore, *, max_batch: int = 500) -> None:
@@ -56,7 +59,8 @@ class SqlLedger:
         self._recent = RecentEntries()
         self._head: _HeadStatements | None = None  # built once, in the store's dialect
         self._heads: set[str] = set()  # tenants whose head row exists (committed)
-        self._rules_seen: dict[str, tuple[int, list[Rule]]] = {}  # tenant -> (change epoch, rules)
+        # Each tenant's anomaly rules, for judging appends, until a change is announced (a rule change is).
+        self._rules_cache: Cache[str, list[Rule]] = Cache(store.changes.epoch, maxsize=CACHED_RULE_TENANTS)
 
     async def aclose(self) -> None:
         await self._writer.aclose()
@@ -293,13 +297,8 @@ class SqlLedger:
     async def _judging_rules(self, conn: Executes, tenant_id: str) -> list[Rule]:
         """The tenant's rules for judging a batch: from memory while no rule changed anywhere (changing
         one announces it), else read in the appending transaction."""
-        epoch = self._store.changes.epoch()
-        cached = self._rules_seen.get(tenant_id)
-        if epoch is not None and cached is not None and cached[0] == epoch:
-            return cached[1]
-        rules = await self._rules(conn, tenant_id)
-        if epoch is not None:
-            self._rules_seen[tenant_id] = (epoch, rules)
+        rules = await self._rules_cache.read_through(tenant_id, lambda: self._rules(conn, tenant_id))
+        assert rules is not None  # a tenant without rules has an empty list
         return rules
 
     async def _rules(self, conn: Executes, tenant_id: str) -> list[Rule]:

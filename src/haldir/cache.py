@@ -1,5 +1,5 @@
 """Read-through caches of hot state (API keys, sessions, rules, policies, pins, secrets), valid while the
-change counter stands still.
+change counter stands still. The services and the store's ledger (anomaly rules) keep them.
 
 A reader takes a `token` (the counter's value) *before* reading the store, and puts what it read under
 that token: if the counter moved meanwhile, the value is not kept, so a cache never holds state older than
@@ -10,7 +10,7 @@ cached.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -48,6 +48,17 @@ class Cache(Generic[K, V]):
         if len(self._values) >= self._maxsize and key not in self._values:
             del self._values[next(iter(self._values))]
         self._values[key] = value
+
+    async def read_through(self, key: K, load: Callable[[], Awaitable[V | None]]) -> V | None:
+        """The value of `key` from memory, else `load()`'s, kept (unless None, or a change came while it
+        loaded) for the next reader."""
+        if (cached := self.get(key)) is not None:
+            return cached
+        token = self.token()
+        value = await load()
+        if value is not None:
+            self.put(key, value, token)
+        return value
 
     def drop(self, key: K) -> None:
         self._values.pop(key, None)
