@@ -20,6 +20,7 @@ from haldir.core.ledger import (
     audit_record,
     canonical_bytes,
     chain,
+    draft_entry,
     from_hex,
     hash_entry,
     hash_leaf,
@@ -571,3 +572,31 @@ def test_flagged_record_keeps_its_reason() -> None:
     record = _record(flagged=True, flag_reason="spend spike")
     assert (record["flagged"], record["flag_reason"]) == (True, "spend spike")
     assert hash_leaf(record) != hash_leaf(_record())
+
+
+@pytest.mark.parametrize(
+    ("fields", "flag_reason"),
+    [
+        ({"details": {"note": "\ud800"}}, None),  # a lone surrogate cannot be UTF-8
+        ({"details": {"\udfff": 1}}, None),
+        ({"details": {"ratio": float("nan")}}, None),
+        ({"details": {}}, "refused: tool '\ud800'"),  # the caller's flag reason is hashed too
+    ],
+)
+def test_a_draft_that_could_not_be_hashed_is_refused_when_drafted_not_in_its_batch(
+    fields: dict[str, Any], flag_reason: str | None
+) -> None:
+    with pytest.raises(InvalidRequest):
+        draft_entry(
+            entry_id="aud_" + "a" * 24,
+            tenant_id="acme",
+            session_id=None,
+            agent_id=None,
+            timestamp=datetime(2026, 4, 5, 19, tzinfo=UTC),
+            tool="search",
+            action="query",
+            status="ok",
+            cost_usd="0",
+            flag_reason=flag_reason,
+            **fields,
+        )

@@ -7,6 +7,7 @@ record, `leaf_hash = SHA-256(0x00 || leaf bytes)` (the RFC 6962 leaf hash) and
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -255,7 +256,6 @@ def audit_record(
     flag_reason: str | None,
     timestamp: datetime,
     charged_micros: int = 0,
-    check: bool = True,
     **extra: Any,
 ) -> dict[str, Any]:
     """The canonical record of an audit entry; every field of it, tenant and flags included, is hashed.
@@ -289,8 +289,7 @@ def audit_record(
         "timestamp": timestamp_text(timestamp),
         **extra,
     }
-    if check:  # refuse what could not be hashed now, not when the entry is appended
-        canonical_bytes(record)
+    canonical_bytes(record)  # refuse what could not be hashed now, not when the entry is appended
     return record
 
 
@@ -313,7 +312,9 @@ class EntryDraft:
     """An entry whose flags are not judged yet. The store judges it where it appends it: inside the
     appending transaction it reads the tenant's rules and the session's latest entries (earlier entries of
     the same batch included, so entries of one session committing together see each other) and calls
-    `build`. `record` holds every field but the flags; a `flag_reason` given here wins over detection."""
+    `build`. `record` holds every field, checked to canonicalize when drafted (a record that could not
+    would fail the whole batch it is appended in); its flags are the caller's until `build` judges them,
+    and a `flag_reason` given here wins over detection."""
 
     tenant_id: str
     session_id: str | None
@@ -325,30 +326,28 @@ class EntryDraft:
         entry_id: str = self.record["entry_id"]
         return entry_id
 
+    @functools.cached_property
     def candidate(self) -> Candidate:
+        """What the detectors judge (worked out once: `build` and `as_recent` both need it)."""
         return Candidate(
             session_id=self.session_id,
             tool=self.record["tool"],
             action=self.record["action"],
             status=self.record["status"],
             cost_micros=to_micros(self.record["cost_usd"]),
-            timestamp=self.timestamp,
+            timestamp=datetime.fromisoformat(self.record["timestamp"]),
         )
-
-    @property
-    def timestamp(self) -> datetime:
-        return datetime.fromisoformat(self.record["timestamp"])
 
     def as_recent(self) -> RecentEntry:
         """How this entry looks to the detectors judging a later entry of its session."""
-        candidate = self.candidate()
+        candidate = self.candidate
         return RecentEntry(candidate.timestamp, candidate.cost_micros, candidate.status, candidate.tool)
 
     def build(self, recent: Sequence[RecentEntry], rules: Sequence[Rule]) -> NewEntry:
         """The entry, flagged when the detectors or the tenant's rules say so (see `detect`)."""
         flag_reason = self.flag_reason
         if flag_reason is None:
-            flag_reason = detect(self.candidate(), recent, rules, self.timestamp)
+            flag_reason = detect(self.candidate, recent, rules, self.candidate.timestamp)
         record = {**self.record, "flagged": flag_reason is not None, "flag_reason": flag_reason}
         return NewEntry(tenant_id=self.tenant_id, record=record, canonical=canonical_bytes(record))
 
@@ -369,10 +368,9 @@ def draft_entry(
         tenant_id=tenant_id,
         session_id=session_id,
         agent_id=agent_id,
-        flagged=False,
-        flag_reason=None,
+        flagged=flag_reason is not None,
+        flag_reason=flag_reason,
         timestamp=timestamp,
-        check=False,
         **fields,
     )
     return EntryDraft(tenant_id=tenant_id, session_id=session_id, record=record, flag_reason=flag_reason)
