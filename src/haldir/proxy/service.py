@@ -29,11 +29,12 @@ from haldir.proxy.upstreams import UpstreamConfig, UpstreamPool
 log = structlog.get_logger("haldir.proxy")
 
 ToolsChanged = Callable[[str], Awaitable[None]]
+"""Told the tenant whose tool list changed."""
+
 # A call's outcome is normally recorded milliseconds after its answer; one admitted longer ago than this
 # with no outcome was lost with a stopped server (calls wait at most 90 s for their upstream).
 OUTCOME_GRACE = timedelta(minutes=5)
 SWEEP_SECONDS = 60.0
-"""Told the tenant whose tool list changed."""
 
 
 @dataclass(frozen=True)

@@ -69,11 +69,10 @@ class RecentEntries:
         one index range per session, whatever the number of sessions."""
         if not since:
             return {}
-        names = [f"(CAST(:s{i} AS VARCHAR(64)), CAST(:k{i} AS BIGINT))" for i in range(len(since))]
         parameters: dict[str, object] = {"tenant_id": tenant_id}
         for i, (session, last) in enumerate(sorted(since.items())):
             parameters[f"s{i}"], parameters[f"k{i}"] = session, last
-        return _grouped(await conn.execute(_newer_statement(", ".join(names)), parameters))
+        return _grouped(await conn.execute(_newer_statement(len(since)), parameters))
 
     async def _latest(
         self, conn: Executes, tenant_id: str, sessions: set[str], *, depth: int
@@ -97,10 +96,11 @@ class RecentEntries:
 
 
 @functools.lru_cache(maxsize=64)
-def _newer_statement(values: str) -> sa.TextualSelect:
-    """The entries of the tenant's sessions after each one's last remembered leaf, newest first. A text
+def _newer_statement(count: int) -> sa.TextualSelect:
+    """The entries of `count` sessions after each one's last remembered leaf, newest first. A text
     statement: built and compiled once per number of sessions, where an expression built per batch costs
     more than running it."""
+    values = ", ".join(f"(CAST(:s{i} AS VARCHAR(64)), CAST(:k{i} AS BIGINT))" for i in range(count))
     return sa.text(
         f"WITH remembered(session_id, last) AS (VALUES {values}) "  # noqa: S608 - placeholders only
         "SELECT e.session_id, e.leaf_index, e.created_at, e.cost, e.status, e.tool "

@@ -336,15 +336,13 @@ class SqlStore:
 async def _unavailable_as_error() -> AsyncIterator[None]:
     try:
         yield
-    except DBAPIError as exc:
+    except (DBAPIError, OSError, ConnectionError) as exc:
         # A dropped connection (the pool has invalidated it, and the next checkout reconnects) or a driver
         # that could not reach the server; anything else the database said is a bug to surface.
-        if not (exc.connection_invalidated or isinstance(exc, OperationalError)):
+        if isinstance(exc, DBAPIError) and not (
+            exc.connection_invalidated or isinstance(exc, OperationalError)
+        ):
             raise
-        raise StoreUnavailable(
-            f"the store did not answer ({type(exc).__name__}): check HALDIR_DATABASE_URL and the server"
-        ) from exc
-    except (OSError, ConnectionError) as exc:
         raise StoreUnavailable(
             f"the store did not answer ({type(exc).__name__}): check HALDIR_DATABASE_URL and the server"
         ) from exc
