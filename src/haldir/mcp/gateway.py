@@ -178,13 +178,13 @@ class ToolChangeFanout:
     `ServerSession` per request, so the latest one of each tenant is kept, and its notifications ride the
     connection's own channel. Stateless HTTP has no such channel: there, only listen streams hear.
 
-    With a `digest` of a tenant's tools, a change is told once, whichever way it is heard: from this
-    process (a refresh, an approval) or, through `watch`, from any other process or replica.
+    Once it `follow`s a digest of each tenant's tools, a change is told once, whichever way it is heard:
+    from this process (a refresh, an approval) or, through `watch`, from any other process or replica.
     """
 
-    def __init__(self, *, held_connections: bool = False, digest: Digest | None = None) -> None:
+    def __init__(self, *, held_connections: bool = False) -> None:
         self._held = held_connections
-        self._digest = digest
+        self._digest: Digest | None = None  # set by `follow`, once the server's governor exists
         self._told: dict[str, str] = {}  # tenant -> digest of the tool list its clients last heard of
         self._sessions: dict[str, ServerSession] = {}
         self._buses: dict[str, InMemorySubscriptionBus] = {}
