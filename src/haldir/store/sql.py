@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.sql.base import Executable
 
 from haldir.core.idempotency import IdempotencyClaim, Outcome
 from haldir.core.keys import ApiKey
@@ -96,6 +97,19 @@ class SqlStore:
             yield writing
             committed = await self.ledger.append_pending(conn, writing.pending)
         committed()
+
+    async def write_statement(self, statement: Executable, parameters: Any = None) -> None:
+        """One statement that is a whole write transaction (no ledger entry), durable on return.
+
+        On SQLite it is a turn in the group commit like any write; on PostgreSQL a single round trip in
+        autocommit, where one statement is its own transaction, instead of `BEGIN`, it and `COMMIT`.
+        """
+        if self.groups is not None:
+            async with self.write_transaction() as conn:
+                await conn.execute(statement, parameters)
+            return
+        async with _unavailable_as_error(), self._engines.read.connect() as conn:  # autocommit
+            await conn.execute(statement, parameters)
 
     async def _append_queued(self, batch: Batch) -> None:
         batch.after_commit.append(await self.ledger.append_pending(batch.conn, batch.pending))
@@ -263,12 +277,13 @@ class SqlStore:
     async def insert_session(
         self, session: Session, *, idempotency: IdempotencyClaim | None = None
     ) -> Outcome[Session]:
+        if idempotency is None:
+            await self.write_statement(sa.insert(sessions), session_row(session))
+            return Outcome(session)
         async with self.write_transaction() as conn:
-            prior = None
-            if idempotency is not None:
-                prior = await self.claim_idempotency(
-                    conn, session.tenant_id, idempotency, session.session_id, session.created_at
-                )
+            prior = await self.claim_idempotency(
+                conn, session.tenant_id, idempotency, session.session_id, session.created_at
+            )
             if prior is None:
                 await conn.execute(sa.insert(sessions), session_row(session))
                 return Outcome(session)
