@@ -342,3 +342,51 @@ proxy_calls = sa.Table(
     sa.Column("admitted_at", Micros(), nullable=False),
     sa.Index(None, "admitted_at"),
 )
+
+# Approval rules: which spends and calls wait for a person. `threshold` (micro-units) for `spend_over`,
+# `tool` (a name or glob) for `tool`; `agent_id` limits any rule to one agent (and names it for `agent`).
+approval_rules = sa.Table(
+    "approval_rules",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.tenant_id"), primary_key=True),
+    sa.Column("rule_id", sa.String(64), primary_key=True),
+    sa.Column("type", sa.String(16), nullable=False),
+    sa.Column("threshold", sa.BigInteger(), nullable=True),
+    sa.Column("tool", sa.String(200), nullable=True),
+    sa.Column("agent_id", sa.String(200), nullable=True),
+    sa.Column("description", sa.String(500), nullable=False),
+    sa.Column("created_by", sa.String(64), nullable=True),
+    sa.Column("created_at", Micros(), nullable=False),
+    sa.Index(None, "tenant_id", "created_at"),
+)
+
+# Approval requests. `binding` is the SHA-256 of the exact request (kind, session, tool, arguments hash,
+# amount): a retry of that request finds its approval by it. `expires_at` is when a pending request
+# lapses, and once approved, by when it must be used.
+approvals = sa.Table(
+    "approvals",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.tenant_id"), primary_key=True),
+    sa.Column("approval_id", sa.String(64), primary_key=True),
+    sa.Column("binding", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("session_id", sa.String(64), nullable=False),
+    sa.Column("agent_id", sa.String(200), nullable=False),
+    sa.Column("tool", sa.String(200), nullable=False),
+    sa.Column("arguments_sha256", sa.String(64), nullable=True),
+    sa.Column("amount", sa.BigInteger(), nullable=False),
+    sa.Column("reason", sa.String(1000), nullable=False),
+    sa.Column("rule_ids", sa.JSON(), nullable=False),
+    sa.Column("requested_by", sa.String(64), nullable=True),
+    sa.Column("requested_at", Micros(), nullable=False),
+    sa.Column("expires_at", Micros(), nullable=False),
+    sa.Column("decided_by", sa.String(64), nullable=True),
+    sa.Column("decided_at", Micros(), nullable=True),
+    sa.Column("note", sa.String(1000), nullable=True),
+    sa.Column("consumed_at", Micros(), nullable=True),
+    sa.CheckConstraint("status IN ('pending', 'approved', 'denied', 'expired', 'consumed')", name="status"),
+    sa.Index(None, "tenant_id", "binding", "requested_at"),
+    sa.Index(None, "tenant_id", "status", "requested_at", "approval_id"),
+    sa.Index(None, "status", "expires_at"),
+)
