@@ -387,6 +387,15 @@ approvals = sa.Table(
     sa.Column("consumed_at", Micros(), nullable=True),
     sa.CheckConstraint("status IN ('pending', 'approved', 'denied', 'expired', 'consumed')", name="status"),
     sa.Index(None, "tenant_id", "binding", "requested_at"),
+    # At most one open request per exact request: racing first attempts share one approval.
+    sa.Index(
+        "uq_approvals_open_binding",
+        "tenant_id",
+        "binding",
+        unique=True,
+        sqlite_where=sa.text("status IN ('pending', 'approved')"),
+        postgresql_where=sa.text("status IN ('pending', 'approved')"),
+    ),
     sa.Index(None, "tenant_id", "status", "requested_at", "approval_id"),
     sa.Index(None, "status", "expires_at"),
 )

@@ -73,6 +73,13 @@ def upgrade() -> None:
             unique=False,
         )
         batch_op.create_index(
+            "uq_approvals_open_binding",
+            ["tenant_id", "binding"],
+            unique=True,
+            sqlite_where=sa.text("status IN ('pending', 'approved')"),
+            postgresql_where=sa.text("status IN ('pending', 'approved')"),
+        )
+        batch_op.create_index(
             batch_op.f("ix_approvals_tenant_id_status_requested_at_approval_id"),
             ["tenant_id", "status", "requested_at", "approval_id"],
             unique=False,
@@ -86,6 +93,7 @@ def downgrade() -> None:
     with op.batch_alter_table("approvals", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_approvals_status_expires_at"))
         batch_op.drop_index(batch_op.f("ix_approvals_tenant_id_status_requested_at_approval_id"))
+        batch_op.drop_index("uq_approvals_open_binding")
         batch_op.drop_index(batch_op.f("ix_approvals_tenant_id_binding_requested_at"))
     op.drop_table("approvals")
     with op.batch_alter_table("approval_rules", schema=None) as batch_op:
