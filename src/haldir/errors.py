@@ -135,6 +135,31 @@ class ToolDefinitionChanged(CallDenied):
     http_status = 409
 
 
+class ApprovalRequired(HaldirError):
+    """The request waits for a person: nothing ran. `approval_id` names the request to decide; making the
+    same request again once it is approved runs it once. A REST answer of 202, not a failure."""
+
+    code = "approval_required"
+    http_status = 202
+    exit_code = 10
+
+
+class ApprovalDenied(HaldirError):
+    """A person denied this exact request, or its approval lapsed unused."""
+
+    code = "approval_denied"
+    http_status = 403
+    exit_code = 4
+
+
+class SelfApproval(HaldirError):
+    """The API key that asked for an approval may not decide it: a decision is made out of band."""
+
+    code = "self_approval"
+    http_status = 403
+    exit_code = 4
+
+
 class UpstreamUnavailable(HaldirError):
     """An upstream MCP server could not be reached, did not answer in time, or answered with an error."""
 

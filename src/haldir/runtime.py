@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from ipaddress import IPv4Network, IPv6Network
 
 from haldir.clock import SystemClock
@@ -15,6 +16,7 @@ from haldir.core.commands import CommandRule
 from haldir.core.scopes import BUILTIN_SCOPES
 from haldir.errors import ConfigurationError
 from haldir.governor import DEFAULT_TENANT, Governor
+from haldir.governor.approvals import Approvals, Timeouts
 from haldir.governor.budgets import Budgets
 from haldir.governor.keyring import MasterKeyring
 from haldir.governor.keys import Keys
@@ -44,6 +46,7 @@ def wire(
     outbound_allow: Sequence[IPv4Network | IPv6Network] = (),
     stdio_tenants: frozenset[str] = frozenset({DEFAULT_TENANT}),
     stdio_commands: Sequence[str] = (),
+    approval_timeouts: Timeouts = Timeouts(),
 ) -> Governor:
     """The governor's services over `store`, each given only the ports, settings and services it uses,
     built in dependency order. `strict_scopes` limits session scopes to the built-in and `custom_scopes`
@@ -72,17 +75,29 @@ def wire(
         outbound_allow=outbound_allow,
         commands=CommandRule(frozenset(stdio_tenants), tuple(stdio_commands)),
     )
+    approvals = Approvals(
+        approval_store=store.approvals,
+        sessions=sessions,
+        ledger=ledger,
+        changes=changes,
+        clock=clock,
+        timeouts=approval_timeouts,
+    )
     return Governor(
         keys=Keys(key_store=store, changes=changes, clock=clock),
+        approvals=approvals,
         sessions=sessions,
         ledger=ledger,
         rules=Rules(ledger_store=store.ledger, changes=changes, clock=clock),
-        budgets=Budgets(payment_store=store, sessions=sessions, ledger=ledger, clock=clock),
+        budgets=Budgets(
+            payment_store=store, sessions=sessions, approvals=approvals, ledger=ledger, clock=clock
+        ),
         vault=vault,
         registry=registry,
         proxy=Proxy(
             registry=registry,
             sessions=sessions,
+            approvals=approvals,
             vault=vault,
             ledger=ledger,
             payment_store=store,
@@ -142,6 +157,10 @@ async def open_runtime(
             outbound_allow=settings.outbound_allow,
             stdio_tenants=frozenset(settings.stdio_tenants),
             stdio_commands=settings.stdio_commands,
+            approval_timeouts=Timeouts(
+                pending=timedelta(seconds=settings.approval_pending_seconds),
+                use=timedelta(seconds=settings.approval_use_seconds),
+            ),
         )
         if master_keys is not None:
             await governor.vault.verify_vault_keys()

@@ -71,6 +71,25 @@ class Settings(BaseSettings):
         description="The Vault's master key: base64 of 32 bytes; several, comma-separated and newest first, "
         "while rotating. Unset: generated into the data dir.",
     )
+    approval_pending_seconds: int = Field(
+        default=900,
+        ge=10,
+        le=7 * 86400,
+        description="How long an approval request waits for a decision before it expires (and is denied).",
+    )
+    approval_use_seconds: int = Field(
+        default=3600,
+        ge=10,
+        le=7 * 86400,
+        description="How long an approved request stays usable: made again within it, it runs once.",
+    )
+    approval_wait_seconds: float = Field(
+        default=0,
+        ge=0,
+        le=300,
+        description="How long the gateway holds a call that needs approval open, waiting for the decision, "
+        "before it answers `approval_required`. 0: answer at once.",
+    )
     db_pool_size: int = Field(default=10, ge=1, le=200, description="PostgreSQL connections per process.")
     outbound_allow: Annotated[tuple[IPv4Network | IPv6Network, ...], NoDecode] = Field(
         default=(),

@@ -65,6 +65,17 @@ SAMPLES: dict[tuple[str, str], tuple[str, Any]] = {
         "proxy:write",
         {"session_id": "{execute_session_id}", "tool": "{tool}", "arguments": {"timezone": "UTC"}},
     ),
+    ("POST", "/v1/approvals/rules"): ("approvals:write", {"type": "tool", "tool": "send_*"}),
+    ("GET", "/v1/approvals/rules"): ("approvals:read", None),
+    ("DELETE", "/v1/approvals/rules/{rule_id}"): ("approvals:write", None),
+    ("POST", "/v1/approvals/request"): (
+        "sessions:write",
+        {"session_id": "{spend_session_id}", "tool": "wire_transfer", "amount": "5"},
+    ),
+    ("GET", "/v1/approvals/pending"): ("approvals:read", None),
+    ("GET", "/v1/approvals/{approval_id}"): ("approvals:read", None),
+    ("POST", "/v1/approvals/{approval_id}/approve"): ("approvals:write", None),
+    ("POST", "/v1/approvals/{approval_id}/deny"): ("approvals:write", None),
 }
 
 # Query strings a route needs to get past validation and reach its scope check.
@@ -77,6 +88,8 @@ ALIASES = {
     ("DELETE", "/v1/proxy/upstreams/{name}"): {"name": "deletable_upstream"},
     ("POST", "/v1/proxy/upstreams/{name}/refresh"): {"name": "upstream"},
     ("POST", "/v1/proxy/tools/{name}/approve"): {"name": "tool"},
+    ("POST", "/v1/approvals/{approval_id}/deny"): {"approval_id": "deniable_approval_id"},
+    ("DELETE", "/v1/approvals/rules/{rule_id}"): {"rule_id": "approval_rule_id"},
 }
 
 SAMPLE_SECRET = "walker-secret"
@@ -111,6 +124,19 @@ async def seed(client: httpx.AsyncClient, headers: dict[str, str]) -> dict[str, 
         assert registered.status_code == 201, registered.text
     policy = await client.post("/v1/proxy/policies", json={"type": "deny", "tools": ["x"]}, headers=headers)
     assert policy.status_code == 201, policy.text
+    approvals = []
+    for tool in ("walker_approve", "walker_deny"):
+        asked = await client.post(
+            "/v1/approvals/request",
+            json={"session_id": spend_session_id, "tool": tool, "amount": "2"},
+            headers=headers,
+        )
+        assert asked.status_code == 201, asked.text
+        approvals.append(asked.json()["approval_id"])
+    approval_rule = await client.post(
+        "/v1/approvals/rules", json={"type": "spend_over", "threshold": "1000"}, headers=headers
+    )
+    assert approval_rule.status_code == 201, approval_rule.text
     executor = await client.post(
         "/v1/sessions", json={"agent_id": "a", "scopes": ["execute"]}, headers=headers
     )
@@ -124,6 +150,9 @@ async def seed(client: httpx.AsyncClient, headers: dict[str, str]) -> dict[str, 
         "spend_session_id": spend_session_id,
         "authorization_id": authorized[0],
         "voidable_authorization_id": authorized[1],
+        "approval_id": approvals[0],
+        "deniable_approval_id": approvals[1],
+        "approval_rule_id": approval_rule.json()["rule_id"],
     }
 
 

@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from haldir.core import ids
+from haldir.core.approvals import PAYMENT, Subject
 from haldir.core.clock import Clock
 from haldir.core.idempotency import IdempotencyClaim, Outcome, claim
 from haldir.core.keys import Principal
@@ -29,7 +30,16 @@ from haldir.core.payments import (
     match_cost,
 )
 from haldir.core.sessions import Session, holds_spend, spend_refusal
-from haldir.errors import BudgetExceeded, Conflict, InvalidAmount, InvalidRequest, NotFound, ScopeDenied
+from haldir.errors import (
+    ApprovalDenied,
+    BudgetExceeded,
+    Conflict,
+    InvalidAmount,
+    InvalidRequest,
+    NotFound,
+    ScopeDenied,
+)
+from haldir.governor.approvals import Approvals, Held, Unapproved
 from haldir.governor.fields import text_field
 from haldir.governor.ledger import Ledger
 from haldir.governor.sessions import Sessions
@@ -48,10 +58,17 @@ class Budgets:
     """Spend against session budgets: logged costs and payment authorizations."""
 
     def __init__(
-        self, *, payment_store: PaymentStore, sessions: Sessions, ledger: Ledger, clock: Clock
+        self,
+        *,
+        payment_store: PaymentStore,
+        sessions: Sessions,
+        approvals: Approvals,
+        ledger: Ledger,
+        clock: Clock,
     ) -> None:
         self._payment_store = payment_store
         self._sessions = sessions
+        self._approvals = approvals
         self._ledger = ledger
         self._clock = clock
 
@@ -194,13 +211,50 @@ class Budgets:
             created_at=now,
             updated_at=now,
         )
-        async with self._payment_store.spend_transaction(tenant_id) as tx:
+        subject = Subject(PAYMENT, session.session_id, session.agent_id, PAYMENTS_TOOL, None, micros)
+        held = await self._approvals.holding(subject, tenant_id=tenant_id)
+        try:
+            return await self._authorize(
+                tx_fields=fields,
+                payment=payment,
+                request=request,
+                session=session,
+                subject=subject,
+                held=held,
+            )
+        except Unapproved:
+            answer = await self._approvals.ask(principal, session, subject, held)
+            if isinstance(answer, ApprovalDenied):
+                await self._ledger.append(
+                    tenant_id,
+                    session_id=session.session_id,
+                    agent_id=session.agent_id,
+                    **_denied(fields, answer.message),
+                )
+            raise answer from None
+
+    async def _authorize(
+        self,
+        *,
+        tx_fields: dict[str, Any],
+        payment: Payment,
+        request: IdempotencyClaim | None,
+        session: Session,
+        subject: Subject,
+        held: Held,
+    ) -> Outcome[Authorization]:
+        """Charge the payment, in one transaction with its entry and, when rules hold it, the use of its
+        approval (`Unapproved` rolls all of it back)."""
+        fields, micros, now = tx_fields, payment.amount_micros, payment.created_at
+        async with self._payment_store.spend_transaction(payment.tenant_id) as tx:
             if request is not None:
                 replayed = await self._replay(tx, request, payment)
                 if replayed is not None:
                     return replayed
             charged = await tx.charge(session.session_id, micros, now=now)
             if charged is not None:
+                if held:
+                    await self._approvals.use(tx, subject, held)
                 await tx.insert_payment(payment)
                 fields["details"]["authorization_id"] = payment.payment_id
                 entry = tx.append(

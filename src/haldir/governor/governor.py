@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from haldir.core.clock import Clock
+from haldir.governor.approvals import Approvals
 from haldir.governor.budgets import Budgets
 from haldir.governor.keys import Keys
 from haldir.governor.ledger import Ledger
@@ -22,6 +23,7 @@ class Governor:
     """Every use case, one service per capability."""
 
     keys: Keys
+    approvals: Approvals
     sessions: Sessions
     ledger: Ledger
     rules: Rules

@@ -12,6 +12,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from haldir.core import ids
+from haldir.core.approvals import CALL as CALL_SUBJECT
+from haldir.core.approvals import Subject
 from haldir.core.clock import Clock
 from haldir.core.keys import Principal
 from haldir.core.ledger import StoredEntry, canonical_bytes
@@ -31,6 +33,7 @@ from haldir.core.secrets import VAULT_TOOL, SecretVersion
 from haldir.core.sessions import Session, check_scope, spend_refusal
 from haldir.core.tools import OpenCall, find_secret_refs, scrub, substitute
 from haldir.errors import (
+    ApprovalDenied,
     BudgetExceeded,
     CallDenied,
     InvalidRequest,
@@ -40,6 +43,7 @@ from haldir.errors import (
     ScopeDenied,
     ToolDefinitionChanged,
 )
+from haldir.governor.approvals import Approvals, Held, Unapproved
 from haldir.governor.budgets import record_exhausted
 from haldir.governor.fields import text_field
 from haldir.governor.ledger import Ledger
@@ -94,6 +98,7 @@ class Proxy:
         *,
         registry: Registry,
         sessions: Sessions,
+        approvals: Approvals,
         vault: Vault,
         ledger: Ledger,
         payment_store: PaymentStore,
@@ -103,6 +108,7 @@ class Proxy:
         self._registry = registry
         self._proxy_store = proxy_store  # its admitted calls without an outcome
         self._sessions = sessions
+        self._approvals = approvals
         self._vault = vault
         self._ledger = ledger
         self._payment_store = payment_store  # its spend transaction counts, charges and records a call
@@ -125,6 +131,11 @@ class Proxy:
         session = await self._sessions.require_session(principal, session_id)
         try:
             return await self._admit(session, tool, arguments, arguments_sha256=digest)
+        except Unapproved as unapproved:  # nothing of the call was kept; a person must decide first
+            answer = await self._approvals.ask(principal, session, unapproved.subject, unapproved.held)
+            if isinstance(answer, ApprovalDenied):
+                await self._record_refusal(session, tool, answer, arguments_sha256=digest)
+            raise answer from None
         except (CallDenied, BudgetExceeded, ScopeDenied, NotFound) as refused:
             await self._record_refusal(session, tool, refused, arguments_sha256=digest)
             raise
@@ -158,11 +169,28 @@ class Proxy:
         # Step 5: secrets referenced by the arguments, under the session's scope.
         secrets = await self._secrets_for_call(session, tool, arguments)
         injected = {secret.name: await self._vault.open_unchecked(secret) for secret in secrets}
-        # Step 6: one durable transaction before the call is forwarded: rate limits, the cost against the
-        # budget and spend limits, the secrets released, the admission's ledger entry.
+        # Step 6: approval rules that hold this exact call (from memory; most calls are held by none).
+        subject = Subject(
+            CALL_SUBJECT,
+            session.session_id,
+            session.agent_id,
+            tool.name,
+            arguments_sha256,
+            limits.cost_micros,
+        )
+        held = await self._approvals.holding(subject, tenant_id=session.tenant_id)
+        # Step 7: one durable transaction before the call is forwarded: rate limits, the cost against the
+        # budget and spend limits, the approval used, the secrets released, the admission's ledger entry.
         call_id = ids.new_id(CALL)
         reserved = await self._record_admission(
-            session, tool, limits, now, call_id=call_id, secrets=secrets, arguments_sha256=arguments_sha256
+            session,
+            tool,
+            limits,
+            now,
+            call_id=call_id,
+            secrets=secrets,
+            arguments_sha256=arguments_sha256,
+            approval=(subject, held) if held else None,
         )
         return Admission(
             tenant_id=session.tenant_id,
@@ -210,6 +238,7 @@ class Proxy:
         call_id: str,
         secrets: list[SecretVersion],
         arguments_sha256: str,
+        approval: tuple[Subject, Held] | None,
     ) -> tuple[Reservation, ...]:
         """Take the rate-limit counters, charge the cost to the session (capped by per-session spend
         limits) and to every per-agent and per-tenant spend limit, count the secrets released, and record
@@ -241,6 +270,8 @@ class Proxy:
                             f"({pid}) would be exceeded by {format_micros(cost)} USD"
                         )
                         raise BudgetExceeded(reason, flag_reason=reason, policy_id=pid)
+            if approval is not None:
+                await self._approvals.use(tx, *approval)
             for secret in secrets:
                 await tx.count_release(secret.name, at=now)
                 details = {**secret_details(secret), "actor": "proxy", "tool": tool.name, "call_id": call_id}

@@ -12,10 +12,22 @@ from fastapi import FastAPI
 
 from haldir import __version__
 from haldir.core.clock import Clock
+from haldir.errors import HaldirError
+from haldir.governor import Governor
 from haldir.http.auth import document_security
 from haldir.http.errors import install_error_handlers
 from haldir.http.middleware import EdgeMiddleware
-from haldir.http.routes import audit, audit_rules, health, keys, payments, proxy, secrets, sessions
+from haldir.http.routes import (
+    approvals,
+    audit,
+    audit_rules,
+    health,
+    keys,
+    payments,
+    proxy,
+    secrets,
+    sessions,
+)
 from haldir.logging import configure_logging
 from haldir.logkey import load_log_signer
 from haldir.mcp.gateway import tool_digest
@@ -25,6 +37,20 @@ from haldir.proxy.service import ProxyService
 from haldir.proxy.upstreams import UpstreamPool
 from haldir.runtime import open_runtime
 from haldir.settings import Settings
+
+
+async def expire_approvals(governor: Governor, *, every: float = 30.0) -> None:
+    """Record approval requests that lapsed as expired, every `every` seconds until cancelled (a request
+    read or retried after it lapsed is recorded then; this catches the ones nobody asks about)."""
+    log = structlog.get_logger("haldir.approvals")
+    while True:
+        try:
+            expired = await governor.approvals.expire_lapsed()
+            if expired:
+                log.info("approvals.expired", approvals=expired)
+        except HaldirError as exc:
+            log.warning("approvals.sweep_failed", code=exc.code)
+        await asyncio.sleep(every)
 
 
 def app_from_environment() -> FastAPI:
@@ -70,6 +96,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
                 asyncio.create_task(runtime.store.changes.listen(), name="haldir-changes"),
                 asyncio.create_task(gateway.fanout.watch(runtime.store.changes.epoch), name="haldir-tools"),
                 asyncio.create_task(service.sweep(), name="haldir-sweep"),
+                asyncio.create_task(expire_approvals(runtime.governor), name="haldir-approvals"),
             ]
             # What start-up built lives as long as the process: the collector stops walking it, and walks
             # the rest less often. A full collection over it cost tail latencies of 100+ ms under load.
@@ -95,7 +122,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.add_middleware(EdgeMiddleware)
     # The routes join the app's own list: FastAPI's included-router wrappers cost more, per request, in
     # route matching than a governed request costs in Haldir (measured: ~200 µs for POST /v1/audit).
-    for module in (health, keys, sessions, secrets, payments, audit_rules, audit, proxy):
+    for module in (health, keys, sessions, secrets, payments, audit_rules, audit, proxy, approvals):
         app.router.routes.extend(module.router.routes)
     mount_mcp(app, mcp_endpoints)
     document_security(app)

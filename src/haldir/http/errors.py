@@ -82,6 +82,10 @@ def _describe(error: Any) -> str:
 
 
 # Every route may answer these with the error envelope; they are listed in its OpenAPI description.
+# What a request held for a person's approval answers (`approval_required`): nothing ran.
+APPROVAL_RESPONSE: dict[int | str, dict[str, object]] = {
+    202: {"model": ErrorBody, "description": "Held for approval: `approval_id`, `expires_at`, `next`."}
+}
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     status_code: {"model": ErrorBody}
     for status_code in (400, 401, 402, 403, 404, 409, 413, 422, 429, 502, 503)

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from haldir.core.anomalies import Rule
+from haldir.core.approvals import Approval, ApprovalRule
 from haldir.core.idempotency import IdempotencyClaim, Outcome
 from haldir.core.keys import ApiKey
 from haldir.core.ledger import EntryDraft, EntryFilter, StoredCheckpoint, StoredEntry
@@ -189,6 +190,10 @@ class SpendTransaction(Protocol):
 
     async def record_event(self, type: str, payload: dict[str, Any], *, at: datetime) -> None: ...
 
+    async def consume_approval(self, binding: str, *, at: datetime) -> Approval | None:
+        """Use the approved, unexpired request of `binding`; None when there is none to use."""
+        ...
+
 
 class PaymentStore(Protocol):
     def spend_transaction(self, tenant_id: str) -> AbstractAsyncContextManager[SpendTransaction]: ...
@@ -303,6 +308,53 @@ class ProxyStore(Protocol):
         ...
 
 
+class ApprovalStore(Protocol):
+    """Approval rules and requests. Each change of a request commits with its ledger entry and event."""
+
+    async def insert_rule(self, tenant_id: str, rule: ApprovalRule, *, entry: EntryDraft) -> None: ...
+
+    async def list_rules(self, tenant_id: str) -> list[ApprovalRule]: ...
+
+    async def delete_rule(
+        self, tenant_id: str, rule_id: str, *, entry: Callable[[ApprovalRule], EntryDraft]
+    ) -> ApprovalRule | None: ...
+
+    async def insert_approval(
+        self, approval: Approval, *, entry: EntryDraft, lapse: Callable[[Approval], EntryDraft]
+    ) -> Approval:
+        """The new pending request, or the binding's open one when a racing request recorded it first."""
+        ...
+
+    async def get_approval(self, tenant_id: str, approval_id: str) -> Approval | None: ...
+
+    async def latest_approval(self, tenant_id: str, binding: str) -> Approval | None: ...
+
+    async def decide(
+        self,
+        tenant_id: str,
+        approval_id: str,
+        *,
+        status: str,
+        decided_by: str | None,
+        note: str | None,
+        at: datetime,
+        expires_at: datetime,
+        entry: Callable[[Approval], EntryDraft],
+    ) -> Approval | None:
+        """Decide a pending, unexpired request; None when it is not (another decision won)."""
+        ...
+
+    async def expire(
+        self, tenant_id: str, approval_id: str, *, at: datetime, entry: Callable[[Approval], EntryDraft]
+    ) -> Approval | None: ...
+
+    async def lapsed(self, *, now: datetime, limit: int) -> list[Approval]: ...
+
+    async def pending_page(
+        self, tenant_id: str, *, now: datetime, limit: int, after: Position | None
+    ) -> Page[Approval]: ...
+
+
 class HealthStore(Protocol):
     @property
     def backend(self) -> str: ...
@@ -339,5 +391,8 @@ class Store(KeyStore, SessionStore, PaymentStore, HealthStore, Protocol):
 
     @property
     def proxy(self) -> ProxyStore: ...
+
+    @property
+    def approvals(self) -> ApprovalStore: ...
 
     async def close(self) -> None: ...

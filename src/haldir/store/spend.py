@@ -10,12 +10,14 @@ import sqlalchemy as sa
 
 from haldir.core import ids
 from haldir.core.anomalies import EVENT
+from haldir.core.approvals import Approval
 from haldir.core.idempotency import IdempotencyClaim
 from haldir.core.ledger import EntryDraft
 from haldir.core.pagination import Page, Position
 from haldir.core.payments import Payment
 from haldir.core.sessions import Session
 from haldir.core.tools import OpenCall
+from haldir.store.approvals import consume
 from haldir.store.rows import payment_from_row, payment_row, session_from_row
 from haldir.store.schema import (
     Micros,
@@ -46,8 +48,8 @@ class SqlSpend:
     """Implements `haldir.store.ports.SpendTransaction` on one open write transaction of one tenant.
 
     Lock order, the same in every spend so concurrent ones never deadlock: the payment row or the
-    rate-limit counters, then the session row, then the spend-limit counters, then the tenant's ledger
-    head. Counters are taken in (policy id, subject) order.
+    rate-limit counters, then the session row, then the spend-limit counters, then the approval used,
+    then the tenant's ledger head. Counters are taken in (policy id, subject) order.
     """
 
     def __init__(self, store: SqlStore, conn: Writing, tenant_id: str) -> None:
@@ -258,6 +260,11 @@ class SqlSpend:
     def append(self, draft: EntryDraft) -> PendingEntry:
         """Queue the entry of this spend; it is appended last in the transaction, before the commit."""
         return self._conn.append(draft)
+
+    async def consume_approval(self, binding: str, *, at: datetime) -> Approval | None:
+        """Use the approved request of `binding` in this transaction: the spend it allows commits with it,
+        or neither does."""
+        return await consume(self._conn, self._tenant_id, binding, at=at)
 
     async def record_event(self, type: str, payload: dict[str, Any], *, at: datetime) -> None:
         await self._conn.execute(

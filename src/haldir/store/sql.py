@@ -20,6 +20,7 @@ from haldir.core.pagination import Page, Position
 from haldir.core.payments import Payment
 from haldir.core.sessions import Session
 from haldir.errors import IdempotencyKeyReused, StoreUnavailable
+from haldir.store.approvals import SqlApprovals
 from haldir.store.changes import CHANNEL, ChangeCounter, Changes, LocalCounter, Notify, counter_path
 from haldir.store.engines import Backend, Engines, create_engines
 from haldir.store.group import Batch, GroupTransactions, writer_lock_path
@@ -43,6 +44,7 @@ class SqlStore:
         self.ledger = SqlLedger(self)
         self.vault = SqlVault(self)
         self.proxy = SqlProxy(self)
+        self.approvals = SqlApprovals(self)
         # SQLite: every write transaction of this process is a turn in one group commit.
         self.groups: GroupTransactions | None = None
         if engines.inline_write is not None and engines.database is not None:

@@ -12,7 +12,7 @@ from haldir.core.pagination import MAX_PAGE, encode_cursor
 from haldir.core.payments import CURRENCY, Payment
 from haldir.governor.budgets import Authorization
 from haldir.http.auth import GovernorDep, PrincipalDep
-from haldir.http.errors import ERROR_RESPONSES
+from haldir.http.errors import APPROVAL_RESPONSE, ERROR_RESPONSES
 from haldir.http.routes.keys import IdempotencyKey
 from haldir.http.schemas import Money, Timestamp
 
@@ -89,7 +89,7 @@ class PaymentList(BaseModel):
     next_cursor: str | None
 
 
-@router.post("/authorize", status_code=201, response_model=Authorized)
+@router.post("/authorize", status_code=201, response_model=Authorized, responses=APPROVAL_RESPONSE)
 async def authorize_payment(
     body: AuthorizeRequest,
     gov: GovernorDep,

@@ -14,7 +14,7 @@ from haldir.core.policies import Policy
 from haldir.core.tools import Upstream
 from haldir.governor.registry import ProxyTool, ToolSync
 from haldir.http.auth import GovernorDep, PrincipalDep
-from haldir.http.errors import ERROR_RESPONSES
+from haldir.http.errors import APPROVAL_RESPONSE, ERROR_RESPONSES
 from haldir.http.schemas import Timestamp
 from haldir.proxy.service import ProxyService
 
@@ -220,7 +220,7 @@ async def delete_policy(policy_id: PolicyId, gov: GovernorDep, who: PrincipalDep
 # calls
 
 
-@router.post("/call")
+@router.post("/call", responses=APPROVAL_RESPONSE)
 async def call_tool(body: CallRequest, request: Request, who: PrincipalDep) -> dict[str, Any]:
     """Evaluate, forward and record one tool call; the upstream's `CallToolResult` as it answered,
     with injected secret values scrubbed. A refusal is an error with `flag_reason` and `policy_id`."""
