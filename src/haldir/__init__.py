@@ -5,6 +5,8 @@ from haldir.core.checkpoints import Checkpoint, CheckpointError, Verifier, parse
 from haldir.core.export import ExportReport, verify_export
 from haldir.core.merkle import ProofError, verify_consistency, verify_inclusion
 from haldir.errors import (
+    ApprovalDenied,
+    ApprovalRequired,
     ArgumentRejected,
     BudgetExceeded,
     CallDenied,
@@ -38,6 +40,8 @@ from haldir.errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "ApprovalDenied",
+    "ApprovalRequired",
     "ArgumentRejected",
     "AsyncHaldirClient",
     "BudgetExceeded",

@@ -11,7 +11,7 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from haldir import AsyncHaldirClient, HaldirClient, NotFound
+from haldir import ApprovalRequired, AsyncHaldirClient, HaldirClient, NotFound
 from tests.client.inprocess import AppTransport, blocking
 from tests.conftest import Api
 
@@ -336,3 +336,32 @@ async def test_scopes_given_as_one_string_are_refused_rather_than_split_into_let
             await aio.create_session("bot", "read")
         await aio.create_session("bot")
     assert [json.loads(request.content)["scopes"] for request in seen] == [[]]
+
+
+@pytest.mark.anyio
+async def test_a_held_payment_raises_approval_required_and_runs_once_approved_on_both_clients(
+    api: Api,
+) -> None:
+    approver_key = await api.key("approvals:write")
+    agent = _async(api)
+    approver = AsyncHaldirClient(
+        api_key=approver_key, base_url=BASE, transport=httpx.ASGITransport(app=api.app)
+    )
+    await agent.create_approval_rule({"type": "spend_over", "threshold": 100})
+    session = await agent.create_session("buyer", scopes=["spend"], spend_limit=500)
+
+    with pytest.raises(ApprovalRequired) as held:
+        await agent.authorize_payment(session["session_id"], 150)
+    approval_id = held.value.details["approval_id"]
+    pending = await approver.list_pending_approvals()
+    decided = await approver.approve(approval_id, note="fine")
+
+    def blocking_retry() -> dict[str, object]:
+        with _sync(api) as h:
+            return h.authorize_payment(session["session_id"], 150)
+
+    authorized = await blocking(blocking_retry)
+    assert [a["approval_id"] for a in pending["approvals"]] == [approval_id]
+    assert decided["status"] == "approved"
+    assert authorized["remaining_budget"] == Decimal("350")
+    assert (await agent.get_approval(approval_id))["status"] == "consumed"

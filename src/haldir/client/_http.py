@@ -57,7 +57,7 @@ class Call(Generic[T]):
         return {"Content-Type": "application/json", **self.headers}
 
     def result(self, response: httpx.Response) -> T:
-        if not response.is_success:
+        if not response.is_success or response.status_code == 202:  # 202: held for approval, nothing ran
             raise error_from(response)
         return self.parse(response)
 
@@ -460,3 +460,44 @@ def delete_policy(policy_id: str) -> Call[Json]:
 def call_tool(*, session_id: str, tool: str, arguments: Json | None) -> Call[Json]:
     body = {"session_id": session_id, "tool": tool, "arguments": arguments or {}}
     return Call("POST", "/v1/proxy/call", json_object, body=body)
+
+
+def create_approval_rule(spec: Json) -> Call[Json]:
+    return Call("POST", "/v1/approvals/rules", json_object, body=spec)
+
+
+def list_approval_rules() -> Call[Json]:
+    return Call("GET", "/v1/approvals/rules", json_object)
+
+
+def delete_approval_rule(rule_id: str) -> Call[Json]:
+    return Call("DELETE", f"/v1/approvals/rules/{_segment(rule_id)}", json_object)
+
+
+def request_approval(
+    *, session_id: str, tool: str, amount: Amount, reason: str, arguments_sha256: str | None
+) -> Call[Json]:
+    body: dict[str, Any] = {
+        "session_id": session_id,
+        "tool": tool,
+        "amount": _amount(amount),
+        "reason": reason,
+    }
+    if arguments_sha256 is not None:
+        body["arguments_sha256"] = arguments_sha256
+    return Call("POST", "/v1/approvals/request", json_object, body=body)
+
+
+def get_approval(approval_id: str) -> Call[Json]:
+    return Call("GET", f"/v1/approvals/{_segment(approval_id)}", json_object)
+
+
+def list_pending_approvals(*, limit: int, cursor: str | None) -> Call[Json]:
+    return Call(
+        "GET", "/v1/approvals/pending", json_object, params=_query({"limit": limit, "cursor": cursor})
+    )
+
+
+def decide_approval(approval_id: str, *, verb: str, note: str | None) -> Call[Json]:
+    body = None if note is None else {"note": note}
+    return Call("POST", f"/v1/approvals/{_segment(approval_id)}/{verb}", json_object, body=body)

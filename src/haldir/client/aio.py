@@ -343,6 +343,52 @@ class AsyncHaldirClient:
         """One governed tool call through the proxy; the upstream's `CallToolResult` as JSON."""
         return await self._send(_http.call_tool(session_id=session_id, tool=tool, arguments=arguments))
 
+    # approvals
+
+    async def create_approval_rule(self, spec: Json) -> Json:
+        """A rule holding spends or calls for a person, e.g. `{"type": "spend_over", "threshold": 100}`."""
+        return await self._send(_http.create_approval_rule(spec))
+
+    async def list_approval_rules(self) -> Json:
+        return await self._send(_http.list_approval_rules())
+
+    async def delete_approval_rule(self, rule_id: str) -> Json:
+        return await self._send(_http.delete_approval_rule(rule_id))
+
+    async def request_approval(
+        self,
+        session_id: str,
+        tool: str,
+        *,
+        amount: Amount = 0,
+        reason: str = "",
+        arguments_sha256: str | None = None,
+    ) -> Json:
+        """Ask ahead of time for a person's approval of an action of the session; the approval."""
+        return await self._send(
+            _http.request_approval(
+                session_id=session_id,
+                tool=tool,
+                amount=amount,
+                reason=reason,
+                arguments_sha256=arguments_sha256,
+            )
+        )
+
+    async def get_approval(self, approval_id: str) -> Json:
+        return await self._send(_http.get_approval(approval_id))
+
+    async def list_pending_approvals(self, *, limit: int = 50, cursor: str | None = None) -> Json:
+        """`{"approvals", "next_cursor"}`: requests waiting for a decision, oldest first."""
+        return await self._send(_http.list_pending_approvals(limit=limit, cursor=cursor))
+
+    async def approve(self, approval_id: str, *, note: str | None = None) -> Json:
+        """Approve a pending request (not one this key asked for): the same request made again runs once."""
+        return await self._send(_http.decide_approval(approval_id, verb="approve", note=note))
+
+    async def deny(self, approval_id: str, *, note: str | None = None) -> Json:
+        return await self._send(_http.decide_approval(approval_id, verb="deny", note=note))
+
     # any route
 
     async def request(

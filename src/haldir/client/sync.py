@@ -339,6 +339,52 @@ class HaldirClient:
         """One governed tool call through the proxy; the upstream's `CallToolResult` as JSON."""
         return self._send(_http.call_tool(session_id=session_id, tool=tool, arguments=arguments))
 
+    # approvals
+
+    def create_approval_rule(self, spec: Json) -> Json:
+        """A rule holding spends or calls for a person, e.g. `{"type": "spend_over", "threshold": 100}`."""
+        return self._send(_http.create_approval_rule(spec))
+
+    def list_approval_rules(self) -> Json:
+        return self._send(_http.list_approval_rules())
+
+    def delete_approval_rule(self, rule_id: str) -> Json:
+        return self._send(_http.delete_approval_rule(rule_id))
+
+    def request_approval(
+        self,
+        session_id: str,
+        tool: str,
+        *,
+        amount: Amount = 0,
+        reason: str = "",
+        arguments_sha256: str | None = None,
+    ) -> Json:
+        """Ask ahead of time for a person's approval of an action of the session; the approval."""
+        return self._send(
+            _http.request_approval(
+                session_id=session_id,
+                tool=tool,
+                amount=amount,
+                reason=reason,
+                arguments_sha256=arguments_sha256,
+            )
+        )
+
+    def get_approval(self, approval_id: str) -> Json:
+        return self._send(_http.get_approval(approval_id))
+
+    def list_pending_approvals(self, *, limit: int = 50, cursor: str | None = None) -> Json:
+        """`{"approvals", "next_cursor"}`: requests waiting for a decision, oldest first."""
+        return self._send(_http.list_pending_approvals(limit=limit, cursor=cursor))
+
+    def approve(self, approval_id: str, *, note: str | None = None) -> Json:
+        """Approve a pending request (not one this key asked for): the same request made again runs once."""
+        return self._send(_http.decide_approval(approval_id, verb="approve", note=note))
+
+    def deny(self, approval_id: str, *, note: str | None = None) -> Json:
+        return self._send(_http.decide_approval(approval_id, verb="deny", note=note))
+
     # any route
 
     def request(
