@@ -27,6 +27,8 @@ TOOL_NAMES = {
     "logAction",
     "getAuditTrail",
     "getSpend",
+    "requestApproval",
+    "getApproval",
 }
 
 

@@ -33,7 +33,7 @@ async def test_the_server_lists_ten_tools_with_object_schemas_and_truthful_hints
         assert tool.annotations is not None
         assert tool.annotations.open_world_hint is False
     read_only = {name for name, tool in tools.items() if tool.annotations and tool.annotations.read_only_hint}
-    assert read_only == {"getSession", "checkPermission", "getAuditTrail", "getSpend"}
+    assert read_only == {"getSession", "checkPermission", "getAuditTrail", "getSpend", "getApproval"}
     destructive = {
         name for name, tool in tools.items() if tool.annotations and tool.annotations.destructive_hint
     }

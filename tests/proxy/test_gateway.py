@@ -22,7 +22,7 @@ from tests.support import admitted_calls, call_outcomes
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
-OWN_TOOLS = {"haldir_check_permission", "haldir_get_spend", "haldir_get_audit"}
+OWN_TOOLS = {"haldir_check_permission", "haldir_get_spend", "haldir_get_audit", "haldir_get_approval"}
 TIME_TOOLS = {"get_current_time", "convert_time"}
 LIST_TOOLS = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
 CONVERT = {"source_timezone": "UTC", "time": "12:00", "target_timezone": "Europe/Paris"}

@@ -43,14 +43,16 @@ def proxy() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     if not client.api_key:
         raise Unauthenticated("HALDIR_API_KEY is not set: haldir proxy needs an API key (hld_…)")
-    anyio.run(serve, client, gateway)
+    anyio.run(serve, client, gateway, settings.approval_wait_seconds)
 
 
-async def serve(client: ClientSettings, gateway: GatewaySettings) -> None:
+async def serve(client: ClientSettings, gateway: GatewaySettings, approval_wait: float = 0.0) -> None:
     async with AsyncHaldirClient(api_key=client.api_key, base_url=client.url, timeout=TIMEOUT) as remote:
         backend = RemoteGateway(remote, await _session_id(remote, gateway, client.api_key or ""))
         fanout = ToolChangeFanout(held_connections=True)
-        server = build_gateway_server(lambda ctx: backend, lambda ctx: _TENANT, fanout)
+        server = build_gateway_server(
+            lambda ctx: backend, lambda ctx: _TENANT, fanout, approval_wait=approval_wait
+        )
         options = server.create_initialization_options(NotificationOptions(tools_changed=True))
         async with stdio_server() as (read_stream, write_stream), anyio.create_task_group() as tasks:
             tasks.start_soon(_watch_tools, backend, fanout, gateway.proxy_poll_seconds)

@@ -62,7 +62,7 @@ def app_from_environment() -> FastAPI:
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     """The API. The store opens when the app starts and refuses to serve an out-of-date schema."""
-    gateway = GatewayEndpoint()
+    gateway = GatewayEndpoint(approval_wait=settings.approval_wait_seconds)
     mcp_endpoints = {"/mcp": governance_endpoint(clock=clock), "/mcp/gateway": gateway}
 
     @asynccontextmanager

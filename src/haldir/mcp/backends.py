@@ -17,6 +17,7 @@ from haldir.client.money import plain
 from haldir.core.keys import Principal
 from haldir.core.ledger import EntryFilter
 from haldir.governor import Governor
+from haldir.http.routes.approvals import ApprovalOut
 from haldir.http.routes.audit import EntryCreated, EntryList, SpendOut
 from haldir.http.routes.payments import Authorized
 from haldir.http.routes.secrets import SecretStored, SecretValue
@@ -82,6 +83,18 @@ class GovernanceBackend(Protocol):
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> Json: ...
+
+    async def request_approval(
+        self,
+        session_id: str,
+        tool: str,
+        *,
+        amount: Decimal | int | str = 0,
+        reason: str = "",
+        arguments_sha256: str | None = None,
+    ) -> Json: ...
+
+    async def get_approval(self, approval_id: str) -> Json: ...
 
 
 def remote_backend(client: AsyncHaldirClient) -> GovernanceBackend:
@@ -208,6 +221,29 @@ class LocalBackend:
             self._who, session_id=session_id, agent_id=agent_id, since=since, until=until
         )
         return _body(SpendOut.of(result))
+
+    async def request_approval(
+        self,
+        session_id: str,
+        tool: str,
+        *,
+        amount: Decimal | int | str = 0,
+        reason: str = "",
+        arguments_sha256: str | None = None,
+    ) -> Json:
+        approval = await self._gov.approvals.request_approval(
+            self._who,
+            session_id=session_id,
+            tool=tool,
+            amount=amount,
+            reason=reason,
+            arguments_sha256=arguments_sha256,
+        )
+        return _body(ApprovalOut.of(approval, status=approval.status_at(self._gov.now())))
+
+    async def get_approval(self, approval_id: str) -> Json:
+        approval = await self._gov.approvals.get_approval(self._who, approval_id)
+        return _body(ApprovalOut.of(approval, status=approval.status_at(self._gov.now())))
 
 
 def _body(model: Any) -> Json:

@@ -1,10 +1,13 @@
 """The MCP gateway: one MCP server in front of a tenant's upstream MCP servers.
 
-It lists every upstream tool under its aggregated name, plus three of Haldir's own
-(`haldir_check_permission`, `haldir_get_spend`, `haldir_get_audit`), and sends every `tools/call`
+It lists every upstream tool under its aggregated name, plus four of Haldir's own
+(`haldir_check_permission`, `haldir_get_spend`, `haldir_get_audit`, `haldir_get_approval`), and sends every
+`tools/call`
 through the proxy's pipeline for one session: the agent and the upstreams need no change. A refusal
 comes back as an MCP tool error whose text starts with the denial code (`tool_denied: …`) and whose
-structured content is the REST error body (`code`, `flag_reason`, `policy_id`, `retry_after`).
+structured content is the REST error body (`code`, `flag_reason`, `policy_id`, `retry_after`). A call held
+for approval is an `approval_required` tool error naming the `approval_id`; the gateway may hold it open for
+a while (`approval_wait`) and run it as soon as a person approves it.
 
 When the tenant's tools change (an upstream said `notifications/tools/list_changed`, an operator
 refreshed, approved or removed one), clients hear `notifications/tools/list_changed`: 2026-07-28 clients
@@ -32,12 +35,13 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from haldir import __version__
-from haldir.errors import HaldirError
+from haldir.errors import ApprovalRequired, HaldirError
 from haldir.governor import Governor
 from haldir.mcp.backends import Json
 from haldir.mcp.governance import guarded, protocol_error, structured
 
 log = structlog.get_logger("haldir.mcp.gateway")
+APPROVAL_POLL_SECONDS = 0.25  # how often a held call asks whether its approval was decided
 WATCH_SECONDS = 0.1  # how often a server process looks at the change counter for other processes' changes
 
 INSTRUCTIONS = (
@@ -65,6 +69,8 @@ class GatewayBackend(Protocol):
 
     async def list_entries(self, *, session_id: str | None = None, limit: int = 50) -> Json: ...
 
+    async def get_approval(self, approval_id: str) -> Json: ...
+
 
 GatewayFactory = Callable[[ServerRequestContext[Any, Any]], GatewayBackend]
 """The backend of one request: fixed for stdio; over HTTP, from the API key and `X-Session-ID`."""
@@ -82,6 +88,10 @@ class CheckArgs(_Args):
 
 class NoArgs(_Args):
     pass
+
+
+class ApprovalArgs(_Args):
+    approval_id: str = Field(max_length=100, description="The `approval_id` a held call answered with.")
 
 
 class AuditArgs(_Args):
@@ -118,6 +128,10 @@ async def _audit(backend: GatewayBackend, args: AuditArgs) -> Json:
     return await backend.list_entries(session_id=backend.session_id, limit=args.limit)
 
 
+async def _approval(backend: GatewayBackend, args: ApprovalArgs) -> Json:
+    return await backend.get_approval(args.approval_id)
+
+
 OWN_TOOLS = (
     _OwnTool(
         "haldir_check_permission",
@@ -128,6 +142,12 @@ OWN_TOOLS = (
     _OwnTool("haldir_get_spend", "What this agent's session has spent, by tool.", NoArgs, _spend),
     _OwnTool(
         "haldir_get_audit", "This agent's session's latest ledger entries, newest first.", AuditArgs, _audit
+    ),
+    _OwnTool(
+        "haldir_get_approval",
+        "Whether a call held for approval was approved (then call it again, unchanged), denied or expired.",
+        ApprovalArgs,
+        _approval,
     ),
 )
 OWN_NAMES = frozenset(tool.name for tool in OWN_TOOLS)
@@ -265,9 +285,14 @@ def tool_digest(governor: Governor) -> Digest:
 
 
 def build_gateway_server(
-    backend_for: GatewayFactory, tenant_of: TenantOf, fanout: ToolChangeFanout
+    backend_for: GatewayFactory,
+    tenant_of: TenantOf,
+    fanout: ToolChangeFanout,
+    *,
+    approval_wait: float = 0.0,
 ) -> Server[Any]:
-    """The gateway server; `backend_for` picks each request's backend, `tenant_of` its tenant."""
+    """The gateway server; `backend_for` picks each request's backend, `tenant_of` its tenant. A call held
+    for approval waits up to `approval_wait` seconds for the decision before it answers."""
     own = {tool.name: tool for tool in OWN_TOOLS}
 
     def seen(ctx: ServerRequestContext[Any, Any]) -> None:
@@ -293,9 +318,18 @@ def build_gateway_server(
             backend = backend_for(ctx)
             mine = own.get(params.name)
             if mine is None:
-                forwarded = await backend.call_tool(
-                    session_id=backend.session_id, tool=params.name, arguments=params.arguments or {}
-                )
+                arguments = params.arguments or {}
+                try:
+                    forwarded = await backend.call_tool(
+                        session_id=backend.session_id, tool=params.name, arguments=arguments
+                    )
+                except ApprovalRequired as held:
+                    if approval_wait <= 0 or not await _decided(backend, held, within=approval_wait):
+                        raise
+                    # Decided: the same call again runs once if approved, or answers the denial.
+                    forwarded = await backend.call_tool(
+                        session_id=backend.session_id, tool=params.name, arguments=arguments
+                    )
                 return forwarded_result(forwarded)
             return structured(await mine.run(backend, mine.args.model_validate(params.arguments or {})))
 
@@ -320,3 +354,15 @@ def build_gateway_server(
         on_call_tool=call_tool,
         on_subscriptions_listen=listen,
     )
+
+
+async def _decided(backend: GatewayBackend, held: ApprovalRequired, *, within: float) -> bool:
+    """Whether the held call's approval was decided (or lapsed) within `within` seconds, asking every
+    quarter second."""
+    approval_id = str(held.details.get("approval_id", ""))
+    with anyio.move_on_after(within):
+        while True:
+            await anyio.sleep(APPROVAL_POLL_SECONDS)
+            if (await backend.get_approval(approval_id))["status"] != "pending":
+                return True
+    return False

@@ -60,3 +60,6 @@ class RemoteGateway:
 
     async def list_entries(self, *, session_id: str | None = None, limit: int = 50) -> Json:
         return plain(await self._client.list_entries(session_id=session_id, limit=limit))
+
+    async def get_approval(self, approval_id: str) -> Json:
+        return plain(await self._client.get_approval(approval_id))

@@ -30,9 +30,10 @@ class GatewayEndpoint(McpEndpoint):
     """The gateway for callers with a valid API key and an `X-Session-ID`; the app's `ProxyService`
     (`app.state.proxy`) serves every call."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, approval_wait: float = 0.0) -> None:
         self.fanout = ToolChangeFanout()
-        super().__init__(build_gateway_server(_backend, _tenant, self.fanout), json_response=False)
+        server = build_gateway_server(_backend, _tenant, self.fanout, approval_wait=approval_wait)
+        super().__init__(server, json_response=False)
 
     def admit(self, request: Request) -> None:
         if not 0 < len(request.headers.get(SESSION_HEADER, "")) <= 100:

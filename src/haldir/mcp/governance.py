@@ -1,4 +1,4 @@
-"""The governance MCP server: ten tools, each one governor method over a `GovernanceBackend`, and the
+"""The governance MCP server: twelve tools, each one governor method over a `GovernanceBackend`, and the
 `security-audit` and `budget-check` prompts. Haldir errors become tool error results, never a
 broken session."""
 
@@ -125,6 +125,22 @@ class SpendArgs(_Args):
     until: AwareDatetime | None = Field(default=None, description="ISO 8601 with a zone; exclusive.")
 
 
+class RequestApprovalArgs(_Args):
+    session_id: str = SessionId
+    tool: str = Field(
+        min_length=1, max_length=200, description="What the agent wants to do: a tool or action."
+    )
+    amount: Money = Field(default=0, description="What it would cost, in USD.")  # type: ignore[assignment]
+    reason: str = Field(default="", max_length=1000, description="Why, for the person who decides.")
+    arguments_sha256: str | None = Field(
+        default=None, max_length=64, description="SHA-256 (hex) of the RFC 8785 JSON of the call's arguments."
+    )
+
+
+class ApprovalArgs(_Args):
+    approval_id: str = Field(max_length=100, description="An approval id, `apr_…`.")
+
+
 # The tools: each calls one backend method with its arguments.
 
 
@@ -178,6 +194,20 @@ async def get_audit_trail(backend: GovernanceBackend, args: AuditTrailArgs) -> J
 
 async def get_spend(backend: GovernanceBackend, args: SpendArgs) -> Json:
     return await backend.spend(**args.model_dump())
+
+
+async def request_approval(backend: GovernanceBackend, args: RequestApprovalArgs) -> Json:
+    return await backend.request_approval(
+        args.session_id,
+        args.tool,
+        amount=args.amount,
+        reason=args.reason,
+        arguments_sha256=args.arguments_sha256,
+    )
+
+
+async def get_approval(backend: GovernanceBackend, args: ApprovalArgs) -> Json:
+    return await backend.get_approval(args.approval_id)
 
 
 @dataclass(frozen=True)
@@ -296,6 +326,23 @@ TOOLS: tuple[GovernanceTool[Any], ...] = (
         "audit:read",
         "What was charged, in total and by session, agent and tool, optionally for a time range.",
         _hints("Get spend", read_only=True, idempotent=True),
+    ),
+    GovernanceTool(
+        "requestApproval",
+        RequestApprovalArgs,
+        request_approval,
+        "sessions:write",
+        "Ask a person to approve an action of a session before taking it; returns approval_id, pending "
+        "until decided. Asking again for the same thing while it is open returns the same approval.",
+        _hints("Request approval", read_only=False, idempotent=True),
+    ),
+    GovernanceTool(
+        "getApproval",
+        ApprovalArgs,
+        get_approval,
+        "approvals:read",
+        "An approval's status (pending, approved, denied, expired, consumed), decision and note.",
+        _hints("Get approval", read_only=True, idempotent=True),
     ),
 )
 
