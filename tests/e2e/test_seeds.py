@@ -343,7 +343,6 @@ def test_the_readme_proxy_curls_register_an_upstream_and_call_through_it(live: L
     assert [entry["details"].get("phase") for entry in trail] == [None, "admit", "finish"]
 
 
-@pytest.mark.skip(reason="approvals land with issue 12")
 def test_the_readme_approval_rule_curl_runs_as_printed(live: Live, tmp_path: Path) -> None:
     rule = curl(live.fill(example("readme_approvals.sh"), "readme"), tmp_path)
     assert rule.status == 201, rule.body
@@ -357,7 +356,9 @@ def test_the_readme_approval_rule_curl_runs_as_printed(live: Live, tmp_path: Pat
             "/v1/payments/authorize", json={"session_id": session["session_id"], "amount": "150"}
         )
     assert small.status_code == 201, small.text
-    assert large.json()["code"] == "approval_required", large.text
+    assert large.status_code == 202, large.text
+    assert large.json()["code"] == "approval_required"
+    assert large.json()["approval_id"].startswith("apr_")
 
 
 def test_the_readme_health_curl_answers_on_the_health_alias(live: Live, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from haldir.cli.remote import connect
 from haldir.client import HaldirClient
 from haldir.client.money import plain
 from haldir.core.checkpoints import CheckpointError, Verifier
@@ -26,8 +27,7 @@ from haldir.core.export import (
     entry_line,
     verify_export,
 )
-from haldir.errors import InvalidRequest, LedgerTampered, Unauthenticated
-from haldir.settings import ClientSettings
+from haldir.errors import InvalidRequest, LedgerTampered
 
 app = typer.Typer(
     help="Export and verify the audit ledger (client commands: they reach HALDIR_URL with HALDIR_API_KEY).",
@@ -69,7 +69,7 @@ def export(
             "--since and --until apply to --format csv only: a JSONL export is always the whole log, "
             "from its first entry, so that it can be verified"
         )
-    with _client() as client, _replacing(out) as handle, _progress() as progress:
+    with connect(needs="audit:read") as client, _replacing(out) as handle, _progress() as progress:
         head = client.tree_head()
         size = int(head["tree_size"])
         task = progress.add_task("exporting", total=size)
@@ -118,7 +118,7 @@ def verify(
     if offline is None:
         if key is not None or origin is not None:
             raise InvalidRequest("--key and --origin go with --offline FILE")
-        with _client() as client:
+        with connect(needs="audit:read") as client:
             result = client.verify_log()
         if not result["ok"]:
             bad = result.get("first_bad") or {}
@@ -135,16 +135,6 @@ def verify(
         report = verify_export(handle, verifier, origin=origin)
     print(f"ok: {report.entries} entries, checkpoint verified")
     print(f"origin {report.checkpoint.origin}, root hash {report.checkpoint.root_hash.hex()}")
-
-
-def _client() -> HaldirClient:
-    settings = ClientSettings()
-    if not settings.api_key:
-        raise Unauthenticated(
-            "HALDIR_API_KEY is not set: client commands need an API key with scope audit:read "
-            "(an operator makes one with `haldir keys create --scopes audit:read`)"
-        )
-    return HaldirClient(api_key=settings.api_key, base_url=settings.url)
 
 
 def _verifier(vkey: str) -> Verifier:
