@@ -299,3 +299,22 @@ async def test_rules_and_approvals_of_one_tenant_are_invisible_to_another(api: A
         assert answer.status_code == 404, (method, path, answer.text)
     other_session = await _session(api, await api.key("*", tenant="globex"))
     assert (await _authorize(api, (await api.key("*", tenant="globex")), other_session, 6)).status_code == 201
+
+
+async def test_the_sweep_records_requests_nobody_looked_at_as_expired_once(api: Api) -> None:
+    agent, _ = await _agent_and_approver(api)
+    await api.client.post(
+        "/v1/approvals/rules", json={"type": "spend_over", "threshold": 5}, headers=api.auth(api.admin_key)
+    )
+    session_id = await _session(api, agent)
+    await _authorize(api, agent, session_id, 6)
+    await _authorize(api, agent, session_id, 7)
+
+    before = await api.governor.approvals.expire_lapsed()
+    api.clock.advance(15 * 60)
+    swept = await api.governor.approvals.expire_lapsed()
+    again = await api.governor.approvals.expire_lapsed()
+
+    assert (before, swept, again) == (0, 2, 0)
+    actions = [e["action"] for e in await _trail(api, session_id)]
+    assert actions == ["approval.request", "approval.request", "approval.expire", "approval.expire"]
