@@ -148,3 +148,52 @@ async def test_haldir_proxy_without_a_wait_answers_approval_required_at_once(ten
     assert held["code"] == "approval_required"
     assert shown["status"] == "pending"
     assert shown["tool"] == "convert_time"
+
+
+async def test_a_call_whose_cost_is_over_a_spend_over_threshold_is_held_and_charged_once_approved(
+    tenant: Tenant,
+) -> None:
+    await tenant.register("time", time_server_params())
+    await tenant.rest.post(
+        "/v1/proxy/policies", json={"type": "tool_cost", "tool": "convert_time", "cost_usd": "5"}
+    )
+    await tenant.rest.post("/v1/approvals/rules", json={"type": "spend_over", "threshold": "2"})
+    approver = await _approver(tenant)
+    session_id = await tenant.session("execute", spend_limit="20")
+    free = await tenant.rest.post(
+        "/v1/proxy/call",
+        json={"session_id": session_id, "tool": "get_current_time", "arguments": {"timezone": "UTC"}},
+    )
+
+    held = await _call(tenant, session_id, CONVERT)
+    assert held.status_code == 202, held.text
+    shown = await tenant.rest.get(f"/v1/approvals/{held.json()['approval_id']}")
+    await tenant.rest.post(f"/v1/approvals/{held.json()['approval_id']}/approve", headers=approver)
+    ran = await _call(tenant, session_id, CONVERT)
+
+    assert free.status_code == 200, free.text  # costs nothing: no rule holds it
+    assert (shown.json()["kind"], shown.json()["amount_usd"]) == ("call", "5.00")
+    assert ran.status_code == 200, ran.text
+    session = await tenant.rest.get(f"/v1/sessions/{session_id}")
+    assert session.json()["spent"] == "5.00"
+
+
+async def test_concurrent_retries_of_an_approved_call_forward_it_exactly_once(tenant: Tenant) -> None:
+    await _held_tools(tenant)
+    approver = await _approver(tenant)
+    session_id = await tenant.session("execute")
+    approval_id = (await _call(tenant, session_id, CONVERT)).json()["approval_id"]
+    await tenant.rest.post(f"/v1/approvals/{approval_id}/approve", headers=approver)
+    answers: list[int] = []
+
+    async def retry() -> None:
+        answers.append((await _call(tenant, session_id, CONVERT)).status_code)
+
+    with anyio.fail_after(TIMEOUT_S):
+        async with anyio.create_task_group() as tasks:
+            for _ in range(10):
+                tasks.start_soon(retry)
+
+    assert sorted(answers) == [200] + [202] * 9
+    entries = await tenant.recorded(session_id)
+    assert [e["details"].get("phase") for e in entries if e["action"] == "tools/call"] == ["admit", "finish"]
