@@ -318,3 +318,18 @@ async def test_the_sweep_records_requests_nobody_looked_at_as_expired_once(api: 
     assert (before, swept, again) == (0, 2, 0)
     actions = [e["action"] for e in await _trail(api, session_id)]
     assert actions == ["approval.request", "approval.request", "approval.expire", "approval.expire"]
+
+
+async def test_concurrent_first_attempts_of_one_request_share_one_approval(api: Api) -> None:
+    agent, _ = await _agent_and_approver(api)
+    await api.client.post(
+        "/v1/approvals/rules", json={"type": "spend_over", "threshold": 5}, headers=api.auth(api.admin_key)
+    )
+    session_id = await _session(api, agent)
+
+    answers = await asyncio.gather(*(_authorize(api, agent, session_id, 9) for _ in range(10)))
+
+    assert {answer.status_code for answer in answers} == {202}
+    assert len({answer.json()["approval_id"] for answer in answers}) == 1
+    actions = [e["action"] for e in await _trail(api, session_id)]
+    assert actions == ["approval.request"]

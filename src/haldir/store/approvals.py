@@ -84,18 +84,23 @@ class SqlApprovals:
 
     async def insert_approval(self, approval: Approval, *, entry: EntryDraft, lapse: EntryOf) -> Approval:
         """Record a new pending request, with its entry and `approval.requested` event; the open request
-        of the same binding instead, when one was recorded first (then nothing is written). Open requests
-        of the binding that lapsed are expired in the same transaction, each with the entry `lapse` makes."""
+        of the same binding instead, when there is one (then nothing is written). Open requests of the
+        binding that lapsed are expired in the same transaction, each with the entry `lapse` makes."""
         try:
             async with self._store.write_transaction() as conn:
                 await self._store.ensure_tenant(conn, approval.tenant_id, at=approval.requested_at)
                 await _expire_lapsed(conn, approval.tenant_id, approval.binding, approval.requested_at, lapse)
+                # Read in this transaction: on SQLite it sees a racing request of the same group commit.
+                found = await _open(conn, approval.tenant_id, approval.binding)
+                if found is not None:
+                    return found
                 await conn.execute(sa.insert(approvals).values(**_approval_row(approval)))
                 conn.append(entry)
                 await _record_event(conn, approval, REQUESTED_EVENT)
             return approval
-        except IntegrityError:  # the binding's open request, inserted by a racing request first
-            found = await self.open_approval(approval.tenant_id, approval.binding)
+        except IntegrityError:  # PostgreSQL: a racing request committed the binding's open request first
+            async with self._store.read_connection() as conn:
+                found = await _open(conn, approval.tenant_id, approval.binding)
             if found is None:
                 raise
             return found
@@ -120,18 +125,6 @@ class SqlApprovals:
                     .where(c.tenant_id == tenant_id, c.binding == binding)
                     .order_by(c.requested_at.desc(), c.approval_id.desc())
                     .limit(1)
-                )
-            ).first()
-        return None if row is None else _approval(row)
-
-    async def open_approval(self, tenant_id: str, binding: str) -> Approval | None:
-        c = approvals.c
-        async with self._store.read_connection() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(approvals).where(
-                        c.tenant_id == tenant_id, c.binding == binding, c.status.in_(OPEN)
-                    )
                 )
             ).first()
         return None if row is None else _approval(row)
@@ -235,6 +228,16 @@ async def consume(conn: Executes, tenant_id: str, binding: str, *, at: datetime)
             )
             .values(status=CONSUMED, consumed_at=at)
             .returning(*approvals.c)
+        )
+    ).first()
+    return None if row is None else _approval(row)
+
+
+async def _open(conn: Executes, tenant_id: str, binding: str) -> Approval | None:
+    c = approvals.c
+    row = (
+        await conn.execute(
+            sa.select(approvals).where(c.tenant_id == tenant_id, c.binding == binding, c.status.in_(OPEN))
         )
     ).first()
     return None if row is None else _approval(row)
