@@ -179,28 +179,6 @@ class Approval:
     def status_at(self, now: datetime) -> str:
         return EXPIRED if self.lapsed(now) else self.status
 
-    def as_json(self, now: datetime) -> dict[str, Any]:
-        """The API form; never holds argument values, only their hash."""
-        return {
-            "approval_id": self.approval_id,
-            "status": self.status_at(now),
-            "kind": self.kind,
-            "session_id": self.session_id,
-            "agent_id": self.agent_id,
-            "tool": self.tool,
-            "arguments_sha256": self.arguments_sha256,
-            "amount_usd": format_micros(self.amount_micros),
-            "reason": self.reason,
-            "rule_ids": list(self.rule_ids),
-            "requested_by": self.requested_by,
-            "requested_at": isoformat(self.requested_at),
-            "expires_at": isoformat(self.expires_at),
-            "decided_by": self.decided_by,
-            "decided_at": None if self.decided_at is None else isoformat(self.decided_at),
-            "note": self.note,
-            "consumed_at": None if self.consumed_at is None else isoformat(self.consumed_at),
-        }
-
     def event_data(self) -> dict[str, Any]:
         """What an `approval.*` event carries: who asked for what, and the decision; no argument values."""
         return {

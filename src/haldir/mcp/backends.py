@@ -239,11 +239,11 @@ class LocalBackend:
             reason=reason,
             arguments_sha256=arguments_sha256,
         )
-        return _body(ApprovalOut.of(approval, status=approval.status_at(self._gov.now())))
+        return _body(ApprovalOut.at(approval, self._gov.now()))
 
     async def get_approval(self, approval_id: str) -> Json:
         approval = await self._gov.approvals.get_approval(self._who, approval_id)
-        return _body(ApprovalOut.of(approval, status=approval.status_at(self._gov.now())))
+        return _body(ApprovalOut.at(approval, self._gov.now()))
 
 
 def _body(model: Any) -> Json:

@@ -3,6 +3,7 @@ the decisions people make on them."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
@@ -92,10 +93,11 @@ class ApprovalOut(BaseModel):
     consumed_at: OptionalTimestamp
 
     @classmethod
-    def of(cls, approval: Approval, *, status: str) -> ApprovalOut:
+    def at(cls, approval: Approval, now: datetime) -> ApprovalOut:
+        """The approval as it stands at `now` (one that lapsed reads as expired)."""
         return cls(
             approval_id=approval.approval_id,
-            status=status,
+            status=approval.status_at(now),
             kind=approval.kind,
             session_id=approval.session_id,
             agent_id=approval.agent_id,
@@ -137,7 +139,7 @@ async def delete_rule(rule_id: str, gov: GovernorDep, who: PrincipalDep) -> Rule
 @router.post("/request", status_code=201, response_model=ApprovalOut)
 async def request_approval(body: ApprovalAsk, gov: GovernorDep, who: PrincipalDep) -> ApprovalOut:
     approval = await gov.approvals.request_approval(who, **body.model_dump())
-    return ApprovalOut.of(approval, status=approval.status_at(gov.now()))
+    return ApprovalOut.at(approval, gov.now())
 
 
 @router.get("/pending", response_model=ApprovalList)
@@ -150,7 +152,7 @@ async def list_pending(
     page = await gov.approvals.pending(who, limit=limit, cursor=cursor)
     now = gov.now()
     return ApprovalList(
-        approvals=[ApprovalOut.of(approval, status=approval.status_at(now)) for approval in page.items],
+        approvals=[ApprovalOut.at(approval, now) for approval in page.items],
         next_cursor=encode_cursor(page.next),
     )
 
@@ -158,7 +160,7 @@ async def list_pending(
 @router.get("/{approval_id}", response_model=ApprovalOut)
 async def get_approval(approval_id: str, gov: GovernorDep, who: PrincipalDep) -> ApprovalOut:
     approval = await gov.approvals.get_approval(who, approval_id)
-    return ApprovalOut.of(approval, status=approval.status_at(gov.now()))
+    return ApprovalOut.at(approval, gov.now())
 
 
 @router.post("/{approval_id}/approve", response_model=ApprovalOut)
@@ -166,7 +168,7 @@ async def approve(
     approval_id: str, gov: GovernorDep, who: PrincipalDep, body: Decision | None = None
 ) -> ApprovalOut:
     approval = await gov.approvals.approve(who, approval_id, note=None if body is None else body.note)
-    return ApprovalOut.of(approval, status=approval.status)
+    return ApprovalOut.at(approval, gov.now())
 
 
 @router.post("/{approval_id}/deny", response_model=ApprovalOut)
@@ -174,4 +176,4 @@ async def deny(
     approval_id: str, gov: GovernorDep, who: PrincipalDep, body: Decision | None = None
 ) -> ApprovalOut:
     approval = await gov.approvals.deny(who, approval_id, note=None if body is None else body.note)
-    return ApprovalOut.of(approval, status=approval.status)
+    return ApprovalOut.at(approval, gov.now())
