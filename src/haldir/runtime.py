@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from ipaddress import IPv4Network, IPv6Network
 
 from haldir.clock import SystemClock
@@ -24,6 +25,7 @@ from haldir.governor.registry import Registry
 from haldir.governor.rules import Rules
 from haldir.governor.sessions import Sessions
 from haldir.governor.vault import Vault
+from haldir.governor.webhooks import DEFAULT_SECRET_GRACE, Webhooks
 from haldir.settings import Settings
 from haldir.store.migrate import require_latest_schema
 from haldir.store.ports import Store
@@ -44,6 +46,7 @@ def wire(
     outbound_allow: Sequence[IPv4Network | IPv6Network] = (),
     stdio_tenants: frozenset[str] = frozenset({DEFAULT_TENANT}),
     stdio_commands: Sequence[str] = (),
+    webhook_secret_grace: timedelta = DEFAULT_SECRET_GRACE,
 ) -> Governor:
     """The governor's services over `store`, each given only the ports, settings and services it uses,
     built in dependency order. `strict_scopes` limits session scopes to the built-in and `custom_scopes`
@@ -88,6 +91,13 @@ def wire(
             payment_store=store,
             proxy_store=store.proxy,
             clock=clock,
+        ),
+        webhooks=Webhooks(
+            webhook_store=store.webhooks,
+            vault=vault,
+            clock=clock,
+            outbound_allow=outbound_allow,
+            secret_grace=webhook_secret_grace,
         ),
         clock=clock,
     )
@@ -142,6 +152,7 @@ async def open_runtime(
             outbound_allow=settings.outbound_allow,
             stdio_tenants=frozenset(settings.stdio_tenants),
             stdio_commands=settings.stdio_commands,
+            webhook_secret_grace=timedelta(seconds=settings.webhook_secret_grace_seconds),
         )
         if master_keys is not None:
             await governor.vault.verify_vault_keys()

@@ -10,7 +10,7 @@ import hmac
 import secrets
 from collections.abc import Sequence
 
-SECRET_PREFIX = "whsec_"
+SECRET_PREFIX = "whsec_"  # noqa: S105 (the prefix of every secret, not one)
 SECRET_BYTES = 32
 
 

@@ -10,6 +10,8 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from haldir.core.clock import isoformat
+from haldir.core.money import format_micros
+from haldir.core.sessions import Session
 from haldir.errors import InvalidRequest
 
 WEBHOOK = "whk"  # id prefix of a webhook
@@ -161,3 +163,42 @@ def error_text(error: str) -> str:
     """An attempt's error as recorded: one line, bounded."""
     line = " ".join(error.split())
     return line if len(line) <= MAX_ERROR_CHARS else line[: MAX_ERROR_CHARS - 1] + "…"
+
+
+@dataclass(frozen=True)
+class SealedSecret:
+    """A signing secret sealed under the tenant's Vault data key `data_key_version`; `version` counts
+    the webhook's secrets (1, then one more per rotation) and is bound into the seal."""
+
+    sealed: bytes
+    version: int
+    data_key_version: int
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a worker needs to send a webhook its deliveries: the URL and the sealed secrets that sign
+    (the previous one only until `previous_expires_at`)."""
+
+    tenant_id: str
+    webhook_id: str
+    url: str
+    current: SealedSecret
+    previous: SealedSecret | None
+    previous_expires_at: datetime | None
+
+    def signing(self, now: datetime) -> tuple[SealedSecret, ...]:
+        if self.previous is None or self.previous_expires_at is None or self.previous_expires_at <= now:
+            return (self.current,)
+        return (self.current, self.previous)
+
+
+def session_revoked_data(session: Session) -> dict[str, Any]:
+    """The data of `session.revoked`."""
+    return {
+        "session_id": session.session_id,
+        "agent_id": session.agent_id,
+        "revoked_at": None if session.revoked_at is None else isoformat(session.revoked_at),
+        "spent_usd": format_micros(session.spent_micros),
+        "spend_limit_usd": format_micros(session.spend_limit_micros),
+    }

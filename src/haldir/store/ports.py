@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, Protocol
@@ -18,6 +18,7 @@ from haldir.core.policies import Policy
 from haldir.core.secrets import SecretInfo, SecretVersion, WrappedDataKey
 from haldir.core.sessions import Session
 from haldir.core.tools import OpenCall, SeenTool, ToolChanges, ToolPin, Upstream
+from haldir.core.webhooks import Attempt, Claimed, Delivery, SealedSecret, Target, Webhook
 from haldir.store.transaction import PendingEntry
 
 
@@ -303,6 +304,78 @@ class ProxyStore(Protocol):
         ...
 
 
+class WebhookStore(Protocol):
+    """A tenant's webhooks and their deliveries; and, across tenants, the outbox's fan-out into
+    deliveries and the leased claim of due ones, for the delivery worker."""
+
+    async def insert_webhook(self, webhook: Webhook, secret: SealedSecret) -> None: ...
+
+    async def count_webhooks(self, tenant_id: str) -> int: ...
+
+    async def list_webhooks(self, tenant_id: str) -> list[Webhook]: ...
+
+    async def get_webhook(self, tenant_id: str, webhook_id: str) -> Webhook | None: ...
+
+    async def target(self, tenant_id: str, webhook_id: str) -> Target | None: ...
+
+    async def delete_webhook(self, tenant_id: str, webhook_id: str) -> Webhook | None:
+        """Delete a webhook with its deliveries; the webhook, or None when there was none."""
+        ...
+
+    async def rotate_secret(
+        self,
+        tenant_id: str,
+        webhook_id: str,
+        *,
+        current_version: int,
+        secret: SealedSecret,
+        at: datetime,
+        previous_until: datetime,
+    ) -> Webhook | None:
+        """Replace the signing secret if it is still `current_version`; the old one signs too until
+        `previous_until`. None when the webhook is gone or was rotated meanwhile."""
+        ...
+
+    async def queue_test(
+        self, tenant_id: str, webhook_id: str, *, data: dict[str, Any], at: datetime
+    ) -> Delivery | None:
+        """A `webhook.test` event and its one delivery, to this webhook only; None when there is none."""
+        ...
+
+    async def fan_out(self, *, now: datetime, limit: int) -> int:
+        """Make the deliveries of up to `limit` events not fanned out yet; how many events it took."""
+        ...
+
+    async def claim(self, *, now: datetime, until: datetime, limit: int) -> list[Claimed]:
+        """Lease up to `limit` due deliveries until `until`; durable before it returns."""
+        ...
+
+    async def targets(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Target]: ...
+
+    async def record_attempt(
+        self, claimed: Claimed, attempt: Attempt, *, retries: int, disabled_reason: Callable[[datetime], str]
+    ) -> bool:
+        """Record an attempt and the delivery's next state under the claim's lease; False when the lease
+        passed to another worker meanwhile (nothing recorded)."""
+        ...
+
+    async def list_deliveries(
+        self,
+        tenant_id: str,
+        *,
+        webhook_id: str | None,
+        status: str | None,
+        limit: int,
+        after: Position | None,
+    ) -> Page[Delivery]: ...
+
+    async def get_delivery(self, tenant_id: str, delivery_id: str) -> Delivery | None: ...
+
+    async def redeliver(self, tenant_id: str, delivery_id: str, *, now: datetime) -> Delivery | None:
+        """Queue a delivered or failed delivery again, due now; None unless it was one of those."""
+        ...
+
+
 class HealthStore(Protocol):
     @property
     def backend(self) -> str: ...
@@ -339,5 +412,8 @@ class Store(KeyStore, SessionStore, PaymentStore, HealthStore, Protocol):
 
     @property
     def proxy(self) -> ProxyStore: ...
+
+    @property
+    def webhooks(self) -> WebhookStore: ...
 
     async def close(self) -> None: ...

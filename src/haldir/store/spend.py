@@ -8,19 +8,17 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from haldir.core import ids
-from haldir.core.anomalies import EVENT
 from haldir.core.idempotency import IdempotencyClaim
 from haldir.core.ledger import EntryDraft
 from haldir.core.pagination import Page, Position
 from haldir.core.payments import Payment
 from haldir.core.sessions import Session
 from haldir.core.tools import OpenCall
+from haldir.store.outbox import record_event
 from haldir.store.rows import payment_from_row, payment_row, session_from_row
 from haldir.store.schema import (
     Micros,
     epoch_micros,
-    events,
     from_epoch_micros,
     payments,
     proxy_calls,
@@ -260,16 +258,7 @@ class SqlSpend:
         return self._conn.append(draft)
 
     async def record_event(self, type: str, payload: dict[str, Any], *, at: datetime) -> None:
-        await self._conn.execute(
-            sa.insert(events).values(
-                tenant_id=self._tenant_id,
-                event_id=ids.new_id(EVENT),
-                type=type,
-                payload=payload,
-                created_at=at,
-                delivered_at=None,
-            )
-        )
+        await record_event(self._conn, self._tenant_id, type, payload, at=at)
 
 
 async def get_payment(store: SqlStore, tenant_id: str, payment_id: str) -> Payment | None:

@@ -40,7 +40,9 @@ def upgrade() -> None:
         sa.Column("failing_since", sa.BigInteger(), nullable=True),
         sa.Column("created_at", sa.BigInteger(), nullable=False),
         sa.Column("updated_at", sa.BigInteger(), nullable=False),
-        sa.ForeignKeyConstraint(["tenant_id"], ["tenants.tenant_id"], name=op.f("fk_webhooks_tenant_id_tenants")),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"], ["tenants.tenant_id"], name=op.f("fk_webhooks_tenant_id_tenants")
+        ),
         sa.PrimaryKeyConstraint("tenant_id", "webhook_id", name=op.f("pk_webhooks")),
     )
     with op.batch_alter_table("webhooks", schema=None) as batch_op:
