@@ -145,7 +145,8 @@ class Settings(BaseSettings):
         if self.webhook_lease_seconds <= self.webhook_timeout_seconds:
             raise ValueError(
                 f"webhook_lease_seconds ({self.webhook_lease_seconds:g}) must be longer than "
-                f"webhook_timeout_seconds ({self.webhook_timeout_seconds:g}): a slow delivery would be sent twice"
+                f"webhook_timeout_seconds ({self.webhook_timeout_seconds:g}): else a slow delivery is sent "
+                "twice"
             )
         return self
 

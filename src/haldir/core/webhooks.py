@@ -45,6 +45,7 @@ RETRY_SCHEDULE: tuple[timedelta, ...] = tuple(
 )
 MAX_ATTEMPTS = len(RETRY_SCHEDULE) + 1
 JITTER = 0.2  # each wait is its schedule's value ± 20 %
+THRESHOLD_PERCENT = 80  # budget.threshold: a charge that takes a session's spend to this share of its limit
 DISABLE_AFTER = timedelta(hours=24)  # a webhook with no success for this long since it began failing
 MAX_ERROR_CHARS = 500
 
@@ -202,3 +203,16 @@ def session_revoked_data(session: Session) -> dict[str, Any]:
         "spent_usd": format_micros(session.spent_micros),
         "spend_limit_usd": format_micros(session.spend_limit_micros),
     }
+
+
+def crossed_threshold(before_micros: int, after_micros: int, limit_micros: int) -> bool:
+    """Whether a charge took spend from below `THRESHOLD_PERCENT` of the limit to at least that."""
+    if limit_micros <= 0:
+        return False
+    mark = limit_micros * THRESHOLD_PERCENT
+    return before_micros * 100 < mark <= after_micros * 100
+
+
+def tool_changed_data(upstream: str, tool: str, *, pinned_hash: str, current_hash: str) -> dict[str, Any]:
+    """The data of `tool.definition_changed`: calls to the tool wait until an operator approves it."""
+    return {"upstream": upstream, "tool": tool, "pinned_hash": pinned_hash, "current_hash": current_hash}
