@@ -37,7 +37,9 @@ async def _step(hooks: Hooks) -> int:
         return await hooks.worker.step()
 
 
-async def test_a_delivery_verifies_with_the_standardwebhooks_library(hooks: Hooks, listener: Receiver) -> None:
+async def test_a_delivery_verifies_with_the_standardwebhooks_library(
+    hooks: Hooks, listener: Receiver
+) -> None:
     webhook_id, secret = await _subscribe(hooks, listener.url, "session.revoked")
     session_id = await _revoked_session(hooks)
 
@@ -97,7 +99,9 @@ async def test_a_receiver_that_fails_twice_gets_three_attempts_on_the_backoff_sc
     assert webhook.failing_since is None  # the success ended the streak
 
 
-async def test_jitter_spreads_a_retry_over_twenty_percent_either_side(hooks: Hooks, listener: Receiver) -> None:
+async def test_jitter_spreads_a_retry_over_twenty_percent_either_side(
+    hooks: Hooks, listener: Receiver
+) -> None:
     listener.answer = lambda _: 500
     await _subscribe(hooks, listener.url)
     await _revoked_session(hooks)
@@ -243,7 +247,9 @@ async def test_each_event_is_fanned_out_once_to_each_subscribed_webhook_of_its_t
     assert other not in {d.webhook_id for d in acme.items}
 
 
-async def test_a_webhook_does_not_receive_events_from_before_it_existed(hooks: Hooks, listener: Receiver) -> None:
+async def test_a_webhook_does_not_receive_events_from_before_it_existed(
+    hooks: Hooks, listener: Receiver
+) -> None:
     await _subscribe(hooks, listener.url, "budget.exhausted")
     await _revoked_session(hooks)
     hooks.clock.advance(1)

@@ -180,20 +180,15 @@ class Webhooks:
         )
 
     async def redeliver(self, principal: Principal, delivery_id: str) -> Delivery:
-        """Queue a delivered or failed delivery again, due now, at the start of the retry schedule."""
+        """Queue a delivery again, due now, at the start of the retry schedule (one being sent this moment
+        is left to that attempt)."""
         principal.require("webhooks:write")
-        tenant_id = principal.tenant_id
         if not ids.is_id(DELIVERY, delivery_id):
             raise _no_delivery(delivery_id)
-        queued = await self._store.redeliver(tenant_id, delivery_id, now=self._clock.now())
-        if queued is not None:
-            return queued
-        found = await self._store.get_delivery(tenant_id, delivery_id)
-        if found is None:
+        queued = await self._store.redeliver(principal.tenant_id, delivery_id, now=self._clock.now())
+        if queued is None:
             raise _no_delivery(delivery_id)
-        raise Conflict(
-            f"delivery {delivery_id} is still pending (attempt {found.attempts + 1} is due); wait for it"
-        )
+        return queued
 
     async def signing_keys(self, target: Target) -> list[bytes]:
         """The HMAC keys that sign a delivery to `target` now: the current secret's, and the previous

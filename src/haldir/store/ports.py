@@ -372,7 +372,7 @@ class WebhookStore(Protocol):
     async def get_delivery(self, tenant_id: str, delivery_id: str) -> Delivery | None: ...
 
     async def redeliver(self, tenant_id: str, delivery_id: str, *, now: datetime) -> Delivery | None:
-        """Queue a delivered or failed delivery again, due now; None unless it was one of those."""
+        """Queue a delivery again, due now (one in flight stays as it is); None when there is none."""
         ...
 
 

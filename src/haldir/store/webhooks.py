@@ -390,8 +390,9 @@ class SqlWebhooks:
         return _delivery(row._asdict(), history.get(delivery_id, ()))
 
     async def redeliver(self, tenant_id: str, delivery_id: str, *, now: datetime) -> Delivery | None:
-        """Queue a delivered or failed delivery again, due now, at the start of the retry schedule; None
-        unless it was delivered or failed."""
+        """Queue a delivery again, due now, at the start of the retry schedule: a delivered or failed one,
+        or a pending one not being sent this moment (one that is keeps its attempt). None when there is
+        no such delivery."""
         async with self._store.write_transaction() as conn:
             row = (
                 await conn.execute(
@@ -399,7 +400,7 @@ class SqlWebhooks:
                     .where(
                         _D.tenant_id == tenant_id,
                         _D.delivery_id == delivery_id,
-                        _D.status.in_(("delivered", "failed")),
+                        sa.or_(_D.claimed_until.is_(None), _D.claimed_until <= now),
                     )
                     .values(
                         status="pending",
@@ -412,10 +413,20 @@ class SqlWebhooks:
                     .returning(*webhook_deliveries.c)
                 )
             ).first()
-            if row is None:
-                return None
-            conn.wrote_events = True  # wakes the worker as a new event would
-        return _delivery(row._asdict(), ())
+            if row is None:  # none, or in flight: as it is
+                row = (
+                    await conn.execute(
+                        sa.select(webhook_deliveries).where(
+                            _D.tenant_id == tenant_id, _D.delivery_id == delivery_id
+                        )
+                    )
+                ).first()
+                if row is None:
+                    return None
+            else:
+                conn.wrote_events = True  # wakes the worker as a new event would
+            history = await _attempts(conn, tenant_id, [delivery_id])
+        return _delivery(row._asdict(), history.get(delivery_id, ()))
 
 
 def _one_webhook(tenant_id: str, webhook_id: str) -> sa.Select[Any]:

@@ -26,6 +26,12 @@ class WebhookCreate(BaseModel):
     description: str = Field(default="", max_length=500)
 
 
+class NoBody(BaseModel):
+    """No fields: an empty object or no body at all."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class WebhookOut(BaseModel):
     webhook_id: str
     url: str
@@ -153,7 +159,9 @@ async def list_deliveries(
 
 
 @router.post("/deliveries/{delivery_id}/redeliver", status_code=202, response_model=DeliveryOut)
-async def redeliver(delivery_id: str, gov: GovernorDep, who: PrincipalDep) -> DeliveryOut:
+async def redeliver(
+    delivery_id: str, gov: GovernorDep, who: PrincipalDep, body: NoBody | None = None
+) -> DeliveryOut:
     return DeliveryOut.of(await gov.webhooks.redeliver(who, delivery_id))
 
 
@@ -168,10 +176,14 @@ async def delete_webhook(webhook_id: str, gov: GovernorDep, who: PrincipalDep) -
 
 
 @router.post("/{webhook_id}/rotate-secret", response_model=WebhookCreated)
-async def rotate_secret(webhook_id: str, gov: GovernorDep, who: PrincipalDep) -> WebhookCreated:
+async def rotate_secret(
+    webhook_id: str, gov: GovernorDep, who: PrincipalDep, body: NoBody | None = None
+) -> WebhookCreated:
     return WebhookCreated.made(await gov.webhooks.rotate_secret(who, webhook_id))
 
 
 @router.post("/{webhook_id}/test", status_code=202, response_model=DeliveryOut)
-async def test_webhook(webhook_id: str, gov: GovernorDep, who: PrincipalDep) -> DeliveryOut:
+async def test_webhook(
+    webhook_id: str, gov: GovernorDep, who: PrincipalDep, body: NoBody | None = None
+) -> DeliveryOut:
     return DeliveryOut.of(await gov.webhooks.test_webhook(who, webhook_id))
