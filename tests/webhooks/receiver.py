@@ -4,6 +4,7 @@ test says (a status code, a redirect, or holding the request open until released
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ class Receiver:
     received: list[Received] = field(default_factory=list)
     answer: Answer = lambda _: 204  # noqa: E731
     hold: threading.Event | None = None  # set: requests wait for it to be set before answering
+    delay: float = 0.0  # seconds each request takes to answer: a slow receiver
     arrived: threading.Condition = field(default_factory=threading.Condition)
 
     def wait_for(self, count: int, timeout: float = 30.0) -> list[Received]:
@@ -67,6 +69,8 @@ def receiver() -> Iterator[Receiver]:
                 state.arrived.notify_all()
             if state.hold is not None:
                 state.hold.wait(60)
+            if state.delay:
+                time.sleep(state.delay)  # the receiver's own latency, on its thread
             status = state.answer(got)
             self.send_response(status)
             if 300 <= status < 400:
@@ -77,7 +81,10 @@ def receiver() -> Iterator[Receiver]:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    class Server(ThreadingHTTPServer):
+        request_queue_size = 256  # many workers connect at once: the default backlog (5) refuses some
+
+    server = Server(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     state.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
