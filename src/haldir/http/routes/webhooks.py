@@ -183,7 +183,7 @@ async def rotate_secret(
 
 
 @router.post("/{webhook_id}/test", status_code=202, response_model=DeliveryOut)
-async def test_webhook(
+async def send_test_event(
     webhook_id: str, gov: GovernorDep, who: PrincipalDep, body: NoBody | None = None
 ) -> DeliveryOut:
     return DeliveryOut.of(await gov.webhooks.test_webhook(who, webhook_id))
