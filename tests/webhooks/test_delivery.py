@@ -279,3 +279,28 @@ async def test_urls_the_outbound_guard_refuses_are_refused_at_registration(hooks
     ):
         with pytest.raises(OutboundRefused):
             await hooks.governor.webhooks.create_webhook(principal, url=url, events=["*"])
+
+
+async def test_attempts_recorded_while_the_webhook_is_deleted_never_deadlock(
+    hooks: Hooks, listener: Receiver
+) -> None:
+    principal = Principal.operator("acme")
+    webhook_id, _ = await _subscribe(hooks, listener.url)
+    for _ in range(20):
+        await hooks.governor.webhooks.test_webhook(principal, webhook_id)
+    store = hooks.store.webhooks
+    now = hooks.clock.now()
+    claimed = await store.claim(now=now, until=now + timedelta(seconds=60), limit=50)
+    assert len(claimed) == 20
+
+    async def record(one: Claimed) -> bool:
+        failed = Attempt(1, now, 500, 3, "answered 500", now + timedelta(seconds=5))
+        return await store.record_attempt(one, failed, retries=1, disabled_reason=lambda _: "")
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            for one in claimed:
+                tg.start_soon(record, one)
+            tg.start_soon(store.delete_webhook, "acme", webhook_id)
+    assert (await hooks.governor.webhooks.list_deliveries(principal)).items == []
+    assert await store.get_webhook("acme", webhook_id) is None

@@ -166,7 +166,9 @@ class SqlWebhooks:
         async with self._store.write_transaction() as conn:
             found = (
                 await conn.execute(
-                    sa.select(_W.webhook_id).where(_W.tenant_id == tenant_id, _W.webhook_id == webhook_id)
+                    sa.select(_W.webhook_id)
+                    .where(_W.tenant_id == tenant_id, _W.webhook_id == webhook_id)
+                    .with_for_update(read=True)  # not deleted until its test delivery is in
                 )
             ).first()
             if found is None:
@@ -203,8 +205,12 @@ class SqlWebhooks:
                 return 0
             tenants = sorted({row.tenant_id for row in found})
             hooks: dict[str, list[Webhook]] = {}
+            # Shared locks: a webhook deleted meanwhile waits for these deliveries and deletes them too.
             for row in await conn.execute(
-                sa.select(webhooks).where(_W.tenant_id.in_(tenants), _W.enabled.is_(True))
+                sa.select(webhooks)
+                .where(_W.tenant_id.in_(tenants), _W.enabled.is_(True))
+                .order_by(_W.tenant_id, _W.webhook_id)
+                .with_for_update(read=True)
             ):
                 hooks.setdefault(row.tenant_id, []).append(_webhook(row))
             rows = [
@@ -270,17 +276,56 @@ class SqlWebhooks:
             return {(row.tenant_id, row.webhook_id): _target(row) for row in rows}
 
     async def record_attempt(
-        self, claimed: Claimed, attempt: Attempt, *, retries: int, disabled_reason: Callable[[datetime], str]
+        self,
+        claimed: Claimed,
+        attempt: Attempt,
+        *,
+        retries: int,
+        disabled_reason: Callable[[datetime], str],
     ) -> bool:
         """Record an attempt under the claim's lease: the delivery's new state, the attempt, and the
         webhook's failing streak (ended by a success; a streak of `DISABLE_AFTER` disables the webhook,
-        with `disabled_reason(failing_since)`). False, and nothing recorded, when the lease was lost."""
+        with `disabled_reason(failing_since)`). False, and nothing recorded, when the lease was lost.
+
+        Lock order, as in `delete_webhook`: the webhook row, then the delivery's.
+        """
+        try:
+            return await self._record_attempt(
+                claimed, attempt, retries=retries, disabled_reason=disabled_reason
+            )
+        except _LeaseLost:  # raised inside the transaction: nothing of it committed
+            return False
+
+    async def _record_attempt(
+        self,
+        claimed: Claimed,
+        attempt: Attempt,
+        *,
+        retries: int,
+        disabled_reason: Callable[[datetime], str],
+    ) -> bool:
         d = claimed.delivery
         if attempt.succeeded:
             status = "delivered"
         else:
             status = "pending" if attempt.next_attempt_at is not None else "failed"
+        one = (_W.tenant_id == d.tenant_id, _W.webhook_id == d.webhook_id)
         async with self._store.write_transaction() as conn:
+            streak = None
+            if attempt.succeeded:
+                await conn.execute(
+                    sa.update(webhooks).where(*one, _W.failing_since.isnot(None)).values(failing_since=None)
+                )
+            else:
+                first_failure = sa.literal(attempt.attempted_at, Micros())
+                streak = (
+                    await conn.execute(
+                        sa.update(webhooks)
+                        .where(*one)
+                        .values(failing_since=sa.func.coalesce(_W.failing_since, first_failure))
+                        .returning(_W.failing_since, _W.enabled)
+                    )
+                ).first()
             updated = await conn.execute(
                 sa.update(webhook_deliveries)
                 .where(
@@ -297,7 +342,7 @@ class SqlWebhooks:
                 )
             )
             if updated.rowcount != 1:
-                return False
+                raise _LeaseLost
             await conn.execute(
                 sa.insert(webhook_attempts).values(
                     tenant_id=d.tenant_id,
@@ -310,35 +355,17 @@ class SqlWebhooks:
                     next_attempt_at=attempt.next_attempt_at,
                 )
             )
-            one = (_W.tenant_id == d.tenant_id, _W.webhook_id == d.webhook_id)
-            if attempt.succeeded:
-                await conn.execute(
-                    sa.update(webhooks).where(*one, _W.failing_since.isnot(None)).values(failing_since=None)
-                )
-                return True
-            since = (
-                await conn.execute(
-                    sa.update(webhooks)
-                    .where(*one)
-                    .values(
-                        failing_since=sa.func.coalesce(
-                            _W.failing_since, sa.literal(attempt.attempted_at, Micros())
-                        )
-                    )
-                    .returning(_W.failing_since, _W.enabled)
-                )
-            ).first()
             if (
-                since is not None
-                and since.enabled
-                and should_disable(since.failing_since, now=attempt.attempted_at)
+                streak is not None
+                and streak.enabled
+                and should_disable(streak.failing_since, now=attempt.attempted_at)
             ):
                 await conn.execute(
                     sa.update(webhooks)
                     .where(*one)
                     .values(
                         enabled=False,
-                        disabled_reason=disabled_reason(since.failing_since),
+                        disabled_reason=disabled_reason(streak.failing_since),
                         updated_at=attempt.attempted_at,
                     )
                 )
@@ -427,6 +454,10 @@ class SqlWebhooks:
                 conn.wrote_events = True  # wakes the worker as a new event would
             history = await _attempts(conn, tenant_id, [delivery_id])
         return _delivery(row._asdict(), history.get(delivery_id, ()))
+
+
+class _LeaseLost(Exception):
+    pass
 
 
 def _one_webhook(tenant_id: str, webhook_id: str) -> sa.Select[Any]:
