@@ -3,6 +3,7 @@ replicas on one PostgreSQL database deliver each event once."""
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
@@ -85,3 +86,53 @@ def test_two_replicas_on_postgres_deliver_each_test_event_once(postgres_url: str
         assert len(listed) == count
         assert all(delivery["attempts"] == 1 for delivery in listed)
         assert len(listener.received) == count  # nothing sent twice
+
+
+def test_the_webhooks_cli_adds_tests_lists_and_redelivers(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    assert haldir("migrate", "up", env=env).returncode == 0
+    with receiver() as listener, serve(env, tmp_path) as server:
+        [key] = server.printed_keys()
+        client_env = {**env, "HALDIR_URL": server.url, "HALDIR_API_KEY": key}
+        added = haldir(
+            "webhooks",
+            "add",
+            listener.url,
+            "--events",
+            "webhook.test,session.revoked",
+            "--json",
+            env=client_env,
+        )
+        assert added.returncode == 0, added.stderr
+        created = json.loads(added.stdout)
+        assert created["secret"].startswith("whsec_")
+        listed = haldir("webhooks", "list", "--json", env=client_env)
+        assert [hook["webhook_id"] for hook in json.loads(listed.stdout)] == [created["webhook_id"]]
+        assert "whsec_" not in listed.stdout
+        tested = haldir("webhooks", "test", created["webhook_id"], "--json", env=client_env)
+        assert tested.returncode == 0, tested.stderr
+        delivery_id = json.loads(tested.stdout)["delivery_id"]
+        [got] = listener.wait_for(1)
+        got.verify(created["secret"])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # the real server records the attempt after the answer
+            shown = haldir("webhooks", "deliveries", "--json", env=client_env)
+            attempts = json.loads(shown.stdout)
+            if attempts:
+                break
+            time.sleep(0.1)
+        assert [(a["delivery_id"], a["attempt"], a["status_code"]) for a in attempts] == [
+            (delivery_id, 1, 204)
+        ]
+        again = haldir("webhooks", "redeliver", delivery_id, env=client_env)
+        assert again.returncode == 0, again.stderr
+        assert listener.wait_for(2)[1].message_id == got.message_id
+        table = haldir("webhooks", "deliveries", env=client_env)
+        assert table.returncode == 0
+        assert delivery_id in table.stdout
+        missing = haldir("webhooks", "redeliver", "whd_nothing", env=client_env)
+        assert missing.returncode == 5
+        assert "no delivery" in missing.stderr
+        unauthenticated = haldir("webhooks", "list", env={**client_env, "HALDIR_API_KEY": ""})
+        assert unauthenticated.returncode == 3
+        assert "HALDIR_API_KEY" in unauthenticated.stderr

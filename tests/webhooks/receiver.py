@@ -43,7 +43,7 @@ Answer = Callable[[Received], int]
 class Receiver:
     url: str
     received: list[Received] = field(default_factory=list)
-    answer: Answer = lambda _: 204  # noqa: E731
+    answer: Answer = lambda _: 204
     hold: threading.Event | None = None  # set: requests wait for it to be set before answering
     delay: float = 0.0  # seconds each request takes to answer: a slow receiver
     arrived: threading.Condition = field(default_factory=threading.Condition)

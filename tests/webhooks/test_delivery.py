@@ -85,7 +85,8 @@ async def test_a_receiver_that_fails_twice_gets_three_attempts_on_the_backoff_sc
     assert await _step(hooks) == 1  # 200
 
     ids = {got.message_id for got in listener.received}
-    assert len(listener.received) == 3 and len(ids) == 1  # one webhook-id across retries
+    assert len(listener.received) == 3
+    assert len(ids) == 1  # one webhook-id across retries
     assert all(got.signed_by(secret) for got in listener.received)
     [delivery] = (await hooks.governor.webhooks.list_deliveries(Principal.operator("acme"))).items
     assert delivery.status == "delivered"
@@ -199,7 +200,7 @@ async def test_an_unreachable_receiver_is_recorded_without_its_url(hooks: Hooks,
     await _revoked_session(hooks)
     listener_port = url.split(":")[2].split("/")[0]
     await hooks.governor.webhooks.create_webhook(
-        Principal.operator("acme"), url=f"http://127.0.0.1:1/closed?token=very-secret-token", events=["*"]
+        Principal.operator("acme"), url="http://127.0.0.1:1/closed?token=very-secret-token", events=["*"]
     )
     await _step(hooks)
     page = await hooks.governor.webhooks.list_deliveries(Principal.operator("acme"))

@@ -7,6 +7,7 @@ import json
 from decimal import Decimal
 
 import anyio
+import anyio.lowlevel
 import pytest
 import sqlalchemy as sa
 
@@ -111,7 +112,7 @@ async def test_a_committed_event_wakes_the_running_worker_without_waiting_for_a_
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(worker.run)
-            await anyio.sleep(0)  # let it reach its first wait
+            await anyio.lowlevel.checkpoint()  # let it reach its first wait
             session = await hooks.governor.sessions.create_session(ACME, agent_id="bot", scopes=["read"])
             await hooks.governor.sessions.revoke_session(ACME, session.value.session_id)
             with anyio.fail_after(20):

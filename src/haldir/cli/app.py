@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer._click.core import Context  # Typer vendors click; its Group.invoke is typed with this Context
 
-from haldir.cli import audit, keys, migrate, proxy, serve, vault
+from haldir.cli import audit, keys, migrate, proxy, serve, vault, webhooks
 from haldir.errors import HaldirError
 
 
@@ -41,6 +41,7 @@ app.add_typer(migrate.app, name="migrate")
 app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
 app.add_typer(vault.app, name="vault")
+app.add_typer(webhooks.app, name="webhooks")
 
 
 @app.callback()
