@@ -9,13 +9,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from haldir.core import ids
 from haldir.core.clock import isoformat
 from haldir.core.money import format_micros
 from haldir.core.sessions import Session
 from haldir.errors import InvalidRequest
 
-WEBHOOK = "whk"  # id prefix of a webhook
-DELIVERY = "whd"  # id prefix of a delivery (one event to one webhook)
+WEBHOOK = ids.WEBHOOK  # id prefix of a webhook
+DELIVERY = ids.WEBHOOK_DELIVERY  # id prefix of a delivery (one event to one webhook)
 
 APPROVAL_REQUESTED = "approval.requested"
 APPROVAL_DECIDED = "approval.decided"

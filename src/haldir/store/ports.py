@@ -342,12 +342,14 @@ class WebhookStore(Protocol):
         """A `webhook.test` event and its one delivery, to this webhook only; None when there is none."""
         ...
 
-    async def fan_out(self, *, now: datetime, limit: int) -> int:
-        """Make the deliveries of up to `limit` events not fanned out yet; how many events it took."""
+    async def fan_out(self, *, now: datetime, limit: int, probe: bool = True) -> int:
+        """Make the deliveries of up to `limit` events not fanned out yet; how many events it took.
+        With `probe`, a read first says whether there is any (no write transaction when idle)."""
         ...
 
-    async def claim(self, *, now: datetime, until: datetime, limit: int) -> list[Claimed]:
-        """Lease up to `limit` due deliveries until `until`; durable before it returns."""
+    async def claim(self, *, now: datetime, until: datetime, limit: int, probe: bool = True) -> list[Claimed]:
+        """Lease up to `limit` due deliveries until `until`; durable before it returns. With `probe`, a
+        read first says whether any is due."""
         ...
 
     async def targets(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Target]: ...

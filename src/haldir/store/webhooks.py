@@ -180,7 +180,7 @@ class SqlWebhooks:
             conn.wrote_events = True
         return _delivery(row, ())
 
-    async def fan_out(self, *, now: datetime, limit: int) -> int:
+    async def fan_out(self, *, now: datetime, limit: int, probe: bool = True) -> int:
         """Turn up to `limit` events not fanned out yet (of any tenant, oldest first) into one delivery
         per subscribed, enabled webhook that existed when the event was recorded, and mark them fanned
         out, in one transaction. Replicas fan out disjoint events (`SKIP LOCKED`); a delivery is made
@@ -234,7 +234,7 @@ class SqlWebhooks:
             )
         return len(found)
 
-    async def claim(self, *, now: datetime, until: datetime, limit: int) -> list[Claimed]:
+    async def claim(self, *, now: datetime, until: datetime, limit: int, probe: bool = True) -> list[Claimed]:
         """Lease up to `limit` due deliveries (pending, due, and not leased or whose lease ran out) until
         `until`, committed before any is sent. On PostgreSQL rows another claim holds are skipped, not
         waited for; on SQLite the one writer makes the conditional UPDATE the whole claim."""
@@ -244,9 +244,10 @@ class SqlWebhooks:
             _D.next_attempt_at <= now,
             sa.or_(_D.claimed_until.is_(None), _D.claimed_until <= now),
         )
-        async with self._store.read_connection() as reader:  # idle polls cost one read, no write
-            if (await reader.execute(sa.select(_D.delivery_id).where(*ready).limit(1))).first() is None:
-                return []
+        if probe:  # an idle poll costs one read, no write transaction
+            async with self._store.read_connection() as reader:
+                if (await reader.execute(sa.select(_D.delivery_id).where(*ready).limit(1))).first() is None:
+                    return []
         due = (
             sa.select(_D.tenant_id, _D.delivery_id)
             .where(*ready)

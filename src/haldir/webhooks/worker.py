@@ -66,19 +66,22 @@ class DeliveryWorker:
     async def run(self) -> None:
         """Deliver until cancelled: wake on an event committed in this process, a finished delivery, or
         every `poll_seconds` (events of other processes, retries coming due)."""
+        woken = True  # at start there may be work: look without probing first
         try:
             while True:
                 try:
-                    await self._fan_out()
+                    await self._fan_out(probe=not woken)
                     free = self._concurrency - len(self._in_flight)
                     if free > 0:
-                        for claimed, target in await self._claim(free):
+                        for claimed, target in await self._claim(free, probe=not woken):
                             task = asyncio.create_task(self._send_one(claimed, target, wake=True))
                             self._in_flight.add(task)
                             task.add_done_callback(self._in_flight.discard)
                 except (HaldirError, OSError) as exc:  # the store is down: try again at the next poll
                     log.warning("webhooks.worker_failed", error=type(exc).__name__, message=str(exc)[:200])
-                await self._outbox.wait(seconds=self._poll)
+                except Exception:  # a bug must not stop this process's deliveries for good: log it, go on
+                    log.exception("webhooks.worker_crashed")
+                woken = await self._outbox.wait(seconds=self._poll)
         finally:
             for task in self._in_flight:
                 task.cancel()
@@ -94,14 +97,15 @@ class DeliveryWorker:
             attempted += len(claimed)
         return attempted
 
-    async def _fan_out(self) -> None:
-        while await self._store.fan_out(now=self._clock.now(), limit=BATCH) == BATCH:
+    async def _fan_out(self, *, probe: bool = True) -> None:
+        while await self._store.fan_out(now=self._clock.now(), limit=BATCH, probe=probe) == BATCH:
             pass
 
-    async def _claim(self, limit: int) -> list[tuple[Claimed, Target | None]]:
-        """Due deliveries leased to this process, each with where it goes (None: deleted meanwhile)."""
+    async def _claim(self, limit: int, *, probe: bool = True) -> list[tuple[Claimed, Target | None]]:
+        """Due deliveries leased to this process, each with where it goes (None: deleted meanwhile).
+        `probe` first reads whether any is due: cheaper when idle, a round trip more when busy."""
         now = self._clock.now()
-        claimed = await self._store.claim(now=now, until=now + self._lease, limit=limit)
+        claimed = await self._store.claim(now=now, until=now + self._lease, limit=limit, probe=probe)
         if not claimed:
             return []
         targets = await self._store.targets([(c.delivery.tenant_id, c.delivery.webhook_id) for c in claimed])
