@@ -25,6 +25,7 @@ async def test_the_async_client_manages_webhooks_and_their_deliveries(api: Api) 
         assert "secret" not in await client.get_webhook(webhook_id)
         rotated = await client.rotate_secret(webhook_id)
         assert rotated["secret"] != created["secret"]
+        assert (await client.enable_webhook(webhook_id))["enabled"] is True
         queued = await client.test_webhook(webhook_id)
         listed = await client.list_deliveries(webhook_id=webhook_id)
         assert [d["delivery_id"] for d in listed["deliveries"]] == [queued["delivery_id"]]

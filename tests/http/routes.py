@@ -71,6 +71,7 @@ SAMPLES: dict[tuple[str, str], tuple[str, Any]] = {
     ("GET", "/v1/webhooks/{webhook_id}"): ("webhooks:read", None),
     ("DELETE", "/v1/webhooks/{webhook_id}"): ("webhooks:write", None),
     ("POST", "/v1/webhooks/{webhook_id}/rotate-secret"): ("webhooks:write", None),
+    ("POST", "/v1/webhooks/{webhook_id}/enable"): ("webhooks:write", None),
     ("POST", "/v1/webhooks/{webhook_id}/test"): ("webhooks:write", None),
     ("POST", "/v1/proxy/call"): (
         "proxy:write",

@@ -90,6 +90,7 @@ async def test_unknown_ids_are_404(api: Api) -> None:
         ("DELETE", "/v1/webhooks/whk_missing"),
         ("POST", "/v1/webhooks/whk_missing/rotate-secret"),
         ("POST", "/v1/webhooks/whk_missing/test"),
+        ("POST", "/v1/webhooks/whk_missing/enable"),
         ("POST", "/v1/webhooks/deliveries/whd_missing/redeliver"),
         ("POST", "/v1/webhooks/deliveries/x" + "y" * 300 + "/redeliver"),
     ]:
@@ -111,6 +112,7 @@ async def test_another_tenant_never_sees_or_touches_a_webhook_or_its_deliveries(
         ("DELETE", f"/v1/webhooks/{webhook_id}"),
         ("POST", f"/v1/webhooks/{webhook_id}/rotate-secret"),
         ("POST", f"/v1/webhooks/{webhook_id}/test"),
+        ("POST", f"/v1/webhooks/{webhook_id}/enable"),
         ("POST", f"/v1/webhooks/deliveries/{delivery_id}/redeliver"),
     ]:
         response = await api.client.request(method, path, headers=intruder)

@@ -158,6 +158,14 @@ async def test_a_webhook_failing_for_a_day_is_disabled_and_says_why(hooks: Hooks
     hooks.clock.advance(1)
     assert await _step(hooks) == 0
 
+    listener.answer = lambda _: 204  # the receiver is fixed: enable it, and new events go to it again
+    enabled = await hooks.governor.webhooks.enable_webhook(principal, webhook_id)
+    assert (enabled.enabled, enabled.disabled_reason, enabled.failing_since) == (True, None, None)
+    hooks.clock.advance(1)
+    await _revoked_session(hooks)
+    assert await _step(hooks) == 1
+    assert listener.received[-1].headers["webhook-id"] != listener.received[0].headers["webhook-id"]
+
 
 async def test_after_rotation_both_signatures_are_sent_and_each_verifies(
     hooks: Hooks, listener: Receiver

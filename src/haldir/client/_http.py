@@ -432,6 +432,10 @@ def rotate_secret(webhook_id: str) -> Call[Json]:
     return Call("POST", f"/v1/webhooks/{_segment(webhook_id)}/rotate-secret", json_object)
 
 
+def enable_webhook(webhook_id: str) -> Call[Json]:
+    return Call("POST", f"/v1/webhooks/{_segment(webhook_id)}/enable", json_object)
+
+
 def test_webhook(webhook_id: str) -> Call[Json]:
     return Call("POST", f"/v1/webhooks/{_segment(webhook_id)}/test", json_object)
 

@@ -314,6 +314,10 @@ class AsyncHaldirClient:
         """A new signing secret, shown once; the old one also signs during the grace period."""
         return await self._send(_http.rotate_secret(webhook_id))
 
+    async def enable_webhook(self, webhook_id: str) -> Json:
+        """Enable a webhook disabled after a day of failures; new events go to it again."""
+        return await self._send(_http.enable_webhook(webhook_id))
+
     async def test_webhook(self, webhook_id: str) -> Json:
         """Queue a `webhook.test` event for this webhook only; the delivery, pending."""
         return await self._send(_http.test_webhook(webhook_id))

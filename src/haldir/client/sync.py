@@ -310,6 +310,10 @@ class HaldirClient:
         """A new signing secret, shown once; the old one also signs during the grace period."""
         return self._send(_http.rotate_secret(webhook_id))
 
+    def enable_webhook(self, webhook_id: str) -> Json:
+        """Enable a webhook disabled after a day of failures; new events go to it again."""
+        return self._send(_http.enable_webhook(webhook_id))
+
     def test_webhook(self, webhook_id: str) -> Json:
         """Queue a `webhook.test` event for this webhook only; the delivery, pending."""
         return self._send(_http.test_webhook(webhook_id))

@@ -143,6 +143,17 @@ class Webhooks:
             )
         return CreatedWebhook(rotated, secret)
 
+    async def enable_webhook(self, principal: Principal, webhook_id: str) -> Webhook:
+        """Enable a webhook that was disabled after failing for a day (or any webhook: a no-op then);
+        new events go to it again. Deliveries that failed meanwhile stay failed: redeliver them."""
+        principal.require("webhooks:write")
+        enabled = await self._store.enable_webhook(
+            principal.tenant_id, _webhook_id(webhook_id), at=self._clock.now()
+        )
+        if enabled is None:
+            raise _no_webhook(webhook_id)
+        return enabled
+
     async def test_webhook(self, principal: Principal, webhook_id: str) -> Delivery:
         """Queue a `webhook.test` event for this webhook only (whatever it subscribes to)."""
         principal.require("webhooks:write")

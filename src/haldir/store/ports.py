@@ -336,6 +336,10 @@ class WebhookStore(Protocol):
         `previous_until`. None when the webhook is gone or was rotated meanwhile."""
         ...
 
+    async def enable_webhook(self, tenant_id: str, webhook_id: str, *, at: datetime) -> Webhook | None:
+        """Enable a (disabled) webhook, its failing streak forgotten; None when there is none."""
+        ...
+
     async def queue_test(
         self, tenant_id: str, webhook_id: str, *, data: dict[str, Any], at: datetime
     ) -> Delivery | None:

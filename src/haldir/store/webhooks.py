@@ -156,6 +156,19 @@ class SqlWebhooks:
             ).first()
         return None if row is None else _webhook(row)
 
+    async def enable_webhook(self, tenant_id: str, webhook_id: str, *, at: datetime) -> Webhook | None:
+        """Enable a webhook again, its failing streak forgotten; None when there is no such webhook."""
+        async with self._store.write_transaction() as conn:
+            row = (
+                await conn.execute(
+                    sa.update(webhooks)
+                    .where(_W.tenant_id == tenant_id, _W.webhook_id == webhook_id)
+                    .values(enabled=True, disabled_reason=None, failing_since=None, updated_at=at)
+                    .returning(*webhooks.c)
+                )
+            ).first()
+        return None if row is None else _webhook(row)
+
     # deliveries
 
     async def queue_test(

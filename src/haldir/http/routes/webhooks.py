@@ -182,6 +182,13 @@ async def rotate_secret(
     return WebhookCreated.made(await gov.webhooks.rotate_secret(who, webhook_id))
 
 
+@router.post("/{webhook_id}/enable", response_model=WebhookOut)
+async def enable_webhook(
+    webhook_id: str, gov: GovernorDep, who: PrincipalDep, body: NoBody | None = None
+) -> WebhookOut:
+    return WebhookOut.of(await gov.webhooks.enable_webhook(who, webhook_id))
+
+
 @router.post("/{webhook_id}/test", status_code=202, response_model=DeliveryOut)
 async def send_test_event(
     webhook_id: str, gov: GovernorDep, who: PrincipalDep, body: NoBody | None = None
