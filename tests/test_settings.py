@@ -85,3 +85,12 @@ def test_malformed_stdio_settings_are_refused(
     monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError, match=message):
         Settings()
+
+
+def test_a_webhook_lease_no_longer_than_the_timeout_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HALDIR_WEBHOOK_TIMEOUT_SECONDS", "10")
+    monkeypatch.setenv("HALDIR_WEBHOOK_LEASE_SECONDS", "10")
+    with pytest.raises(ValidationError, match="must be longer than webhook_timeout_seconds"):
+        Settings()
+    monkeypatch.setenv("HALDIR_WEBHOOK_LEASE_SECONDS", "11")
+    assert Settings().webhook_lease_seconds == 11

@@ -26,6 +26,7 @@ from haldir.governor.registry import Registry
 from haldir.governor.rules import Rules
 from haldir.governor.sessions import Sessions
 from haldir.governor.vault import Vault
+from haldir.governor.webhooks import DEFAULT_SECRET_GRACE, Webhooks
 from haldir.settings import Settings
 from haldir.store.migrate import require_latest_schema
 from haldir.store.ports import Store
@@ -47,6 +48,7 @@ def wire(
     stdio_tenants: frozenset[str] = frozenset({DEFAULT_TENANT}),
     stdio_commands: Sequence[str] = (),
     approval_timeouts: Timeouts = Timeouts(),
+    webhook_secret_grace: timedelta = DEFAULT_SECRET_GRACE,
 ) -> Governor:
     """The governor's services over `store`, each given only the ports, settings and services it uses,
     built in dependency order. `strict_scopes` limits session scopes to the built-in and `custom_scopes`
@@ -103,6 +105,13 @@ def wire(
             payment_store=store,
             proxy_store=store.proxy,
             clock=clock,
+        ),
+        webhooks=Webhooks(
+            webhook_store=store.webhooks,
+            vault=vault,
+            clock=clock,
+            outbound_allow=outbound_allow,
+            secret_grace=webhook_secret_grace,
         ),
         clock=clock,
     )
@@ -161,6 +170,7 @@ async def open_runtime(
                 pending=timedelta(seconds=settings.approval_pending_seconds),
                 use=timedelta(seconds=settings.approval_use_seconds),
             ),
+            webhook_secret_grace=timedelta(seconds=settings.webhook_secret_grace_seconds),
         )
         if master_keys is not None:
             await governor.vault.verify_vault_keys()

@@ -7,7 +7,7 @@ from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from haldir.core.commands import program_entry
@@ -107,6 +107,31 @@ class Settings(BaseSettings):
         "server's PATH) or absolute paths, each matched exactly. Empty: any program.",
     )
 
+    webhook_secret_grace_seconds: int = Field(
+        default=86400,
+        ge=0,
+        le=30 * 86400,
+        description="After a webhook's secret is rotated, how long the old secret still signs deliveries "
+        "(both signatures are sent).",
+    )
+    webhook_poll_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="How often each server process looks for webhook events and retries that other "
+        "processes committed (its own wake it at once).",
+    )
+    webhook_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=60, description="How long a webhook delivery waits for the receiver's answer."
+    )
+    webhook_lease_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="How long a process holds a webhook delivery it is sending; longer than the timeout. "
+        "A delivery whose process died is sent again once its lease has run out.",
+    )
+
     _split_lists = field_validator("outbound_allow", "custom_scopes", mode="before")(comma_list)
     _split_stdio = field_validator("stdio_tenants", "stdio_commands", mode="before")(comma_list)
 
@@ -133,6 +158,16 @@ class Settings(BaseSettings):
                 f"with a letter: {bad}"
             )
         return value
+
+    @model_validator(mode="after")
+    def _check_lease(self) -> Settings:
+        if self.webhook_lease_seconds <= self.webhook_timeout_seconds:
+            raise ValueError(
+                f"webhook_lease_seconds ({self.webhook_lease_seconds:g}) must be longer than "
+                f"webhook_timeout_seconds ({self.webhook_timeout_seconds:g}): else a slow delivery is sent "
+                "twice"
+            )
+        return self
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -386,7 +386,7 @@ def test_the_readme_key_line_prints_a_master_key_the_server_accepts(live: Live) 
 
 
 def test_the_readme_cli_lines_that_exist_today_run_as_printed(live: Live, tmp_path: Path) -> None:
-    # `login`, `overview`, `status`, `ready`, `audit tail`, `webhooks deliveries` land with issue 13.
+    # `login`, `overview`, `status`, `ready`, `audit tail` land with issue 13.
     printed = example("readme_cli.sh")
     with live.rest("readme") as rest:
         session = rest.post("/v1/sessions", json={"agent_id": "cli-bot", "scopes": ["spend:10"]}).json()
@@ -403,11 +403,12 @@ def test_the_readme_cli_lines_that_exist_today_run_as_printed(live: Live, tmp_pa
         "HALDIR_API_KEY": live.keys["readme"],
     }
 
-    lines = [
-        _line(printed, start) for start in ("haldir migrate up", "haldir audit export", "haldir audit verify")
-    ]
+    starts = ("haldir migrate up", "haldir audit export", "haldir audit verify", "haldir webhooks deliveries")
+    lines = [_line(printed, start) for start in starts]
     with ThreadPoolExecutor() as pool:  # independent commands; each pays a Python start-up
-        migrated, exported, verified = pool.map(lambda line: _bash(line, cwd=tmp_path, env=env), lines)
+        migrated, exported, verified, deliveries = pool.map(
+            lambda line: _bash(line, cwd=tmp_path, env=env), lines
+        )
 
     assert migrated.returncode == 0, migrated.stderr
     assert "(latest)" in migrated.stdout + migrated.stderr
@@ -418,6 +419,8 @@ def test_the_readme_cli_lines_that_exist_today_run_as_printed(live: Live, tmp_pa
     assert "checkpoint" in json.loads(lines[-1])
     assert verified.returncode == 0, verified.stderr
     assert f"ok: {size} entries, verified by the server" in verified.stdout
+    assert deliveries.returncode == 0, deliveries.stderr
+    assert "attempted" in deliveries.stdout  # the table's header: no webhook, no attempt yet
 
 
 def test_the_proxy_guide_curl_walkthrough_runs_as_printed(live: Live, tmp_path: Path) -> None:

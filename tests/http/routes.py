@@ -15,6 +15,9 @@ PUBLIC = {("GET", "/livez"), ("GET", "/readyz"), ("GET", "/healthz"), ("GET", "/
 
 # (method, path) -> (required key scopes, space-separated, the first checked first; JSON body or None);
 # "{name}" in a body is filled like a path.
+# A public address (the walker's servers allow no private network) on a port nothing answers on.
+WALKER_HOOK_URL = "https://1.1.1.1:9/haldir-walker"
+
 SAMPLES: dict[tuple[str, str], tuple[str, Any]] = {
     ("POST", "/v1/keys"): ("admin:write", {"name": "k", "scopes": ["admin:read"]}),
     ("GET", "/v1/keys"): ("admin:read", None),
@@ -61,6 +64,15 @@ SAMPLES: dict[tuple[str, str], tuple[str, Any]] = {
     ("POST", "/v1/proxy/policies"): ("proxy:write", {"type": "deny", "tools": ["drop_database"]}),
     ("GET", "/v1/proxy/policies"): ("proxy:read", None),
     ("DELETE", "/v1/proxy/policies/{policy_id}"): ("proxy:write", None),
+    ("POST", "/v1/webhooks"): ("webhooks:write", {"url": WALKER_HOOK_URL, "events": ["budget.threshold"]}),
+    ("GET", "/v1/webhooks"): ("webhooks:read", None),
+    ("GET", "/v1/webhooks/deliveries"): ("webhooks:read", None),
+    ("POST", "/v1/webhooks/deliveries/{delivery_id}/redeliver"): ("webhooks:write", None),
+    ("GET", "/v1/webhooks/{webhook_id}"): ("webhooks:read", None),
+    ("DELETE", "/v1/webhooks/{webhook_id}"): ("webhooks:write", None),
+    ("POST", "/v1/webhooks/{webhook_id}/rotate-secret"): ("webhooks:write", None),
+    ("POST", "/v1/webhooks/{webhook_id}/enable"): ("webhooks:write", None),
+    ("POST", "/v1/webhooks/{webhook_id}/test"): ("webhooks:write", None),
     ("POST", "/v1/proxy/call"): (
         "proxy:write",
         {"session_id": "{execute_session_id}", "tool": "{tool}", "arguments": {"timezone": "UTC"}},
@@ -90,6 +102,7 @@ ALIASES = {
     ("POST", "/v1/proxy/tools/{name}/approve"): {"name": "tool"},
     ("POST", "/v1/approvals/{approval_id}/deny"): {"approval_id": "deniable_approval_id"},
     ("DELETE", "/v1/approvals/rules/{rule_id}"): {"rule_id": "approval_rule_id"},
+    ("DELETE", "/v1/webhooks/{webhook_id}"): {"webhook_id": "deletable_webhook_id"},
 }
 
 SAMPLE_SECRET = "walker-secret"
@@ -140,7 +153,19 @@ async def seed(client: httpx.AsyncClient, headers: dict[str, str]) -> dict[str, 
     executor = await client.post(
         "/v1/sessions", json={"agent_id": "a", "scopes": ["execute"]}, headers=headers
     )
+    hooks = []
+    for _ in range(2):
+        hook = await client.post(
+            "/v1/webhooks", json={"url": WALKER_HOOK_URL, "events": ["budget.threshold"]}, headers=headers
+        )
+        assert hook.status_code == 201, hook.text
+        hooks.append(hook.json()["webhook_id"])
+    tested = await client.post(f"/v1/webhooks/{hooks[0]}/test", headers=headers)
+    assert tested.status_code == 202, tested.text
     return {
+        "webhook_id": hooks[0],
+        "deletable_webhook_id": hooks[1],
+        "delivery_id": tested.json()["delivery_id"],
         "upstream": SAMPLE_UPSTREAM,
         "deletable_upstream": DELETABLE_UPSTREAM,
         "tool": f"{SAMPLE_UPSTREAM}__get_current_time",

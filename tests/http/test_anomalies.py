@@ -151,7 +151,8 @@ async def test_each_flagged_entry_records_exactly_one_audit_flagged_event(api: A
         assert row["tenant_id"] == "acme"
         assert row["event_id"].startswith("evt_")
         assert row["type"] == "audit.flagged"
-        assert row["delivered_at"] is None
+        # Fanned out to webhooks (none here) by the app's delivery worker, or not yet.
+        assert row["delivered_at"] is None or row["delivered_at"] >= row["created_at"]
         assert row["payload"]["leaf_index"] == entry["leaf_index"]
         assert row["payload"]["flag_reason"] == entry["flag_reason"]
         assert row["payload"]["session_id"] == session_id

@@ -408,6 +408,49 @@ def spend(
     return Call("GET", "/v1/audit/spend", json_object, params=params)
 
 
+# webhooks
+
+
+def create_webhook(*, url: str, events: Sequence[str], description: str) -> Call[Json]:
+    body = {"url": url, "events": list(events), "description": description}
+    return Call("POST", "/v1/webhooks", json_object, body=body)
+
+
+def list_webhooks() -> Call[Json]:
+    return Call("GET", "/v1/webhooks", json_object)
+
+
+def get_webhook(webhook_id: str) -> Call[Json]:
+    return Call("GET", f"/v1/webhooks/{_segment(webhook_id)}", json_object)
+
+
+def delete_webhook(webhook_id: str) -> Call[Json]:
+    return Call("DELETE", f"/v1/webhooks/{_segment(webhook_id)}", json_object)
+
+
+def rotate_secret(webhook_id: str) -> Call[Json]:
+    return Call("POST", f"/v1/webhooks/{_segment(webhook_id)}/rotate-secret", json_object)
+
+
+def enable_webhook(webhook_id: str) -> Call[Json]:
+    return Call("POST", f"/v1/webhooks/{_segment(webhook_id)}/enable", json_object)
+
+
+def test_webhook(webhook_id: str) -> Call[Json]:
+    return Call("POST", f"/v1/webhooks/{_segment(webhook_id)}/test", json_object)
+
+
+def list_deliveries(
+    *, webhook_id: str | None, status: str | None, limit: int, cursor: str | None
+) -> Call[Json]:
+    params = _query({"webhook_id": webhook_id, "status": status, "limit": limit, "cursor": cursor})
+    return Call("GET", "/v1/webhooks/deliveries", json_object, params=params)
+
+
+def redeliver(delivery_id: str) -> Call[Json]:
+    return Call("POST", f"/v1/webhooks/deliveries/{_segment(delivery_id)}/redeliver", json_object)
+
+
 # proxy
 
 

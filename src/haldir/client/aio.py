@@ -295,6 +295,50 @@ class AsyncHaldirClient:
     get_audit_trail = list_entries
     get_spend = spend
 
+    # webhooks
+
+    async def create_webhook(self, url: str, events: Sequence[str], description: str = "") -> Json:
+        """Subscribe `url` to event types (`["*"]` for all); the answer's `secret` is shown this once."""
+        return await self._send(_http.create_webhook(url=url, events=events, description=description))
+
+    async def list_webhooks(self) -> Json:
+        return await self._send(_http.list_webhooks())
+
+    async def get_webhook(self, webhook_id: str) -> Json:
+        return await self._send(_http.get_webhook(webhook_id))
+
+    async def delete_webhook(self, webhook_id: str) -> Json:
+        return await self._send(_http.delete_webhook(webhook_id))
+
+    async def rotate_secret(self, webhook_id: str) -> Json:
+        """A new signing secret, shown once; the old one also signs during the grace period."""
+        return await self._send(_http.rotate_secret(webhook_id))
+
+    async def enable_webhook(self, webhook_id: str) -> Json:
+        """Enable a webhook disabled after a day of failures; new events go to it again."""
+        return await self._send(_http.enable_webhook(webhook_id))
+
+    async def test_webhook(self, webhook_id: str) -> Json:
+        """Queue a `webhook.test` event for this webhook only; the delivery, pending."""
+        return await self._send(_http.test_webhook(webhook_id))
+
+    async def list_deliveries(
+        self,
+        *,
+        webhook_id: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Json:
+        """`{"deliveries", "next_cursor"}`, newest first, each with its attempts."""
+        return await self._send(
+            _http.list_deliveries(webhook_id=webhook_id, status=status, limit=limit, cursor=cursor)
+        )
+
+    async def redeliver(self, delivery_id: str) -> Json:
+        """Queue a delivery again, due now."""
+        return await self._send(_http.redeliver(delivery_id))
+
     # proxy
 
     async def register_upstream(

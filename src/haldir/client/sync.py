@@ -291,6 +291,50 @@ class HaldirClient:
     get_audit_trail = list_entries
     get_spend = spend
 
+    # webhooks
+
+    def create_webhook(self, url: str, events: Sequence[str], description: str = "") -> Json:
+        """Subscribe `url` to event types (`["*"]` for all); the answer's `secret` is shown this once."""
+        return self._send(_http.create_webhook(url=url, events=events, description=description))
+
+    def list_webhooks(self) -> Json:
+        return self._send(_http.list_webhooks())
+
+    def get_webhook(self, webhook_id: str) -> Json:
+        return self._send(_http.get_webhook(webhook_id))
+
+    def delete_webhook(self, webhook_id: str) -> Json:
+        return self._send(_http.delete_webhook(webhook_id))
+
+    def rotate_secret(self, webhook_id: str) -> Json:
+        """A new signing secret, shown once; the old one also signs during the grace period."""
+        return self._send(_http.rotate_secret(webhook_id))
+
+    def enable_webhook(self, webhook_id: str) -> Json:
+        """Enable a webhook disabled after a day of failures; new events go to it again."""
+        return self._send(_http.enable_webhook(webhook_id))
+
+    def test_webhook(self, webhook_id: str) -> Json:
+        """Queue a `webhook.test` event for this webhook only; the delivery, pending."""
+        return self._send(_http.test_webhook(webhook_id))
+
+    def list_deliveries(
+        self,
+        *,
+        webhook_id: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Json:
+        """`{"deliveries", "next_cursor"}`, newest first, each with its attempts."""
+        return self._send(
+            _http.list_deliveries(webhook_id=webhook_id, status=status, limit=limit, cursor=cursor)
+        )
+
+    def redeliver(self, delivery_id: str) -> Json:
+        """Queue a delivery again, due now."""
+        return self._send(_http.redeliver(delivery_id))
+
     # proxy
 
     def register_upstream(

@@ -13,6 +13,8 @@ SESSION = "ses"
 PAYMENT = "pay"
 POLICY = "pol"
 API_KEY = "hld"
+WEBHOOK = "whk"
+WEBHOOK_DELIVERY = "whd"
 
 
 def random_token(length: int) -> str:

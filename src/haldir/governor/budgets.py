@@ -30,6 +30,7 @@ from haldir.core.payments import (
     match_cost,
 )
 from haldir.core.sessions import Session, holds_spend, spend_refusal
+from haldir.core.webhooks import BUDGET_THRESHOLD, THRESHOLD_PERCENT, crossed_threshold
 from haldir.errors import (
     ApprovalDenied,
     BudgetExceeded,
@@ -386,7 +387,9 @@ async def record_exhausted(
     tx: SpendTransaction, session: Session, entry_id: str, *, charged_micros: int, clock: Clock
 ) -> None:
     """Record `budget.exhausted` when this charge took the session's remaining budget to zero (not when it
-    had none left before). Every spend that charges a session ends with this, in its transaction."""
+    had none left before), and `budget.threshold` when it crossed 80 % of the limit (`record_threshold`).
+    Every spend that charges a session ends with this, in its transaction."""
+    await record_threshold(tx, session, entry_id, charged_micros=charged_micros, clock=clock)
     had_left = session.spend_limit_micros - (session.spent_micros - charged_micros) > 0
     if had_left and session.remaining_micros == 0:
         await tx.record_event(
@@ -396,6 +399,29 @@ async def record_exhausted(
                 "agent_id": session.agent_id,
                 "spend_limit_usd": format_micros(session.spend_limit_micros),
                 "spent_usd": format_micros(session.spent_micros),
+                "entry_id": entry_id,
+            },
+            at=clock.now(),
+        )
+
+
+async def record_threshold(
+    tx: SpendTransaction, session: Session, entry_id: str, *, charged_micros: int, clock: Clock
+) -> None:
+    """Record `budget.threshold` when this charge took the session's spend from below 80 % of its limit
+    to 80 % or more (once per crossing; a release and a new charge cross it again)."""
+    if crossed_threshold(
+        session.spent_micros - charged_micros, session.spent_micros, session.spend_limit_micros
+    ):
+        await tx.record_event(
+            BUDGET_THRESHOLD,
+            {
+                "session_id": session.session_id,
+                "agent_id": session.agent_id,
+                "threshold_percent": THRESHOLD_PERCENT,
+                "spend_limit_usd": format_micros(session.spend_limit_micros),
+                "spent_usd": format_micros(session.spent_micros),
+                "remaining_usd": format_micros(session.remaining_micros),
                 "entry_id": entry_id,
             },
             at=clock.now(),

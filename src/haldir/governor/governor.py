@@ -16,6 +16,7 @@ from haldir.governor.registry import Registry
 from haldir.governor.rules import Rules
 from haldir.governor.sessions import Sessions
 from haldir.governor.vault import Vault
+from haldir.governor.webhooks import Webhooks
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class Governor:
     vault: Vault
     registry: Registry
     proxy: Proxy
+    webhooks: Webhooks
     clock: Clock
 
     def now(self) -> datetime:

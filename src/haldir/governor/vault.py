@@ -258,6 +258,27 @@ class Vault:
                 "ciphertext was changed or moved"
             ) from None
 
+    async def seal_internal(
+        self, tenant_id: str, *, name: str, version: int, value: bytes
+    ) -> tuple[int, bytes]:
+        """Seal a value Haldir keeps for itself (a webhook's signing secret) under the tenant's data key:
+        the data key version and the sealed bytes. `name` must not be a valid secret name (use a `/`),
+        so nothing sealed here can pass for a stored secret; NO scope check and NO ledger entry."""
+        key = await self._tenant_key(tenant_id)
+        return key.version, key.seal(value, name=name, secret_version=version)
+
+    async def open_internal(
+        self, tenant_id: str, *, name: str, version: int, data_key_version: int, sealed: bytes
+    ) -> bytes:
+        """Open what `seal_internal` sealed; `VaultTampered` when it does not open."""
+        key = await self._data_key(tenant_id, data_key_version)
+        try:
+            return key.open(sealed, name=name, secret_version=version)
+        except SealError:
+            raise VaultTampered(
+                f"{name!r} v{version} of tenant {tenant_id!r} does not open under its data key"
+            ) from None
+
     async def record_release(self, tenant_id: str, name: str, *, entry: EntryDraft) -> None:
         """Record a release of secret `name` (its last-released time) with its ledger entry, durably."""
         await self._vault_store.record_release(tenant_id, name, at=self._clock.now(), entry=entry)

@@ -27,6 +27,7 @@ from haldir.http.routes import (
     proxy,
     secrets,
     sessions,
+    webhooks,
 )
 from haldir.logging import configure_logging
 from haldir.logkey import load_log_signer
@@ -37,6 +38,7 @@ from haldir.proxy.service import ProxyService
 from haldir.proxy.upstreams import UpstreamPool
 from haldir.runtime import open_runtime
 from haldir.settings import Settings
+from haldir.webhooks.worker import delivery_worker
 
 
 async def expire_approvals(governor: Governor, *, every: float = 30.0) -> None:
@@ -78,6 +80,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
             open_runtime(settings, clock=clock, log_signer=signer, vault=True) as runtime,
             UpstreamPool(outbound_allow=settings.outbound_allow, on_tools_changed=upstream_changed) as pool,
             run_mcp(mcp_endpoints.values()),
+            delivery_worker(settings, runtime, clock=clock) as deliveries,
         ):
             service = ProxyService(runtime.governor, pool)
             service.subscribe(gateway.fanout.changed)
@@ -97,6 +100,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
                 asyncio.create_task(gateway.fanout.watch(runtime.store.changes.epoch), name="haldir-tools"),
                 asyncio.create_task(service.sweep(), name="haldir-sweep"),
                 asyncio.create_task(expire_approvals(runtime.governor), name="haldir-approvals"),
+                asyncio.create_task(deliveries.run(), name="haldir-webhooks"),
             ]
             # What start-up built lives as long as the process: the collector stops walking it, and walks
             # the rest less often. A full collection over it cost tail latencies of 100+ ms under load.
@@ -122,7 +126,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.add_middleware(EdgeMiddleware)
     # The routes join the app's own list: FastAPI's included-router wrappers cost more, per request, in
     # route matching than a governed request costs in Haldir (measured: ~200 µs for POST /v1/audit).
-    for module in (health, keys, sessions, secrets, payments, audit_rules, audit, proxy, approvals):
+    routes = (health, keys, sessions, secrets, payments, audit_rules, audit, proxy, approvals, webhooks)
+    for module in routes:
         app.router.routes.extend(module.router.routes)
     mount_mcp(app, mcp_endpoints)
     document_security(app)

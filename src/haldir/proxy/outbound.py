@@ -16,17 +16,27 @@ __all__ = ["RESOLVE_TIMEOUT", "check_outbound_url"]
 RESOLVE_TIMEOUT = 10.0
 
 
-async def check_outbound_url(url: str, allow: Sequence[IPv4Network | IPv6Network]) -> None:
-    """Raise `OutboundRefused` unless every address `url`'s host resolves to may be reached.
+async def check_outbound_url(
+    url: str, allow: Sequence[IPv4Network | IPv6Network], *, https_unless_allowed: bool = False
+) -> None:
+    """Raise `OutboundRefused` unless every address `url`'s host resolves to may be reached; with
+    `https_unless_allowed`, a plain http URL must also reach only addresses inside `allow`.
 
     Every address must pass, not just the first: the HTTP client may try any of them. The message
     never repeats userinfo, path or query, which may carry credentials.
     """
     target = outbound_target(url)
-    for address in await _resolve(target.host, target.port, target.display):
+    addresses = await _resolve(target.host, target.port, target.display)
+    for address in addresses:
         reason = refusal(address, allow)
         if reason is not None:
             raise OutboundRefused(f"outbound URL {target.display} refused: {reason}")
+    allowed = all(any(address in network for network in allow) for address in addresses)
+    if https_unless_allowed and target.scheme != "https" and not allowed:
+        raise OutboundRefused(
+            f"outbound URL {target.display} refused: use https; plain http is allowed only to networks "
+            "in HALDIR_OUTBOUND_ALLOW"
+        )
 
 
 async def _resolve(host: str, port: int, display: str) -> list[IPAddress]:

@@ -11,8 +11,6 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from haldir.core import ids
-from haldir.core.anomalies import EVENT
 from haldir.core.approvals import (
     APPROVED,
     CONSUMED,
@@ -26,11 +24,11 @@ from haldir.core.approvals import (
 )
 from haldir.core.ledger import EntryDraft
 from haldir.core.pagination import Page, Position
+from haldir.store.outbox import record_event
 from haldir.store.schema import (
     approval_rules,
     approvals,
     epoch_micros,
-    events,
     from_epoch_micros,
 )
 from haldir.store.transaction import Executes, Writing
@@ -266,17 +264,9 @@ async def _expire(
     return expired
 
 
-async def _record_event(conn: Executes, approval: Approval, kind: str) -> None:
-    await conn.execute(
-        sa.insert(events).values(
-            tenant_id=approval.tenant_id,
-            event_id=ids.new_id(EVENT),
-            type=kind,
-            payload=approval.event_data(),
-            created_at=approval.decided_at or approval.requested_at,
-            delivered_at=None,
-        )
-    )
+async def _record_event(conn: Writing, approval: Approval, kind: str) -> None:
+    at = approval.decided_at or approval.requested_at
+    await record_event(conn, approval.tenant_id, kind, approval.event_data(), at=at)
 
 
 def _rule_row(rule: ApprovalRule) -> dict[str, Any]:

@@ -110,7 +110,15 @@ class SqlLedger:
                 item.stored = entry
             remembered.append((tenant_id, latest))
 
+        flagged = any(
+            item.stored is not None and item.stored.columns.get("flagged")
+            for items in by_tenant.values()
+            for item in items
+        )
+
         def committed() -> None:
+            if flagged:  # its audit.flagged events are in the outbox
+                self._store.outbox.notify()
             for tenant_id, latest in remembered:
                 self._recent.remember(tenant_id, latest)
                 self._heads.add(tenant_id)

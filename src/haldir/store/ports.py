@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, Protocol
@@ -19,6 +19,7 @@ from haldir.core.policies import Policy
 from haldir.core.secrets import SecretInfo, SecretVersion, WrappedDataKey
 from haldir.core.sessions import Session
 from haldir.core.tools import OpenCall, SeenTool, ToolChanges, ToolPin, Upstream
+from haldir.core.webhooks import Attempt, Claimed, Delivery, SealedSecret, Target, Webhook
 from haldir.store.transaction import PendingEntry
 
 
@@ -355,6 +356,84 @@ class ApprovalStore(Protocol):
     ) -> Page[Approval]: ...
 
 
+class WebhookStore(Protocol):
+    """A tenant's webhooks and their deliveries; and, across tenants, the outbox's fan-out into
+    deliveries and the leased claim of due ones, for the delivery worker."""
+
+    async def insert_webhook(self, webhook: Webhook, secret: SealedSecret) -> None: ...
+
+    async def count_webhooks(self, tenant_id: str) -> int: ...
+
+    async def list_webhooks(self, tenant_id: str) -> list[Webhook]: ...
+
+    async def get_webhook(self, tenant_id: str, webhook_id: str) -> Webhook | None: ...
+
+    async def target(self, tenant_id: str, webhook_id: str) -> Target | None: ...
+
+    async def delete_webhook(self, tenant_id: str, webhook_id: str) -> Webhook | None:
+        """Delete a webhook with its deliveries; the webhook, or None when there was none."""
+        ...
+
+    async def rotate_secret(
+        self,
+        tenant_id: str,
+        webhook_id: str,
+        *,
+        current_version: int,
+        secret: SealedSecret,
+        at: datetime,
+        previous_until: datetime,
+    ) -> Webhook | None:
+        """Replace the signing secret if it is still `current_version`; the old one signs too until
+        `previous_until`. None when the webhook is gone or was rotated meanwhile."""
+        ...
+
+    async def enable_webhook(self, tenant_id: str, webhook_id: str, *, at: datetime) -> Webhook | None:
+        """Enable a (disabled) webhook, its failing streak forgotten; None when there is none."""
+        ...
+
+    async def queue_test(
+        self, tenant_id: str, webhook_id: str, *, data: dict[str, Any], at: datetime
+    ) -> Delivery | None:
+        """A `webhook.test` event and its one delivery, to this webhook only; None when there is none."""
+        ...
+
+    async def fan_out(self, *, now: datetime, limit: int, probe: bool = True) -> int:
+        """Make the deliveries of up to `limit` events not fanned out yet; how many events it took.
+        With `probe`, a read first says whether there is any (no write transaction when idle)."""
+        ...
+
+    async def claim(self, *, now: datetime, until: datetime, limit: int, probe: bool = True) -> list[Claimed]:
+        """Lease up to `limit` due deliveries until `until`; durable before it returns. With `probe`, a
+        read first says whether any is due."""
+        ...
+
+    async def targets(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Target]: ...
+
+    async def record_attempt(
+        self, claimed: Claimed, attempt: Attempt, *, retries: int, disabled_reason: Callable[[datetime], str]
+    ) -> bool:
+        """Record an attempt and the delivery's next state under the claim's lease; False when the lease
+        passed to another worker meanwhile (nothing recorded)."""
+        ...
+
+    async def list_deliveries(
+        self,
+        tenant_id: str,
+        *,
+        webhook_id: str | None,
+        status: str | None,
+        limit: int,
+        after: Position | None,
+    ) -> Page[Delivery]: ...
+
+    async def get_delivery(self, tenant_id: str, delivery_id: str) -> Delivery | None: ...
+
+    async def redeliver(self, tenant_id: str, delivery_id: str, *, now: datetime) -> Delivery | None:
+        """Queue a delivery again, due now (one in flight stays as it is); None when there is none."""
+        ...
+
+
 class HealthStore(Protocol):
     @property
     def backend(self) -> str: ...
@@ -394,5 +473,8 @@ class Store(KeyStore, SessionStore, PaymentStore, HealthStore, Protocol):
 
     @property
     def approvals(self) -> ApprovalStore: ...
+
+    @property
+    def webhooks(self) -> WebhookStore: ...
 
     async def close(self) -> None: ...

@@ -13,6 +13,8 @@ import sqlalchemy as sa
 from haldir.core.ledger import EntryDraft
 from haldir.core.policies import Policy, parse_policy
 from haldir.core.tools import OpenCall, SeenTool, ToolChanges, ToolPin, Upstream, diff_tools
+from haldir.core.webhooks import TOOL_DEFINITION_CHANGED, tool_changed_data
+from haldir.store.outbox import record_event
 from haldir.store.schema import (
     proxy_calls,
     proxy_policies,
@@ -120,6 +122,11 @@ class SqlProxy:
             changes = diff_tools(known, seen)
             await _apply(conn, tenant_id, upstream, known, seen, changes, at=at)
             await self._append(conn, entries(changes))
+            for change in changes.changed:  # its calls now wait for an operator: tell the webhooks
+                data = tool_changed_data(
+                    upstream, change.name, pinned_hash=change.pinned_hash, current_hash=change.current_hash
+                )
+                await record_event(conn, tenant_id, TOOL_DEFINITION_CHANGED, data, at=at)
         return changes
 
     async def approve_tool(

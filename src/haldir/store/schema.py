@@ -178,8 +178,9 @@ events = sa.Table(
     sa.Column("type", sa.String(64), nullable=False),
     sa.Column("payload", sa.JSON(), nullable=False),
     sa.Column("created_at", Micros(), nullable=False),
-    sa.Column("delivered_at", Micros(), nullable=True),
+    sa.Column("delivered_at", Micros(), nullable=True),  # fanned out to the tenant's webhooks
     sa.Index(None, "tenant_id", "delivered_at"),
+    sa.Index(None, "delivered_at", "created_at"),  # the delivery worker's scan for events not fanned out
 )
 
 # The Vault. Master keys (KEKs) are never stored: a row names a version by its key check value, so a
@@ -398,4 +399,69 @@ approvals = sa.Table(
     ),
     sa.Index(None, "tenant_id", "status", "requested_at", "approval_id"),
     sa.Index(None, "status", "expires_at"),
+)
+
+# Webhooks: a tenant's subscriptions. The signing secret is sealed under the tenant's Vault data key (AAD
+# binds tenant, webhook and `secret_version`); after a rotation the previous one signs too until
+# `previous_expires_at`.
+webhooks = sa.Table(
+    "webhooks",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.tenant_id"), primary_key=True),
+    sa.Column("webhook_id", sa.String(64), primary_key=True),
+    sa.Column("url", sa.Text(), nullable=False),
+    sa.Column("description", sa.String(500), nullable=False),
+    sa.Column("events", sa.JSON(), nullable=False),
+    sa.Column("secret_sealed", sa.LargeBinary(), nullable=False),
+    sa.Column("secret_version", sa.Integer(), nullable=False),
+    sa.Column("data_key_version", sa.Integer(), nullable=False),
+    sa.Column("previous_sealed", sa.LargeBinary(), nullable=True),
+    sa.Column("previous_version", sa.Integer(), nullable=True),
+    sa.Column("previous_data_key_version", sa.Integer(), nullable=True),
+    sa.Column("previous_expires_at", Micros(), nullable=True),
+    sa.Column("enabled", sa.Boolean(), nullable=False),
+    sa.Column("disabled_reason", sa.Text(), nullable=True),
+    sa.Column("failing_since", Micros(), nullable=True),
+    sa.Column("created_at", Micros(), nullable=False),
+    sa.Column("updated_at", Micros(), nullable=False),
+    sa.Index(None, "tenant_id", "created_at"),
+)
+
+# One event on its way to one webhook (made once per pair: the unique constraint). A worker holds a
+# delivery while `claimed_until` is ahead, and records its outcome only with its `lease` token.
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.tenant_id"), primary_key=True),
+    sa.Column("delivery_id", sa.String(64), primary_key=True),
+    sa.Column("webhook_id", sa.String(64), nullable=False),
+    sa.Column("event_id", sa.String(64), nullable=False),
+    sa.Column("event_type", sa.String(64), nullable=False),
+    sa.Column("body", sa.Text(), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("retries", sa.Integer(), nullable=False),
+    sa.Column("next_attempt_at", Micros(), nullable=True),
+    sa.Column("claimed_until", Micros(), nullable=True),
+    sa.Column("lease", sa.String(32), nullable=True),
+    sa.Column("created_at", Micros(), nullable=False),
+    sa.Column("updated_at", Micros(), nullable=False),
+    sa.CheckConstraint("status IN ('pending', 'delivered', 'failed')", name="status"),
+    sa.UniqueConstraint("tenant_id", "webhook_id", "event_id"),
+    sa.Index(None, "status", "next_attempt_at"),
+    sa.Index(None, "tenant_id", "created_at", "delivery_id"),
+)
+
+# Every attempt of every delivery: the answer's status code (None: no answer), latency, the error.
+webhook_attempts = sa.Table(
+    "webhook_attempts",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.tenant_id"), primary_key=True),
+    sa.Column("delivery_id", sa.String(64), primary_key=True),
+    sa.Column("number", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("attempted_at", Micros(), nullable=False),
+    sa.Column("status_code", sa.Integer(), nullable=True),
+    sa.Column("latency_ms", sa.Integer(), nullable=False),
+    sa.Column("error", sa.Text(), nullable=True),
+    sa.Column("next_attempt_at", Micros(), nullable=True),
 )

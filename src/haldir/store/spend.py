@@ -8,8 +8,6 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from haldir.core import ids
-from haldir.core.anomalies import EVENT
 from haldir.core.approvals import Approval
 from haldir.core.idempotency import IdempotencyClaim
 from haldir.core.ledger import EntryDraft
@@ -18,11 +16,11 @@ from haldir.core.payments import Payment
 from haldir.core.sessions import Session
 from haldir.core.tools import OpenCall
 from haldir.store.approvals import consume
+from haldir.store.outbox import record_event
 from haldir.store.rows import payment_from_row, payment_row, session_from_row
 from haldir.store.schema import (
     Micros,
     epoch_micros,
-    events,
     from_epoch_micros,
     payments,
     proxy_calls,
@@ -267,16 +265,7 @@ class SqlSpend:
         return await consume(self._conn, self._tenant_id, binding, at=at)
 
     async def record_event(self, type: str, payload: dict[str, Any], *, at: datetime) -> None:
-        await self._conn.execute(
-            sa.insert(events).values(
-                tenant_id=self._tenant_id,
-                event_id=ids.new_id(EVENT),
-                type=type,
-                payload=payload,
-                created_at=at,
-                delivered_at=None,
-            )
-        )
+        await record_event(self._conn, self._tenant_id, type, payload, at=at)
 
 
 async def get_payment(store: SqlStore, tenant_id: str, payment_id: str) -> Payment | None:

@@ -19,6 +19,7 @@ from haldir.core.keys import ApiKey
 from haldir.core.pagination import Page, Position
 from haldir.core.payments import Payment
 from haldir.core.sessions import Session
+from haldir.core.webhooks import SESSION_REVOKED, session_revoked_data
 from haldir.errors import IdempotencyKeyReused, StoreUnavailable
 from haldir.store.approvals import SqlApprovals
 from haldir.store.changes import CHANNEL, ChangeCounter, Changes, LocalCounter, Notify, counter_path
@@ -26,12 +27,14 @@ from haldir.store.engines import Backend, Engines, create_engines
 from haldir.store.group import Batch, GroupTransactions, writer_lock_path
 from haldir.store.inline import InlineConnection
 from haldir.store.ledger import SqlLedger
+from haldir.store.outbox import Outbox, record_event
 from haldir.store.proxy import SqlProxy
 from haldir.store.rows import key_from_row, key_row, session_from_row, session_row
 from haldir.store.schema import api_keys, epoch_micros, from_epoch_micros, idempotency_keys, sessions, tenants
 from haldir.store.spend import SqlSpend, get_payment, list_payments
 from haldir.store.transaction import Executes, Writing
 from haldir.store.vault import SqlVault
+from haldir.store.webhooks import SqlWebhooks
 
 
 class SqlStore:
@@ -45,6 +48,8 @@ class SqlStore:
         self.vault = SqlVault(self)
         self.proxy = SqlProxy(self)
         self.approvals = SqlApprovals(self)
+        self.webhooks = SqlWebhooks(self)
+        self.outbox = Outbox()  # wakes this process's webhook delivery worker when events commit
         # SQLite: every write transaction of this process is a turn in one group commit.
         self.groups: GroupTransactions | None = None
         if engines.inline_write is not None and engines.database is not None:
@@ -92,13 +97,16 @@ class SqlStore:
         """
         if self.groups is not None:
             async with _unavailable_as_error(), self.groups.turn() as batch:
-                yield Writing(batch.conn, batch.pending)
-            return
-        async with _unavailable_as_error(), self._engines.write.begin() as conn:
-            writing = Writing(conn, [])
-            yield writing
-            committed = await self.ledger.append_pending(conn, writing.pending)
-        committed()
+                writing = Writing(batch.conn, batch.pending)
+                yield writing
+        else:
+            async with _unavailable_as_error(), self._engines.write.begin() as conn:
+                writing = Writing(conn, [])
+                yield writing
+                committed = await self.ledger.append_pending(conn, writing.pending)
+            committed()
+        if writing.wrote_events:
+            self.outbox.notify()
 
     async def write_statement(self, statement: Executable, parameters: Any = None) -> None:
         """One statement that is a whole write transaction (no ledger entry), durable on return.
@@ -342,10 +350,14 @@ class SqlStore:
     async def revoke_session(self, tenant_id: str, session_id: str, *, at: datetime) -> Session | None:
         where = (sessions.c.tenant_id == tenant_id, sessions.c.session_id == session_id)
         async with self.write_transaction() as conn:
-            await conn.execute(
+            revoked = await conn.execute(
                 sa.update(sessions).where(*where, sessions.c.revoked_at.is_(None)).values(revoked_at=at)
             )
             row = (await conn.execute(sa.select(sessions).where(*where))).first()
+            if revoked.rowcount == 1 and row is not None:
+                await record_event(
+                    conn, tenant_id, SESSION_REVOKED, session_revoked_data(session_from_row(row)), at=at
+                )
         return None if row is None else session_from_row(row)
 
 

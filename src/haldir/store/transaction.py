@@ -84,11 +84,12 @@ class Writing:
     """One write transaction: run statements with `execute`; queue ledger entries with `append` and
     changes with `queue`."""
 
-    __slots__ = ("_conn", "pending")
+    __slots__ = ("_conn", "pending", "wrote_events")
 
     def __init__(self, conn: Executes, pending: list[Queued]) -> None:
         self._conn = conn
         self.pending = pending
+        self.wrote_events = False  # it recorded an outbox event: wake the delivery worker after the commit
 
     @overload
     async def execute(
