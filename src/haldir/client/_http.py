@@ -21,7 +21,7 @@ from urllib.parse import quote
 import httpx
 
 from haldir.client import money
-from haldir.errors import HaldirError, ServerUnavailable, error_classes
+from haldir.errors import ApprovalRequired, HaldirError, ServerUnavailable, error_classes
 from haldir.settings import ClientSettings
 
 T = TypeVar("T")
@@ -57,9 +57,21 @@ class Call(Generic[T]):
         return {"Content-Type": "application/json", **self.headers}
 
     def result(self, response: httpx.Response) -> T:
-        if not response.is_success or response.status_code == 202:  # 202: held for approval, nothing ran
+        if not response.is_success or _held(response):
             raise error_from(response)
         return self.parse(response)
+
+
+def _held(response: httpx.Response) -> bool:
+    """A 202 that is an error body (`approval_required`: held for a person, nothing ran), not a resource
+    accepted for later (a queued webhook delivery)."""
+    if response.status_code != 202:
+        return False
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("code") == ApprovalRequired.code and "error" in body
 
 
 def resolve(api_key: str | None, base_url: str | None, url: str | None) -> tuple[str, str | None]:
