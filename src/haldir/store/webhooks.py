@@ -34,6 +34,7 @@ from haldir.store.schema import (
     webhook_deliveries,
     webhooks,
 )
+from haldir.store.transaction import Executes
 
 if TYPE_CHECKING:
     from haldir.store.sql import SqlStore
@@ -418,13 +419,7 @@ class SqlWebhooks:
 
     async def get_delivery(self, tenant_id: str, delivery_id: str) -> Delivery | None:
         async with self._store.read_connection() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(webhook_deliveries).where(
-                        _D.tenant_id == tenant_id, _D.delivery_id == delivery_id
-                    )
-                )
-            ).first()
+            row = await _find_delivery(conn, tenant_id, delivery_id)
             if row is None:
                 return None
             history = await _attempts(conn, tenant_id, [delivery_id])
@@ -455,19 +450,18 @@ class SqlWebhooks:
                 )
             ).first()
             if row is None:  # none, or in flight: as it is
-                row = (
-                    await conn.execute(
-                        sa.select(webhook_deliveries).where(
-                            _D.tenant_id == tenant_id, _D.delivery_id == delivery_id
-                        )
-                    )
-                ).first()
+                row = await _find_delivery(conn, tenant_id, delivery_id)
                 if row is None:
                     return None
             else:
                 conn.wrote_events = True  # wakes the worker as a new event would
             history = await _attempts(conn, tenant_id, [delivery_id])
         return _delivery(row._asdict(), history.get(delivery_id, ()))
+
+
+async def _find_delivery(conn: Executes, tenant_id: str, delivery_id: str) -> sa.Row[Any] | None:
+    query = sa.select(webhook_deliveries).where(_D.tenant_id == tenant_id, _D.delivery_id == delivery_id)
+    return (await conn.execute(query)).first()
 
 
 class _LeaseLost(Exception):
