@@ -43,7 +43,7 @@ async def _rules(governor: Governor, count: int) -> None:
 
 
 async def _check_us(governor: Governor, rounds: int) -> float:
-    subject = Subject(PAYMENT, "ses_bench", "buyer", "haldir.payments", None, 1_000_000)
+    subject = Subject(PAYMENT, "ses_bench", "buyer", "payments", None, 1_000_000)
     await governor.approvals.holding(subject, tenant_id="bench")  # load the cache
     start = time.perf_counter()
     for _ in range(rounds):

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from haldir.core.approvals import CALL, PAYMENT, Approval, Subject, holding_rules, parse_rule
+from haldir.core.approvals import CALL, PAYMENT, REQUEST, Approval, Subject, holding_rules, parse_rule
 from haldir.errors import InvalidRequest
 
 AT = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
@@ -22,7 +22,7 @@ def test_spend_over_holds_only_amounts_strictly_over_the_threshold() -> None:
     rule = parse_rule(
         {"type": "spend_over", "threshold": 100}, rule_id="arl_1", created_by=None, created_at=AT
     )
-    at_threshold = Subject(PAYMENT, "ses_a", "buyer", "haldir.payments", None, 100_000_000)
+    at_threshold = Subject(PAYMENT, "ses_a", "buyer", "payments", None, 100_000_000)
 
     assert holding_rules([rule], at_threshold) == []
     assert holding_rules([rule], replace(at_threshold, amount_micros=100_000_001))[0][1].startswith(
@@ -57,7 +57,6 @@ def test_an_agent_rule_holds_every_spend_of_its_agent_and_nothing_free() -> None
 @pytest.mark.parametrize(
     "change",
     [
-        {"kind": PAYMENT},
         {"session_id": "ses_b"},
         {"tool": "send_sms"},
         {"arguments_sha256": "cd" * 32},
@@ -70,9 +69,11 @@ def test_an_approval_binds_every_part_of_the_request(change: dict[str, object]) 
     assert replace(CALL_OF_SEND).binding == CALL_OF_SEND.binding
 
 
-def test_the_agent_named_in_a_request_is_not_part_of_its_binding() -> None:
-    # The session fixes the agent; binding it again would add nothing an attacker could vary.
+def test_the_agent_and_what_asked_are_not_part_of_a_binding() -> None:
+    # The session fixes the agent; and an agent that asked ahead (`request`) for exactly this call has
+    # asked for the call itself.
     assert replace(CALL_OF_SEND, agent_id="x").binding == CALL_OF_SEND.binding
+    assert replace(CALL_OF_SEND, kind=REQUEST).binding == CALL_OF_SEND.binding
 
 
 @pytest.mark.parametrize(

@@ -333,3 +333,24 @@ async def test_concurrent_first_attempts_of_one_request_share_one_approval(api: 
     assert len({answer.json()["approval_id"] for answer in answers}) == 1
     actions = [e["action"] for e in await _trail(api, session_id)]
     assert actions == ["approval.request"]
+
+
+async def test_an_agent_that_asked_ahead_for_a_payment_makes_it_once_approved(api: Api) -> None:
+    agent, approver = await _agent_and_approver(api)
+    await api.client.post(
+        "/v1/approvals/rules", json={"type": "spend_over", "threshold": 100}, headers=api.auth(api.admin_key)
+    )
+    session_id = await _session(api, agent)
+    asked = await api.client.post(
+        "/v1/approvals/request",
+        json={"session_id": session_id, "tool": "payments", "amount": "150", "reason": "hotel"},
+        headers=api.auth(agent),
+    )
+    approval_id = asked.json()["approval_id"]
+    await api.client.post(f"/v1/approvals/{approval_id}/approve", headers=api.auth(approver))
+
+    paid = await _authorize(api, agent, session_id, 150)
+
+    assert paid.status_code == 201, paid.text
+    shown = await api.client.get(f"/v1/approvals/{approval_id}", headers=api.auth(approver))
+    assert shown.json()["status"] == "consumed"

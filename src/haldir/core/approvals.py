@@ -123,11 +123,11 @@ class Subject:
     @property
     def binding(self) -> str:
         """SHA-256 (hex) of the exact request: the same request again finds its approval; any other
-        session, tool, argument or amount does not."""
+        session, tool, argument or amount does not. What asked is not part of it, so an agent may ask ahead
+        (`request`) for exactly the call or payment it will make, and that call or payment uses it."""
         return hashlib.sha256(
             canonical_bytes(
                 {
-                    "kind": self.kind,
                     "session_id": self.session_id,
                     "tool": self.tool,
                     "arguments_sha256": self.arguments_sha256,
