@@ -12,9 +12,8 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from haldir.cache import Cache
-from haldir.core import ids, merkle
+from haldir.core import merkle
 from haldir.core.anomalies import (
-    EVENT,
     FLAGGED_EVENT,
     Rule,
     flagged_event,
@@ -31,6 +30,7 @@ from haldir.core.ledger import (
     hash_entry,
     indexed_fields,
 )
+from haldir.store.outbox import event_row
 from haldir.store.recent import Known, RecentEntries
 from haldir.store.schema import (
     anomaly_rules,
@@ -418,14 +418,8 @@ class _HeadStatements:
 
 
 def _flagged_event(tenant_id: str, row: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "tenant_id": tenant_id,
-        "event_id": ids.new_id(EVENT),
-        "type": FLAGGED_EVENT,
-        "payload": flagged_event(record, leaf_index=row["leaf_index"]),
-        "created_at": row["created_at"],
-        "delivered_at": None,
-    }
+    payload = flagged_event(record, leaf_index=row["leaf_index"])
+    return event_row(tenant_id, FLAGGED_EVENT, payload, at=row["created_at"])
 
 
 def _rule(row: dict[str, Any]) -> Rule:
