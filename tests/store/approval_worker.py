@@ -8,7 +8,6 @@ prints one JSON object: how many of its attempts succeeded and how many were ref
 
 from __future__ import annotations
 
-import json
 import sys
 from collections import Counter
 
@@ -20,7 +19,7 @@ from haldir.core.keys import Principal
 from haldir.errors import HaldirError
 from haldir.runtime import wire
 from haldir.store.sql import SqlStore
-from tests.store.ledger_worker import causes
+from tests.store.processes import report, started
 
 RUN_LIMIT_S = 60.0
 
@@ -30,11 +29,7 @@ async def attempt_all(url: str, tenant: str, mode: str, target: str, *rest: str)
     governor = wire(store=store, clock=SystemClock())
     principal = Principal.operator(tenant)
     outcomes: Counter[str] = Counter()
-    try:
-        await store.ping()
-        print("ready", flush=True)
-        if (await anyio.to_thread.run_sync(sys.stdin.readline)).strip() != "go":
-            raise SystemExit("the test went away before saying go")
+    async with started(store):
 
         async def once(number: int) -> None:
             try:
@@ -52,19 +47,12 @@ async def attempt_all(url: str, tenant: str, mode: str, target: str, *rest: str)
             async with anyio.create_task_group() as tg:
                 for number in range(count):
                     tg.start_soon(once, number)
-    finally:
-        await store.close()
     return dict(outcomes)
 
 
 def main() -> None:
     url, tenant, mode, target, *rest = sys.argv[1:]
-    try:
-        result = anyio.run(lambda: attempt_all(url, tenant, mode, target, *rest))
-    except Exception as exc:
-        print("\n".join(["failed:", *sorted(causes(exc))]), file=sys.stderr)
-        sys.exit(1)
-    print(json.dumps(result), flush=True)
+    report(lambda: attempt_all(url, tenant, mode, target, *rest))
 
 
 if __name__ == "__main__":

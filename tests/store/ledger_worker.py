@@ -7,9 +7,7 @@ each entry id it appended with the leaf index the store gave it.
 
 from __future__ import annotations
 
-import json
 import sys
-import traceback
 from datetime import UTC, datetime
 
 import anyio
@@ -17,6 +15,7 @@ import anyio.to_thread
 
 from haldir.core.ledger import EntryDraft, draft_entry
 from haldir.store.sql import SqlStore
+from tests.store.processes import report, started
 
 T0 = datetime(2026, 4, 5, 19, 0, tzinfo=UTC)
 APPEND_LIMIT_S = 60.0
@@ -44,11 +43,7 @@ def new_entry(tenant: str, worker: int, n: int) -> EntryDraft:
 async def append_all(url: str, tenant: str, *, worker: int, count: int, tasks: int) -> dict[str, int]:
     store = SqlStore.open(url, pool_size=2)
     placed: dict[str, int] = {}
-    try:
-        await store.ping()
-        print("ready", flush=True)
-        if (await anyio.to_thread.run_sync(sys.stdin.readline)).strip() != "go":
-            raise SystemExit("the test went away before saying go")
+    async with started(store):
         numbers = iter(range(count))  # shared by the tasks: each number is appended once
 
         async def appender() -> None:
@@ -60,32 +55,12 @@ async def append_all(url: str, tenant: str, *, worker: int, count: int, tasks: i
             async with anyio.create_task_group() as tg:
                 for _ in range(tasks):
                     tg.start_soon(appender)
-    finally:
-        await store.close()
     return placed
-
-
-def causes(exc: BaseException) -> set[str]:
-    """One line per distinct failure inside `exc` (task groups nest them), with what caused it."""
-    if isinstance(exc, BaseExceptionGroup):
-        return set().union(*(causes(inner) for inner in exc.exceptions))
-    line = f"{type(exc).__name__}: {exc}"
-    if exc.__cause__ is not None:
-        line += f" (caused by {type(exc.__cause__).__name__}: {exc.__cause__})"
-    return {line[:500]}
 
 
 def main() -> None:
     url, tenant, worker, count, tasks = sys.argv[1:]
-    try:
-        placed = anyio.run(
-            lambda: append_all(url, tenant, worker=int(worker), count=int(count), tasks=int(tasks))
-        )
-    except Exception as exc:  # the test shows the end of stderr: put the causes there, after the traceback
-        traceback.print_exc()
-        print("\n".join(["failed:", *sorted(causes(exc))]), file=sys.stderr)
-        sys.exit(1)
-    print(json.dumps(placed), flush=True)
+    report(lambda: append_all(url, tenant, worker=int(worker), count=int(count), tasks=int(tasks)))
 
 
 if __name__ == "__main__":

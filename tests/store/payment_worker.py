@@ -7,7 +7,6 @@ one JSON object: the authorization ids it got and how many were refused for budg
 
 from __future__ import annotations
 
-import json
 import sys
 
 import anyio
@@ -18,7 +17,7 @@ from haldir.core.keys import Principal
 from haldir.errors import BudgetExceeded
 from haldir.runtime import wire
 from haldir.store.sql import SqlStore
-from tests.store.ledger_worker import causes
+from tests.store.processes import report, started
 
 RUN_LIMIT_S = 60.0
 
@@ -29,11 +28,7 @@ async def pay_all(url: str, tenant: str, session_id: str, count: int) -> dict[st
     principal = Principal.operator(tenant)
     authorized: list[str] = []
     refused = 0
-    try:
-        await store.ping()
-        print("ready", flush=True)
-        if (await anyio.to_thread.run_sync(sys.stdin.readline)).strip() != "go":
-            raise SystemExit("the test went away before saying go")
+    async with started(store):
 
         async def pay() -> None:
             nonlocal refused
@@ -49,19 +44,12 @@ async def pay_all(url: str, tenant: str, session_id: str, count: int) -> dict[st
             async with anyio.create_task_group() as tg:
                 for _ in range(count):
                     tg.start_soon(pay)
-    finally:
-        await store.close()
     return {"authorized": authorized, "refused": refused}
 
 
 def main() -> None:
     url, tenant, session_id, count = sys.argv[1:]
-    try:
-        result = anyio.run(lambda: pay_all(url, tenant, session_id, int(count)))
-    except Exception as exc:
-        print("\n".join(["failed:", *sorted(causes(exc))]), file=sys.stderr)
-        sys.exit(1)
-    print(json.dumps(result), flush=True)
+    report(lambda: pay_all(url, tenant, session_id, int(count)))
 
 
 if __name__ == "__main__":

@@ -1,16 +1,22 @@
 """Test workers in their own OS processes: started together, told to go at once, each printing one
-line of JSON when done (see tests/store/ledger_worker.py and payment_worker.py)."""
+line of JSON when done (see tests/store/ledger_worker.py and payment_worker.py). `run_workers` is the
+test's side; `started` and `report` are each worker's."""
 
 from __future__ import annotations
 
+import json
 import sys
-from contextlib import AsyncExitStack
+import traceback
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
 from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
+
+from haldir.store.sql import SqlStore
 
 ROOT = Path(__file__).resolve().parents[2]
 START_LIMIT_S = 60.0
@@ -75,3 +81,39 @@ async def _stop(process: Process) -> None:
         process.kill()
     with anyio.CancelScope(shield=True), anyio.fail_after(10):
         await process.aclose()
+
+
+@asynccontextmanager
+async def started(store: SqlStore) -> AsyncIterator[None]:
+    """A worker's start: once its store answers it prints `ready` and waits for the test's `go`; the store
+    is closed when the block ends."""
+    try:
+        await store.ping()
+        print("ready", flush=True)
+        if (await anyio.to_thread.run_sync(sys.stdin.readline)).strip() != "go":
+            raise SystemExit("the test went away before saying go")
+        yield
+    finally:
+        await store.close()
+
+
+def report(run: Callable[[], Awaitable[object]]) -> None:
+    """A worker's end: run it and print its result as one line of JSON; on failure exit 1, with the
+    causes last on stderr (the test shows the end of it), after the traceback."""
+    try:
+        result = anyio.run(run)
+    except Exception as exc:
+        traceback.print_exc()
+        print("\n".join(["failed:", *sorted(causes(exc))]), file=sys.stderr)
+        sys.exit(1)
+    print(json.dumps(result), flush=True)
+
+
+def causes(exc: BaseException) -> set[str]:
+    """One line per distinct failure inside `exc` (task groups nest them), with what caused it."""
+    if isinstance(exc, BaseExceptionGroup):
+        return set().union(*(causes(inner) for inner in exc.exceptions))
+    line = f"{type(exc).__name__}: {exc}"
+    if exc.__cause__ is not None:
+        line += f" (caused by {type(exc.__cause__).__name__}: {exc.__cause__})"
+    return {line[:500]}

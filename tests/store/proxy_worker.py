@@ -7,7 +7,6 @@ sessions, and prints one JSON object: how many were admitted and how many refuse
 
 from __future__ import annotations
 
-import json
 import sys
 from collections import Counter
 
@@ -19,7 +18,7 @@ from haldir.core.keys import Principal
 from haldir.errors import BudgetExceeded, RateLimited
 from haldir.runtime import wire
 from haldir.store.sql import SqlStore
-from tests.store.ledger_worker import causes
+from tests.store.processes import report, started
 
 RUN_LIMIT_S = 60.0
 
@@ -29,11 +28,7 @@ async def call_all(url: str, tenant: str, count: int, sessions: list[str]) -> di
     governor = wire(store=store, clock=SystemClock())
     principal = Principal.operator(tenant)
     outcomes: Counter[str] = Counter()
-    try:
-        await store.ping()
-        print("ready", flush=True)
-        if (await anyio.to_thread.run_sync(sys.stdin.readline)).strip() != "go":
-            raise SystemExit("the test went away before saying go")
+    async with started(store):
 
         async def call(session_id: str) -> None:
             try:
@@ -46,19 +41,12 @@ async def call_all(url: str, tenant: str, count: int, sessions: list[str]) -> di
             async with anyio.create_task_group() as tg:
                 for n in range(count):
                     tg.start_soon(call, sessions[n % len(sessions)])
-    finally:
-        await store.close()
     return dict(outcomes)
 
 
 def main() -> None:
     url, tenant, count, *sessions = sys.argv[1:]
-    try:
-        result = anyio.run(lambda: call_all(url, tenant, int(count), sessions))
-    except Exception as exc:
-        print("\n".join(["failed:", *sorted(causes(exc))]), file=sys.stderr)
-        sys.exit(1)
-    print(json.dumps(result), flush=True)
+    report(lambda: call_all(url, tenant, int(count), sessions))
 
 
 if __name__ == "__main__":

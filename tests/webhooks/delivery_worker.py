@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from ipaddress import ip_network
 
@@ -22,7 +21,7 @@ from haldir.runtime import wire
 from haldir.store.schema import events, webhook_deliveries
 from haldir.store.sql import SqlStore
 from haldir.webhooks import DeliveryWorker, HttpSender
-from tests.store.ledger_worker import causes
+from tests.store.processes import report, started
 
 RUN_LIMIT_S = 60.0
 IDLE_S = 0.05  # waiting for the other process's leases to end: a real process, not a test's clock
@@ -54,33 +53,24 @@ async def deliver_all(url: str, master_key: str) -> dict[str, int]:
     )
     attempted = 0
     try:
-        await store.ping()
-        print("ready", flush=True)
-        if (await anyio.to_thread.run_sync(sys.stdin.readline)).strip() != "go":
-            raise SystemExit("the test went away before saying go")
-        with anyio.fail_after(RUN_LIMIT_S):
-            while True:
-                done = await worker.step()
-                attempted += done
-                if done == 0:
-                    if await _left(store) == 0:
-                        break
-                    await anyio.sleep(IDLE_S)
+        async with started(store):
+            with anyio.fail_after(RUN_LIMIT_S):
+                while True:
+                    done = await worker.step()
+                    attempted += done
+                    if done == 0:
+                        if await _left(store) == 0:
+                            break
+                        await anyio.sleep(IDLE_S)
     finally:
         await sender.aclose()
-        await store.close()
     return {"attempted": attempted}
 
 
 def main() -> None:
     url, master_key = sys.argv[1:]
     configure_logging(level="warning", json=True, stream=sys.stderr)  # stdout carries the result
-    try:
-        result = anyio.run(lambda: deliver_all(url, master_key))
-    except Exception as exc:
-        print("\n".join(["failed:", *sorted(causes(exc))]), file=sys.stderr)
-        sys.exit(1)
-    print(json.dumps(result), flush=True)
+    report(lambda: deliver_all(url, master_key))
 
 
 if __name__ == "__main__":
