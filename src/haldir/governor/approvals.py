@@ -5,7 +5,6 @@ deciding and changing rules `approvals:write`; asking on a session's behalf need
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -290,18 +289,6 @@ class Approvals:
         return await self._store.pending_page(
             principal.tenant_id, now=self._clock.now(), limit=limit, after=decode_cursor(cursor)
         )
-
-    async def wait_decided(
-        self, principal: Principal, approval_id: str, *, within: float, every: float = 0.25
-    ) -> Approval:
-        """The request once it is no longer pending, or as it stands after `within` seconds."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
-        while True:
-            current = await self._current(principal, approval_id)
-            if current.status != PENDING or loop.time() >= deadline:
-                return current
-            await asyncio.sleep(min(every, max(0.0, deadline - loop.time())))
 
     async def expire_lapsed(self, *, limit: int = 500) -> int:
         """Record every open request past its time as expired (a sweep; any replica may run it)."""

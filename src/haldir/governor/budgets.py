@@ -216,7 +216,7 @@ class Budgets:
         held = await self._approvals.holding(subject, tenant_id=tenant_id)
         try:
             return await self._authorize(
-                tx_fields=fields,
+                fields=fields,
                 payment=payment,
                 request=request,
                 session=session,
@@ -237,7 +237,7 @@ class Budgets:
     async def _authorize(
         self,
         *,
-        tx_fields: dict[str, Any],
+        fields: dict[str, Any],
         payment: Payment,
         request: IdempotencyClaim | None,
         session: Session,
@@ -246,7 +246,7 @@ class Budgets:
     ) -> Outcome[Authorization]:
         """Charge the payment, in one transaction with its entry and, when rules hold it, the use of its
         approval (`Unapproved` rolls all of it back)."""
-        fields, micros, now = tx_fields, payment.amount_micros, payment.created_at
+        micros, now = payment.amount_micros, payment.created_at
         async with self._payment_store.spend_transaction(payment.tenant_id) as tx:
             if request is not None:
                 replayed = await self._replay(tx, request, payment)
