@@ -38,6 +38,7 @@ from haldir.proxy.service import ProxyService
 from haldir.proxy.upstreams import UpstreamPool
 from haldir.runtime import open_runtime
 from haldir.settings import Settings
+from haldir.web import DASHBOARD_PATH, mount_dashboard
 from haldir.webhooks.worker import delivery_worker
 
 
@@ -91,6 +92,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
                     advice="back this file up: without it no secret can be read",
                 )
             app.state.store = runtime.store
+            app.state.log_signer = signer  # the dashboard derives its cookie keys from it
             app.state.governor = runtime.governor
             app.state.proxy = service
             gateway.fanout.follow(tool_digest(runtime.governor))
@@ -123,12 +125,13 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         redoc_url=None,
     )
     install_error_handlers(app)
-    app.add_middleware(EdgeMiddleware)
+    app.add_middleware(EdgeMiddleware, form_paths=(DASHBOARD_PATH,))
     # The routes join the app's own list: FastAPI's included-router wrappers cost more, per request, in
     # route matching than a governed request costs in Haldir (measured: ~200 µs for POST /v1/audit).
     routes = (health, keys, sessions, secrets, payments, audit_rules, audit, proxy, approvals, webhooks)
     for module in routes:
         app.router.routes.extend(module.router.routes)
     mount_mcp(app, mcp_endpoints)
+    mount_dashboard(app)
     document_security(app)
     return app

@@ -37,9 +37,12 @@ class BodyTooLarge(HTTPException):
 
 
 class EdgeMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int = MAX_BODY_BYTES) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_body_bytes: int = MAX_BODY_BYTES, form_paths: tuple[str, ...] = ()
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.form_paths = form_paths  # path prefixes whose forms post url-encoded bodies (the dashboard)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -67,7 +70,7 @@ class EdgeMiddleware:
         try:
             if _declared_length(scope) > self.max_body_bytes:
                 raise BodyTooLarge(self.max_body_bytes)
-            if not _json_body(scope):
+            if not _json_body(scope) and not _form_body(scope, self.form_paths):
                 await _reject(
                     send_with_headers,
                     request_id,
@@ -115,6 +118,16 @@ def _json_body(scope: Scope) -> bool:
         return True
     media = declared.split(b";", 1)[0].strip().lower()
     return media == b"application/json" or media.endswith(b"+json")
+
+
+def _form_body(scope: Scope, prefixes: tuple[str, ...]) -> bool:
+    """Whether a request posts a url-encoded form under one of `prefixes`."""
+    path: str = scope["path"]
+    if not any(path == prefix or path.startswith(f"{prefix}/") for prefix in prefixes):
+        return False
+    headers: dict[bytes, bytes] = dict(scope["headers"])
+    media = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
+    return media == b"application/x-www-form-urlencoded"
 
 
 def _declared_length(scope: Scope) -> int:
