@@ -18,6 +18,7 @@ import anyio
 import structlog
 
 from haldir.core.keys import Principal
+from haldir.core.status import UpstreamState
 from haldir.core.tools import Upstream, scrub
 from haldir.errors import HaldirError
 from haldir.governor import Governor
@@ -167,6 +168,13 @@ class ProxyService:
     async def tools(self, principal: Principal) -> list[ProxyTool]:
         tools: list[ProxyTool] = await self._governor.registry.list_proxy_tools(principal)
         return tools
+
+    async def upstream_states(self, principal: Principal) -> list[UpstreamState] | None:
+        """The tenant's upstreams as this process's connections know them; None without `proxy:read`."""
+        if not principal.holds("proxy:read"):
+            return None
+        upstreams = await self._governor.registry.list_upstreams(principal)
+        return [self._pool.state(principal.tenant_id, upstream.name) for upstream in upstreams]
 
     async def upstream_tools_changed(self, tenant_id: str, name: str) -> None:
         """The pool heard `notifications/tools/list_changed` from an upstream: rediscover it."""

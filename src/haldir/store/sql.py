@@ -33,6 +33,7 @@ from haldir.store.rows import key_from_row, key_row, session_from_row, session_r
 from haldir.store.schema import api_keys, epoch_micros, from_epoch_micros, idempotency_keys, sessions, tenants
 from haldir.store.spend import SqlSpend, get_payment, list_payments
 from haldir.store.transaction import Executes, Writing
+from haldir.store.usage import SqlUsage
 from haldir.store.vault import SqlVault
 from haldir.store.webhooks import SqlWebhooks
 
@@ -49,6 +50,7 @@ class SqlStore:
         self.proxy = SqlProxy(self)
         self.approvals = SqlApprovals(self)
         self.webhooks = SqlWebhooks(self)
+        self.usage = SqlUsage(self)
         self.outbox = Outbox()  # wakes this process's webhook delivery worker when events commit
         # SQLite: every write transaction of this process is a turn in one group commit.
         self.groups: GroupTransactions | None = None
