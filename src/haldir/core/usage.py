@@ -208,3 +208,13 @@ class Overview:
     @property
     def secret_accesses_this_month(self) -> int:
         return self.month.total.vault
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """Deployment-wide totals for operators' metrics: no tenant's own figures."""
+
+    entries: int
+    tenants: int
+    backlog: int  # webhook deliveries not yet delivered or given up
+    pending: int  # approval requests waiting for a decision

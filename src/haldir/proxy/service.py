@@ -54,6 +54,7 @@ class ProxyService:
         self._connections: dict[tuple[str, str], _Connection] = {}
         self._listeners: dict[object, ToolsChanged] = {}
         self._finishing: set[asyncio.Task[None]] = set()  # outcomes being recorded
+        self.decision_listeners: list[Callable[[str], None]] = []  # "allowed" or the refusal's code
 
     # calls
 
@@ -69,9 +70,14 @@ class ProxyService:
         (`Proxy.close_stale_calls`). An upstream that cannot be used (refused by the operator's rule, a
         missing secret) ends the call as an error, so its reserved cost is released.
         """
-        admission = await self._governor.proxy.admit_call(
-            principal, session_id=session_id, tool=tool, arguments=arguments
-        )
+        try:
+            admission = await self._governor.proxy.admit_call(
+                principal, session_id=session_id, tool=tool, arguments=arguments
+            )
+        except HaldirError as exc:
+            self._decided(exc.code)
+            raise
+        self._decided("allowed")
         secrets = dict(admission.injected)
         started = time.perf_counter()
         try:
@@ -89,6 +95,10 @@ class ProxyService:
         result = scrub(result, secrets)
         self._finish(principal, admission, result, None, started)
         return result
+
+    def _decided(self, decision: str) -> None:
+        for listener in self.decision_listeners:
+            listener(decision)
 
     def _finish(
         self,

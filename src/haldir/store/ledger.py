@@ -87,6 +87,7 @@ class SqlLedger:
                 if change is not None:
                     tx.queue(change)
             queued = [tx.append(draft) for draft, _ in batch]
+        self._store.batch_committed(len(batch))
         return [pending.result() for pending in queued]
 
     async def append_pending(self, conn: Executes, pending: Sequence[Queued]) -> Callable[[], None]:

@@ -19,7 +19,7 @@ from haldir.core.policies import Policy
 from haldir.core.secrets import SecretInfo, SecretVersion, WrappedDataKey
 from haldir.core.sessions import Session
 from haldir.core.tools import OpenCall, SeenTool, ToolChanges, ToolPin, Upstream
-from haldir.core.usage import Tally, Tenant
+from haldir.core.usage import Deployment, Tally, Tenant
 from haldir.core.webhooks import Attempt, Claimed, Delivery, SealedSecret, Target, Webhook
 from haldir.store.transaction import PendingEntry
 
@@ -444,6 +444,10 @@ class UsageStore(Protocol):
         ...
 
     async def tenant(self, tenant_id: str, *, now: datetime) -> Tenant: ...
+
+    async def deployment(self) -> Deployment:
+        """Totals over every tenant, for operators' metrics."""
+        ...
 
 
 class HealthStore(Protocol):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
@@ -52,13 +52,22 @@ class SqlStore:
         self.webhooks = SqlWebhooks(self)
         self.usage = SqlUsage(self)
         self.outbox = Outbox()  # wakes this process's webhook delivery worker when events commit
+        self.batch_listeners: list[Callable[[int], None]] = []  # told each group commit's size
         # SQLite: every write transaction of this process is a turn in one group commit.
         self.groups: GroupTransactions | None = None
         if engines.inline_write is not None and engines.database is not None:
             self.groups = GroupTransactions(
-                engines.inline_write, writer_lock_path(engines.database), finish=self._append_queued
+                engines.inline_write,
+                writer_lock_path(engines.database),
+                finish=self._append_queued,
+                committed=self.batch_committed,
             )
         self._reader: Connection | None = None  # SQLite: the inline reader of this process
+
+    def batch_committed(self, size: int) -> None:
+        """`size` writes shared one durable commit."""
+        for listener in self.batch_listeners:
+            listener(size)
 
     @classmethod
     def open(cls, url: str, *, pool_size: int = 10, data_dir: Path | None = None) -> SqlStore:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-from haldir.core.usage import Deliveries, Tally, Tenant
+from haldir.core.usage import Deliveries, Deployment, Tally, Tenant
 from haldir.store.schema import (
     approvals,
     ledger_heads,
@@ -82,6 +82,17 @@ class SqlUsage:
                 ),
                 approvals_pending=pending,
                 audit_entries=int(size or 0),
+            )
+
+    async def deployment(self) -> Deployment:
+        h = ledger_heads.c
+        async with self._store.read_connection() as conn:
+            entries, tenants = (await conn.execute(sa.select(sa.func.sum(h.size), sa.func.count()))).one()
+            return Deployment(
+                entries=int(entries or 0),
+                tenants=int(tenants),
+                backlog=await _count(conn, webhook_deliveries, webhook_deliveries.c.status == "pending"),
+                pending=await _count(conn, approvals, approvals.c.status == "pending"),
             )
 
 
