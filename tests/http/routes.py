@@ -12,6 +12,8 @@ from tests.mcp_servers import BIN, time_server_params
 TIME_COMMAND = str(BIN / "mcp-server-time")
 
 PUBLIC = {("GET", "/livez"), ("GET", "/readyz"), ("GET", "/healthz"), ("GET", "/health")}
+# Routes any valid key may call: they answer about the key itself, nothing of the tenant's data.
+AUTHENTICATED = {("GET", "/v1/keys/current")}
 
 # (method, path) -> (required key scopes, space-separated, the first checked first; JSON body or None);
 # "{name}" in a body is filled like a path.
