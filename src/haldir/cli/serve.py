@@ -12,6 +12,7 @@ from rich.console import Console
 from haldir.cli.operator import run
 from haldir.core.keys import NewKey
 from haldir.governor import DEFAULT_TENANT
+from haldir.http.metrics import prepare_multiprocess
 from haldir.logging import configure_logging
 from haldir.runtime import open_runtime
 from haldir.settings import Settings
@@ -55,6 +56,8 @@ def serve(
     # Each worker process builds its own app, store connections and caches from the same HALDIR_*
     # environment (the workers count included, so `--workers` reaches them too).
     os.environ["HALDIR_WORKERS"] = str(settings.workers)
+    if settings.metrics and settings.workers > 1:
+        prepare_multiprocess(settings.data_dir)
     uvicorn.run(
         "haldir.http.app:app_from_environment",
         factory=True,

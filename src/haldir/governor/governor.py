@@ -15,6 +15,7 @@ from haldir.governor.proxy import Proxy
 from haldir.governor.registry import Registry
 from haldir.governor.rules import Rules
 from haldir.governor.sessions import Sessions
+from haldir.governor.usage import Usage
 from haldir.governor.vault import Vault
 from haldir.governor.webhooks import Webhooks
 
@@ -33,6 +34,7 @@ class Governor:
     registry: Registry
     proxy: Proxy
     webhooks: Webhooks
+    usage: Usage
     clock: Clock
 
     def now(self) -> datetime:

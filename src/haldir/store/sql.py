@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
@@ -33,6 +33,7 @@ from haldir.store.rows import key_from_row, key_row, session_from_row, session_r
 from haldir.store.schema import api_keys, epoch_micros, from_epoch_micros, idempotency_keys, sessions, tenants
 from haldir.store.spend import SqlSpend, get_payment, list_payments
 from haldir.store.transaction import Executes, Writing
+from haldir.store.usage import SqlUsage
 from haldir.store.vault import SqlVault
 from haldir.store.webhooks import SqlWebhooks
 
@@ -49,14 +50,24 @@ class SqlStore:
         self.proxy = SqlProxy(self)
         self.approvals = SqlApprovals(self)
         self.webhooks = SqlWebhooks(self)
+        self.usage = SqlUsage(self)
         self.outbox = Outbox()  # wakes this process's webhook delivery worker when events commit
+        self.batch_listeners: list[Callable[[int], None]] = []  # told each group commit's size
         # SQLite: every write transaction of this process is a turn in one group commit.
         self.groups: GroupTransactions | None = None
         if engines.inline_write is not None and engines.database is not None:
             self.groups = GroupTransactions(
-                engines.inline_write, writer_lock_path(engines.database), finish=self._append_queued
+                engines.inline_write,
+                writer_lock_path(engines.database),
+                finish=self._append_queued,
+                committed=self.batch_committed,
             )
         self._reader: Connection | None = None  # SQLite: the inline reader of this process
+
+    def batch_committed(self, size: int) -> None:
+        """`size` writes shared one durable commit."""
+        for listener in self.batch_listeners:
+            listener(size)
 
     @classmethod
     def open(cls, url: str, *, pool_size: int = 10, data_dir: Path | None = None) -> SqlStore:
