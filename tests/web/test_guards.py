@@ -13,7 +13,7 @@ from tests.web.conftest import Browser
 
 pytestmark = pytest.mark.anyio
 
-PAGES = ["/ui/sessions", "/ui/audit", "/ui/approvals", "/ui/webhooks", "/ui/upstreams"]
+PAGES = ["/ui/", "/ui/sessions", "/ui/audit", "/ui/spend", "/ui/approvals", "/ui/webhooks", "/ui/upstreams"]
 
 
 @pytest.fixture
@@ -130,6 +130,7 @@ async def test_a_same_origin_post_with_its_token_acts(api: Api, browser: Browser
     ("path", "scope"),
     [
         ("/ui/audit", "audit:read"),
+        ("/ui/spend", "audit:read"),
         ("/ui/approvals", "approvals:read"),
         ("/ui/webhooks", "webhooks:read"),
         ("/ui/upstreams", "proxy:read"),

@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from haldir.errors import HaldirError
-from haldir.web.pages import approvals, audit, proxy, sessions, signin, webhooks
+from haldir.web.pages import approvals, audit, overview, proxy, sessions, signin, spend, webhooks
 from haldir.web.render import page
 from haldir.web.signin import COOKIE, SignedOut
 
@@ -65,7 +65,7 @@ def dashboard(host: FastAPI) -> FastAPI:
     """The dashboard over `host`'s governor: mount it with `mount_dashboard`."""
     web = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
     web.state.host = host.state
-    for module in (signin, sessions, audit, approvals, webhooks, proxy):
+    for module in (signin, overview, sessions, audit, spend, approvals, webhooks, proxy):
         web.router.routes.extend(module.router.routes)
     web.mount("/static", StaticFiles(packages=[("haldir.web", "static")]), name="static")
     web.add_middleware(PageHeaders)

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 
-from haldir.core.keys import Principal, key_scopes_grant
+from haldir.core.keys import Principal
 from haldir.errors import HaldirError, Unauthenticated
 from haldir.governor import Governor
 from haldir.proxy.service import ProxyService
@@ -35,7 +35,7 @@ class Operator:
 
     def can(self, scope: str) -> bool:
         """Whether to offer what needs `scope` (the governor still checks it on every call)."""
-        return key_scopes_grant(self.principal.scopes, scope)
+        return self.principal.holds(scope)
 
 
 def governor(request: Request) -> Governor:
