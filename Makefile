@@ -33,7 +33,13 @@ $(MCP_SERVERS)/.installed: tests/servers/package.json tests/servers/package-lock
 	npm ci --prefix $(MCP_SERVERS) --ignore-scripts --no-audit --no-fund
 	touch $@
 
-unit: $(STAMP) $(MCP_SERVERS)/.installed
+# The browser the dashboard's tests drive: Debian's Chromium (Playwright downloads no browser here).
+CHROMIUM := $(VENV)/.chromium
+$(CHROMIUM): | $(BIN)/python
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+	touch $@
+
+unit: $(STAMP) $(MCP_SERVERS)/.installed $(CHROMIUM)
 	$(BIN)/pytest -q
 
 test: lint typecheck unit
