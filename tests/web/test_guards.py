@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+import httpx
 import pytest
 
 from haldir.web.app import CONTENT_SECURITY_POLICY
@@ -179,3 +180,39 @@ async def test_the_dashboard_is_not_part_of_the_api_document(api: Api) -> None:
     paths = api.app.openapi()["paths"]
 
     assert not [path for path in paths if path.startswith("/ui")]
+
+
+async def test_an_unexpected_failure_answers_one_500_page_that_quotes_the_request_id(
+    api: Api, browser: Browser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await browser.sign_in(api.admin_key)
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(api.governor.sessions, "list_sessions", broken)
+    response = await browser.get("/ui/sessions")
+
+    assert response.status_code == 500
+    assert response.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+    assert response.headers["x-request-id"] in response.text
+    assert "a bug" not in response.text
+
+
+async def test_over_https_the_sign_in_cookie_is_secure(api: Api) -> None:
+    transport = httpx.ASGITransport(app=api.app)
+    async with httpx.AsyncClient(transport=transport, base_url="https://haldir.test") as client:
+        browser = Browser(client)
+        response = await browser.sign_in(api.admin_key)
+
+    cookie = next(c for c in response.headers.get_list("set-cookie") if c.startswith("haldir_ui="))
+    assert "; secure" in cookie.lower()
+
+
+async def test_the_dashboard_address_without_a_slash_leads_to_the_overview(
+    api: Api, browser: Browser
+) -> None:
+    response = await browser.get("/ui")
+
+    assert response.status_code in (301, 302, 303, 307, 308)
+    assert response.headers["location"].endswith("/ui/")

@@ -38,7 +38,9 @@ log = structlog.get_logger("haldir.web")
 
 
 class PageHeaders:
-    """Sets the dashboard's security headers on every response (static files may be cached)."""
+    """Sets the dashboard's security headers on every response (static files may be cached), and answers
+    a failure nothing else handled with an error page, once: Starlette's own last resort re-raises, and the
+    API's would then try to answer a second time."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -48,9 +50,12 @@ class PageHeaders:
             await self.app(scope, receive, send)
             return
         static = scope["path"].startswith(f"{scope.get('root_path', '')}/static/")
+        started = False
 
         async def send_with_headers(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 headers = MutableHeaders(scope=message)
                 for name, value in PAGE_HEADERS.items():
                     headers[name] = value
@@ -58,7 +63,16 @@ class PageHeaders:
                     headers["Cache-Control"] = STATIC_CACHE
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception as exc:
+            log.exception("page_error", error_type=type(exc).__name__)
+            if started:
+                raise
+            failed = _error_page(
+                Request(scope), 500, "internal error; quote the request id", code="internal_error"
+            )
+            await failed(scope, receive, send_with_headers)
 
 
 def dashboard(host: FastAPI) -> FastAPI:
@@ -105,11 +119,6 @@ def _install_error_pages(web: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> HTMLResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return _error_page(request, exc.status_code, str(exc.detail), code=code)
-
-    @web.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> HTMLResponse:
-        log.exception("page_error", error_type=type(exc).__name__)
-        return _error_page(request, 500, "internal error; quote the request id", code="internal_error")
 
 
 def _error_page(request: Request, status: int, message: str, *, code: str) -> HTMLResponse:
