@@ -125,8 +125,6 @@ class Usage:
     async def _checkpoint(self, principal: Principal) -> tuple[int | None, bool | None, str]:
         """(size of the latest checkpoint, whether the stored log extends it, why not or why unknown):
         signing one for the current size when the log grew, which first proves it extends the last."""
-        if not principal.holds("audit:read"):
-            return None, None, "this API key lacks scope 'audit:read' to check the ledger"
         try:
             checkpoint = await self._ledger.checkpoint(principal)
         except LedgerTampered as exc:

@@ -377,15 +377,31 @@ async def _unavailable_as_error() -> AsyncIterator[None]:
     try:
         yield
     except (DBAPIError, OSError, ConnectionError) as exc:
-        # A dropped connection (the pool has invalidated it, and the next checkout reconnects) or a driver
-        # that could not reach the server; anything else the database said is a bug to surface.
+        # A dropped connection (the pool has invalidated it, and the next checkout reconnects), a driver
+        # that could not reach the server, or a server that refuses connections (its database gone, shut
+        # down, out of connections); anything else the database said is a bug to surface.
         if isinstance(exc, DBAPIError) and not (
-            exc.connection_invalidated or isinstance(exc, OperationalError)
+            exc.connection_invalidated or isinstance(exc, OperationalError) or _refused(exc)
         ):
             raise
         raise StoreUnavailable(
             f"the store did not answer ({type(exc).__name__}): check HALDIR_DATABASE_URL and the server"
         ) from exc
+
+
+# SQLSTATEs of a PostgreSQL server that cannot serve this connection: connection exceptions (08), no such
+# database (3D000), authentication (28), shutting down or starting (57P), out of resources (53).
+_UNAVAILABLE_STATES = ("08", "3D000", "28", "57P", "53")
+
+
+def _refused(exc: DBAPIError) -> bool:
+    cause: BaseException | None = exc.orig
+    while cause is not None:
+        state = getattr(cause, "sqlstate", None)
+        if isinstance(state, str):
+            return state.startswith(_UNAVAILABLE_STATES)
+        cause = cause.__cause__
+    return False
 
 
 def _changes(engines: Engines, data_dir: Path | None, *, notify: Notify) -> Changes:
