@@ -6,6 +6,7 @@ text and runs nothing. Every page is screenshotted into the module's tmp dir (`s
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -275,6 +276,23 @@ def test_approving_a_changed_tool_in_the_browser_lets_calls_through_again(page: 
         "/v1/proxy/call", json={"session_id": session_id, "tool": "greet", "arguments": {"name": "ann"}}
     )
     assert works.status_code == 200, works.text
+
+
+def test_redelivering_a_delivery_in_the_browser_queues_it_again(page: Page, live: Live) -> None:
+    _signed_in(page, live)
+    page.get_by_role("link", name="Webhooks").click()
+    row = page.locator("tr", has_text="webhook.test")
+    delivery_id = row.locator("code").first.inner_text()
+
+    row.get_by_role("button", name="Redeliver").click()
+
+    expect(page).to_have_url(re.compile(r"/ui/webhooks\?webhook_id=whk_"))
+    expect(page.locator("main")).to_contain_text(delivery_id)
+    with httpx.Client(base_url=live.url, headers={"Authorization": f"Bearer {live.admin}"}) as rest:
+        deliveries = _rest(rest, "GET", "/v1/webhooks/deliveries")["deliveries"]
+    redelivered = next(d for d in deliveries if d["delivery_id"] == delivery_id)
+    assert redelivered["status"] == "pending"
+    assert redelivered["attempts"] >= 1
 
 
 def test_every_page_renders_and_is_screenshotted(page: Page, live: Live) -> None:
