@@ -239,6 +239,59 @@ class VerifiedEvidence:
     pack: dict[str, Any]
 
 
+# What the store counts for a pack (`haldir.store.ports.EvidenceStore`), money in micro-units.
+
+
+@dataclass(frozen=True)
+class LedgerPeriod:
+    """The tenant's entries created in the period among its first `below` leaves (a checkpoint's size)."""
+
+    entries: int
+    first_leaf: int | None
+    last_leaf: int | None
+    flagged: int
+    denied: int
+    charged_micros: int
+    budget_refusals: int
+
+
+@dataclass(frozen=True)
+class SessionTotals:
+    """Sessions created in the period: all, those with a spend cap, their caps and spend."""
+
+    created: int
+    capped: int
+    caps_micros: int
+    spent_micros: int
+
+
+@dataclass(frozen=True)
+class PaymentTotals:
+    """Payments authorized in the period, by where they stand now: count and money (for captured ones,
+    the captured amount; for the others, the authorized amount)."""
+
+    counts: Mapping[str, int]
+    micros: Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class DeliveryTotals:
+    """Webhook deliveries made in the period by status, and delivery attempts in the period."""
+
+    statuses: Mapping[str, int]
+    attempts: int
+
+
+@dataclass(frozen=True)
+class VaultKeys:
+    """The deployment's master key versions, the tenant's data key versions, and its secrets."""
+
+    master_keys: tuple[MasterKeyFact, ...]
+    data_keys: tuple[DataKeyFact, ...]
+    secrets: int
+    secret_versions_by_data_key: Mapping[int, int]
+
+
 # Pure derivations from what the store holds.
 
 
