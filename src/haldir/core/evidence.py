@@ -525,7 +525,7 @@ def verify_pack(pack: Any, verifier: Verifier) -> VerifiedEvidence:
          times in UTC), and its SHA-256 and field locators are the ones section 8 states: a difference is
          named by the first field whose locator differs;
       6. the digest of sections 1-7 is the one signed;
-      7. the period is well formed: since < until <= generated at;
+      7. the period is well formed: since <= until <= generated at;
       8. the checkpoint in section 4 verifies under the same key, its origin is section 1's log origin, and
          its tree size and root hash are the ones section 4 states.
     """
@@ -557,9 +557,9 @@ def verify_pack(pack: Any, verifier: Verifier) -> VerifiedEvidence:
         )
     # Step 7.
     identity = evidence.identity
-    if not identity.period_since < identity.period_until <= identity.generated_at:
+    if not identity.period_since <= identity.period_until <= identity.generated_at:
         raise _at(
-            SECTIONS[0], "period_since", "the period must start before it ends, and end by generation time"
+            SECTIONS[0], "period_since", "the period must not end before it starts, nor after generation time"
         )
     # Step 8.
     checkpoint = _check_checkpoint(evidence, verifier)

@@ -194,9 +194,9 @@ def _period(
             f"until is after now ({now.isoformat()}): a pack covers what happened", field="until"
         )
     since = (created or until) if since is None else since
-    if since >= until:
+    if since > until:
         raise InvalidRequest(
-            f"since ({since.isoformat()}) must be before until ({until.isoformat()})", field="since"
+            f"since ({since.isoformat()}) must not be after until ({until.isoformat()})", field="since"
         )
     return since, until
 

@@ -21,6 +21,7 @@ from haldir.http.routes import (
     approvals,
     audit,
     audit_rules,
+    compliance,
     health,
     keys,
     payments,
@@ -126,7 +127,19 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.add_middleware(EdgeMiddleware)
     # The routes join the app's own list: FastAPI's included-router wrappers cost more, per request, in
     # route matching than a governed request costs in Haldir (measured: ~200 µs for POST /v1/audit).
-    routes = (health, keys, sessions, secrets, payments, audit_rules, audit, proxy, approvals, webhooks)
+    routes = (
+        health,
+        keys,
+        sessions,
+        secrets,
+        payments,
+        audit_rules,
+        audit,
+        proxy,
+        approvals,
+        webhooks,
+        compliance,
+    )
     for module in routes:
         app.router.routes.extend(module.router.routes)
     mount_mcp(app, mcp_endpoints)
