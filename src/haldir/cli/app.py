@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer._click.core import Context  # Typer vendors click; its Group.invoke is typed with this Context
 
-from haldir.cli import approvals, audit, keys, migrate, proxy, serve, vault, webhooks
+from haldir.cli import approvals, audit, compliance, keys, migrate, proxy, serve, vault, webhooks
 from haldir.errors import HaldirError
 
 
@@ -43,6 +43,7 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(vault.app, name="vault")
 app.add_typer(approvals.app, name="approvals")
 app.add_typer(webhooks.app, name="webhooks")
+app.add_typer(compliance.app, name="compliance")
 
 
 @app.callback()
