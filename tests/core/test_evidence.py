@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from haldir.core import evidence as ev
+from haldir.core import evidence_facts as facts
 from haldir.core.checkpoints import (
     Checkpoint,
     CheckpointError,
@@ -34,20 +35,20 @@ START = datetime(2026, 1, 1, tzinfo=UTC)
 LATER = START + timedelta(days=90)
 
 
-def sample_evidence(*, entries: int = 3) -> ev.Evidence:
+def sample_evidence(*, entries: int = 3) -> facts.Evidence:
     note = sign_checkpoint(Checkpoint(ORIGIN, entries, b"\x01" * 32), SIGNER)
     keys = [
         ApiKey("acme", "hld_Admin123", "admin | ops", frozenset({"*"}), START),
         ApiKey("acme", "hld_Reader12", "ci_<bot>", frozenset({"audit:read", "admin:read"}), START, LATER),
     ]
-    return ev.Evidence(
-        identity=ev.Identity("acme", START, ORIGIN, START, LATER, LATER, "haldir 0.1.0"),
-        access_control=ev.access_control(keys, since=START, until=LATER + timedelta(seconds=1)),
-        encryption=ev.Encryption(
-            ev.SECRET_CIPHER,
-            ev.AAD_BINDS,
-            ev.KEY_WRAPPING,
-            ev.VALUE_DIGEST,
+    return facts.Evidence(
+        identity=facts.Identity("acme", START, ORIGIN, START, LATER, LATER, "haldir 0.1.0"),
+        access_control=facts.access_control(keys, since=START, until=LATER + timedelta(seconds=1)),
+        encryption=facts.Encryption(
+            facts.SECRET_CIPHER,
+            facts.AAD_BINDS,
+            facts.KEY_WRAPPING,
+            facts.VALUE_DIGEST,
             2,
             1,
             START,
@@ -55,10 +56,10 @@ def sample_evidence(*, entries: int = 3) -> ev.Evidence:
             2,
             3,
             0,
-            (ev.MasterKeyFact(1, "ab" * 16, START), ev.MasterKeyFact(2, "cd" * 16, START)),
-            (ev.DataKeyFact(1, 2, START),),
+            (facts.MasterKeyFact(1, "ab" * 16, START), facts.MasterKeyFact(2, "cd" * 16, START)),
+            (facts.DataKeyFact(1, 2, START),),
         ),
-        audit_trail=ev.AuditTrail(
+        audit_trail=facts.AuditTrail(
             entries,
             0,
             entries - 1,
@@ -67,13 +68,13 @@ def sample_evidence(*, entries: int = 3) -> ev.Evidence:
             entries,
             "01" * 32,
             START,
-            ev.INTEGRITY_CHECKS,
+            facts.INTEGRITY_CHECKS,
             True,
             entries,
             None,
             note,
         ),
-        spend_governance=ev.SpendGovernance(
+        spend_governance=facts.SpendGovernance(
             "USD",
             2,
             1,
@@ -88,10 +89,10 @@ def sample_evidence(*, entries: int = 3) -> ev.Evidence:
             Decimal("3.000001"),
             4,
         ),
-        human_approvals=ev.HumanApprovals(
-            5, 1, 1, 1, 1, 1, (ev.RuleFact("arl_1", "spend_over", Decimal("100.00"), None, None, START),)
+        human_approvals=facts.HumanApprovals(
+            5, 1, 1, 1, 1, 1, (facts.RuleFact("arl_1", "spend_over", Decimal("100.00"), None, None, START),)
         ),
-        outbound_alerting=ev.OutboundAlerting(
+        outbound_alerting=facts.OutboundAlerting(
             1,
             1,
             3,
@@ -99,8 +100,8 @@ def sample_evidence(*, entries: int = 3) -> ev.Evidence:
             1,
             0,
             4,
-            ev.success_percent(2, 1),
-            (ev.WebhookFact("whk_1", "https://hooks.example", ("*",), True, START),),
+            facts.success_percent(2, 1),
+            (facts.WebhookFact("whk_1", "https://hooks.example", ("*",), True, START),),
         ),
     )
 
@@ -114,7 +115,7 @@ def _numbers(pack: dict[str, Any]) -> Iterator[tuple[int, str, Any]]:
     """(section, field path, value) of every number of sections 1-7: counts and amounts."""
     for section in pack["sections"]:
         for path, value in ev._leaves(section["facts"], ""):
-            if (type(value) is int) or (isinstance(value, str) and ev._DECIMAL.fullmatch(value)):
+            if (type(value) is int) or (isinstance(value, str) and facts._DECIMAL.fullmatch(value)):
                 yield section["section"], path, value
 
 
@@ -294,13 +295,13 @@ def test_key_counts_come_from_the_keys_themselves() -> None:
 
 
 def test_success_percent_is_of_finished_deliveries_and_none_without_any() -> None:
-    assert ev.success_percent(0, 0) is None
-    assert ev.success_percent(541, 1) == Decimal("99.82")
-    assert ev.success_percent(2, 0) == Decimal("100.00")
+    assert facts.success_percent(0, 0) is None
+    assert facts.success_percent(541, 1) == Decimal("99.82")
+    assert facts.success_percent(2, 0) == Decimal("100.00")
 
 
 def test_budget_refusals_are_recognised_by_the_reasons_the_budget_gives() -> None:
-    assert ev.is_budget_refusal("session ses_1 has 0.50 USD of budget left, less than 1.00")
-    assert ev.is_budget_refusal("Spend limit of 5.00 USD per agent (pol_1) would be exceeded by 1.00 USD")
-    assert not ev.is_budget_refusal("session ses_1 lacks scope 'spend'; it has ['read']")
-    assert not ev.is_budget_refusal(None)
+    assert facts.is_budget_refusal("session ses_1 has 0.50 USD of budget left, less than 1.00")
+    assert facts.is_budget_refusal("Spend limit of 5.00 USD per agent (pol_1) would be exceeded by 1.00 USD")
+    assert not facts.is_budget_refusal("session ses_1 lacks scope 'spend'; it has ['read']")
+    assert not facts.is_budget_refusal(None)

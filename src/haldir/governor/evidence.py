@@ -8,11 +8,12 @@ from datetime import datetime
 from typing import Any
 
 from haldir import __version__
-from haldir.core import evidence as ev
+from haldir.core import evidence_facts as ev
 from haldir.core import merkle
 from haldir.core.approvals import APPROVED, CONSUMED, DENIED, EXPIRED, PENDING, ApprovalRule
 from haldir.core.checkpoints import Signer, Verifier
 from haldir.core.clock import Clock
+from haldir.core.evidence import sign_evidence, verify_pack
 from haldir.core.keys import Principal
 from haldir.core.ledger import StoredCheckpoint
 from haldir.core.money import from_micros
@@ -105,7 +106,7 @@ class Evidence:
                 await self._webhook_store.list_webhooks(tenant_id),
             ),
         )
-        return ev.sign_evidence(facts, signer)
+        return sign_evidence(facts, signer)
 
     async def check_evidence_manifest(self, principal: Principal, pack: Any) -> ManifestCheck:
         """Whether this server's log key signed `pack` (every step of `verify_pack`), and whether the
@@ -128,7 +129,7 @@ class Evidence:
             proof=[],
         )
         try:
-            verified = ev.verify_pack(pack, Verifier.from_vkey(key.vkey))
+            verified = verify_pack(pack, Verifier.from_vkey(key.vkey))
         except EvidenceTampered as exc:
             return replace(answer, problem=exc.message)
         answer = replace(

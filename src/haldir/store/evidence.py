@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from haldir.core.approvals import EXPIRED, OPEN
-from haldir.core.evidence import (
+from haldir.core.evidence_facts import (
     DataKeyFact,
     DeliveryTotals,
     LedgerPeriod,

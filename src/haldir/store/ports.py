@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from haldir.core.anomalies import Rule
 from haldir.core.approvals import Approval, ApprovalRule
-from haldir.core.evidence import DeliveryTotals, LedgerPeriod, PaymentTotals, SessionTotals, VaultKeys
+from haldir.core.evidence_facts import DeliveryTotals, LedgerPeriod, PaymentTotals, SessionTotals, VaultKeys
 from haldir.core.idempotency import IdempotencyClaim, Outcome
 from haldir.core.keys import ApiKey
 from haldir.core.ledger import EntryDraft, EntryFilter, StoredCheckpoint, StoredEntry
