@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -230,6 +231,30 @@ def test_a_number_edited_in_the_markdown_text_names_its_section_line_and_row() -
     assert raised.value.details == {"section": 4, "field": "Entries in period", "line": line}
     assert "section 4 (Audit trail, CC7.2)" in raised.value.message
     assert "'| Entries in period | 4 |'" in raised.value.message
+
+
+NUMBER_ROWS = [
+    (index, line)
+    for index, line in enumerate(MARKDOWN_DOC.split("\n"))
+    if re.fullmatch(r"\| [^|]+ \| [0-9][0-9,.]* \|", line)
+]
+
+
+@given(st.sampled_from(NUMBER_ROWS), st.integers(min_value=1, max_value=9))
+def test_any_number_edited_in_the_markdown_text_names_its_line_and_section(
+    row: tuple[int, str], digit: int
+) -> None:
+    index, line = row
+    label, value = line[2:-2].split(" | ")
+    edited_value = str(digit) + value  # a different number, as a person would type it
+    lines = MARKDOWN_DOC.split("\n")
+    lines[index] = f"| {label} | {edited_value} |"
+    with pytest.raises(EvidenceTampered) as raised:
+        ev.verify_evidence("\n".join(lines), SIGNER.verifier)
+    assert raised.value.details["line"] == index + 1
+    assert raised.value.details["field"] == label
+    heading = next(h for h in reversed(MARKDOWN_DOC.split("\n")[:index]) if h.startswith("## "))
+    assert raised.value.details["section"] == int(heading[3])
 
 
 def test_markdown_escapes_key_names_so_a_table_cannot_be_broken() -> None:
