@@ -281,7 +281,8 @@ class BulkLog:
         """The canonical JSON of entry n, keys in RFC 8785 order; checked against audit_record by sample."""
         moment = timestamp_text(T0 + timedelta(microseconds=n))
         return (
-            f'{{"action":"charge","agent_id":"agent-{n % 16}","cost_usd":"0.01","details":{{"n":{n}}},'
+            f'{{"action":"charge","agent_id":"agent-{n % 16}","charged_usd":"0.00","cost_usd":"0.01",'
+            f'"details":{{"n":{n}}},'
             f'"entry_id":"{self.entry_id(n)}","flag_reason":null,"flagged":false,"session_id":"ses_bulk",'
             f'"status":"ok","tenant_id":"{self.tenant_id}","timestamp":"{moment}","tool":"stripe"}}'
         )

@@ -7,7 +7,7 @@ import io
 import logging
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +37,13 @@ BACKENDS = ["sqlite", "postgresql"]
 # No per-example deadline: timing depends on the machine's load, and tests never assert on wall-clock time.
 hypothesis.settings.register_profile("haldir", deadline=None, print_blob=True)
 hypothesis.settings.load_profile("haldir")
+
+
+@pytest.fixture(autouse=True)
+def _own_config_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`haldir login` writes to the user's config dir: each test (and every process it starts) gets its
+    own, so neither a developer's login nor another test's can change what a command does."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config")))
 
 
 @pytest.fixture
@@ -83,6 +90,27 @@ def postgres_database() -> Iterator[str]:
     asyncio.run(_migrate(url))
     yield url
     asyncio.run(_admin(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@dataclass
+class ScratchDatabase:
+    """A PostgreSQL database of one test's own, which the test may take away (`drop`)."""
+
+    url: str
+    drop: Callable[[], None]
+
+
+@pytest.fixture
+def scratch_postgres() -> Iterator[ScratchDatabase]:
+    base = _postgres_base()
+    name = f"haldir_s_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(base, f'CREATE DATABASE "{name}"'))
+
+    def drop() -> None:
+        asyncio.run(_admin(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+    yield ScratchDatabase(make_url(base).set(database=name).render_as_string(hide_password=False), drop)
+    drop()
 
 
 @pytest.fixture

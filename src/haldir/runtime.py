@@ -26,10 +26,11 @@ from haldir.governor.proxy import Proxy
 from haldir.governor.registry import Registry
 from haldir.governor.rules import Rules
 from haldir.governor.sessions import Sessions
+from haldir.governor.usage import Usage
 from haldir.governor.vault import Vault
 from haldir.governor.webhooks import DEFAULT_SECRET_GRACE, Webhooks
 from haldir.settings import Settings
-from haldir.store.migrate import require_latest_schema
+from haldir.store.migrate import head_revision, require_latest_schema
 from haldir.store.ports import Store
 from haldir.store.sql import SqlStore
 from haldir.vaultkey import key_file, load_master_keys
@@ -122,6 +123,9 @@ def wire(
             ledger=ledger,
             clock=clock,
             log_signer=log_signer,
+        ),
+        usage=Usage(
+            usage_store=store.usage, health=store, ledger=ledger, clock=clock, schema_head=head_revision()
         ),
         clock=clock,
     )

@@ -90,6 +90,11 @@ class Settings(BaseSettings):
         description="How long the gateway holds a call that needs approval open, waiting for the decision, "
         "before it answers `approval_required`. 0: answer at once.",
     )
+    metrics: bool = Field(
+        default=False,
+        description="Serve Prometheus metrics at `GET /metrics` (unauthenticated, deployment-wide figures, "
+        "no tenant data): expose it only where your Prometheus can reach it.",
+    )
     db_pool_size: int = Field(default=10, ge=1, le=200, description="PostgreSQL connections per process.")
     outbound_allow: Annotated[tuple[IPv4Network | IPv6Network, ...], NoDecode] = Field(
         default=(),

@@ -107,13 +107,9 @@ async def test_an_edited_number_fails_with_one_line_that_names_its_place(served:
     assert "(Payments authorized)" in lines[0]
     as_json = await _run("compliance", "verify", str(out), "--key", vkey, "--json")
     assert as_json.exit_code == 9
-    found = _last_json(as_json)
-    assert (found["ok"], found["code"], found["section"], found["field"]) == (
-        False,
-        "evidence_tampered",
-        5,
-        "Payments authorized",
-    )
+    found = json.loads(as_json.stderr)
+    assert (found["code"], found["exit_code"]) == ("evidence_tampered", 9)
+    assert found["error"].startswith("section 5 (Spend governance, CC5.2), line ")
 
 
 async def test_verify_without_a_key_asks_the_server(served: Api, tmp_path: Path) -> None:

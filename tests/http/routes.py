@@ -12,6 +12,8 @@ from tests.mcp_servers import BIN, time_server_params
 TIME_COMMAND = str(BIN / "mcp-server-time")
 
 PUBLIC = {("GET", "/livez"), ("GET", "/readyz"), ("GET", "/healthz"), ("GET", "/health")}
+# Routes any valid key may call: they answer about the key itself, nothing of the tenant's data.
+AUTHENTICATED = {("GET", "/v1/keys/current")}
 
 # (method, path) -> (required key scopes, space-separated, the first checked first; JSON body or None);
 # "{name}" in a body is filled like a path.
@@ -90,6 +92,9 @@ SAMPLES: dict[tuple[str, str], tuple[str, Any]] = {
     ("POST", "/v1/approvals/{approval_id}/deny"): ("approvals:write", None),
     ("GET", "/v1/compliance/evidence"): ("admin:read", None),
     ("POST", "/v1/compliance/evidence/manifest"): ("audit:read", {"format": "not a pack"}),
+    ("GET", "/v1/usage"): ("audit:read", None),
+    ("GET", "/v1/metrics"): ("audit:read", None),
+    ("GET", "/v1/status"): ("audit:read", None),
 }
 
 # Query strings a route needs to get past validation and reach its scope check.

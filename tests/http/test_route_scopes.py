@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import Api
-from tests.http.routes import PUBLIC, SAMPLES, api_routes, body_for, fill, seed
+from tests.http.routes import AUTHENTICATED, PUBLIC, SAMPLES, api_routes, body_for, fill, seed
 
 pytestmark = pytest.mark.anyio
 
@@ -33,7 +33,7 @@ async def _resources(api: Api) -> dict[str, str]:
 async def test_every_documented_route_is_public_or_has_a_sample_in_the_walker(api: Api) -> None:
     routes = api_routes(api.app)
     assert ("POST", "/v1/sessions") in routes
-    missing = [route for route in routes if route not in PUBLIC and route not in SAMPLES]
+    missing = [route for route in routes if route not in PUBLIC | AUTHENTICATED and route not in SAMPLES]
     assert missing == [], "add these routes to tests/http/routes.py SAMPLES with their required scope"
 
 
@@ -107,3 +107,17 @@ async def test_another_tenant_gets_404_for_every_route_that_takes_an_id(api: Api
     listed = (await api.client.get("/v1/keys", headers=intruder)).json()["keys"]
     assert all(key["tenant_id"] == "intruder" for key in listed)
     assert (await api.client.get("/v1/sessions", headers=api.auth(victim_key))).status_code == 200
+
+
+async def test_routes_about_the_key_itself_need_a_valid_key_and_no_scope(api: Api) -> None:
+    narrow = await api.key("webhooks:read")
+    other = await api.key("sessions:read", tenant="globex")
+    for method, path in AUTHENTICATED:
+        assert (await api.client.request(method, path)).status_code == 401
+        bad = {"Authorization": "Bearer hld_" + "x" * 48}
+        assert (await api.client.request(method, path, headers=bad)).status_code == 401
+        mine = await api.client.request(method, path, headers=api.auth(narrow))
+        assert mine.status_code == 200, mine.text
+        assert mine.json() == {"prefix": narrow[:12], "tenant_id": "acme", "scopes": ["webhooks:read"]}
+        theirs = await api.client.request(method, path, headers=api.auth(other))
+        assert theirs.json() == {"prefix": other[:12], "tenant_id": "globex", "scopes": ["sessions:read"]}

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from haldir.core import merkle
 from haldir.core.keys import ApiKey, Principal, generate_key
 from haldir.core.ledger import GENESIS, canonical_bytes, verify_entry
+from haldir.core.usage import day_number
 from haldir.runtime import wire
 from haldir.store.schema import merkle_nodes
 from haldir.store.sql import SqlStore
@@ -115,3 +116,9 @@ async def _require_one_verifying_log(
     governor = wire(store=store, clock=FakeClock())
     verification = await governor.ledger.verify_log(Principal.operator(TENANT))
     assert (verification.ok, verification.tree_size, verification.first_bad) == (True, total, None)
+
+    # The usage counters, updated in each appending transaction, count every entry once.
+    day = day_number(entries[0].columns["created_at"])
+    rows = await store.usage.days(TENANT, first=day - 1, last=day + 1)
+    by_agent = Counter(entry.columns["agent_id"] for entry in entries)
+    assert {agent: counts.actions for _, agent, counts in rows} == by_agent

@@ -13,6 +13,7 @@ import pytest
 from haldir.errors import StoreUnavailable
 from haldir.store.migrate import head_revision
 from haldir.store.sql import SqlStore
+from tests.conftest import ScratchDatabase
 from tests.store.test_contract import _session, _tenant
 
 pytestmark = pytest.mark.anyio
@@ -75,5 +76,24 @@ async def test_a_write_on_a_dropped_connection_is_unavailable_not_half_done(post
         else:  # the pool noticed before the write: then it committed
             assert await store.get_session("acme", "ses_maybe") is not None
         assert await store.schema_revision() == head_revision()
+    finally:
+        await store.close()
+
+
+async def test_a_database_that_is_gone_is_unavailable_for_reads_and_writes(
+    scratch_postgres: ScratchDatabase,
+) -> None:
+    store = SqlStore.open(scratch_postgres.url, pool_size=1)
+    try:
+        await store.ping()
+        await anyio.to_thread.run_sync(scratch_postgres.drop)  # it runs its own event loop
+
+        with pytest.raises(StoreUnavailable):
+            await store.ping()
+        with pytest.raises(StoreUnavailable):
+            await store.schema_revision()
+        with pytest.raises(StoreUnavailable):
+            async with store.write_transaction():
+                pass
     finally:
         await store.close()

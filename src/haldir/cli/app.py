@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from typing import Annotated, Any
 
 import typer
@@ -9,12 +11,27 @@ from rich.console import Console
 from rich.markup import escape
 from typer._click.core import Context  # Typer vendors click; its Group.invoke is typed with this Context
 
-from haldir.cli import approvals, audit, compliance, keys, migrate, proxy, serve, vault, webhooks
+from haldir.cli import (
+    approvals,
+    audit,
+    compliance,
+    health,
+    keys,
+    login,
+    migrate,
+    overview,
+    proxy,
+    serve,
+    vault,
+    webhooks,
+)
+from haldir.cli.output import JSON_MODE
 from haldir.errors import HaldirError
 
 
 class _HaldirGroup(typer.core.TyperGroup):
-    """Turns a `HaldirError` into one red line and its exit code; tracebacks only with --verbose."""
+    """Turns a `HaldirError` into one line on stderr (red text, or a JSON object when the command was
+    asked for --json) and its exit code; tracebacks only with --verbose."""
 
     def invoke(self, ctx: Context) -> Any:
         try:
@@ -23,7 +40,11 @@ class _HaldirGroup(typer.core.TyperGroup):
             stderr = Console(stderr=True, highlight=False, soft_wrap=True)
             if ctx.meta.get("haldir.verbose"):
                 stderr.print_exception()
-            stderr.print(f"[bold red]error:[/] {escape(exc.message)}")
+            if ctx.meta.get(JSON_MODE):
+                error = {"error": exc.message, "code": exc.code, "exit_code": exc.exit_code}
+                sys.stderr.write(json.dumps(error, ensure_ascii=False) + "\n")
+            else:
+                stderr.print(f"[bold red]error:[/] {escape(exc.message)}")
             raise typer.Exit(exc.exit_code) from None
 
 
@@ -37,6 +58,11 @@ app = typer.Typer(
 )
 app.command("serve")(serve.serve)
 app.command("proxy")(proxy.proxy)
+app.command("login")(login.login)
+app.command("logout")(login.logout)
+app.command("overview")(overview.overview)
+app.command("status")(health.status)
+app.command("ready")(health.ready)
 app.add_typer(migrate.app, name="migrate")
 app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from haldir.cli.output import AsJson
 from haldir.cli.remote import connect
 from haldir.client.money import plain
 
@@ -19,7 +20,6 @@ app = typer.Typer(
 )
 console = Console(highlight=False, soft_wrap=True)
 
-AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 ApprovalId = Annotated[str, typer.Argument(help="The approval's id, apr_….")]
 Note = Annotated[str | None, typer.Option("--note", "-n", help="Why; recorded with the decision.")]
 

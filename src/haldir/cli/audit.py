@@ -15,6 +15,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from haldir.cli.audit_tail import tail
+from haldir.cli.output import AsJson, print_json
 from haldir.cli.remote import connect
 from haldir.client import HaldirClient
 from haldir.client.money import plain
@@ -34,6 +36,7 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 stderr = Console(stderr=True, highlight=False)
+app.command("tail")(tail)
 
 
 class Format(StrEnum):
@@ -54,6 +57,7 @@ def export(
         str | None, typer.Option(help="CSV only: entries at or after this ISO 8601 time with a zone.")
     ] = None,
     until: Annotated[str | None, typer.Option(help="CSV only: entries before this ISO 8601 time.")] = None,
+    as_json: AsJson = False,
 ) -> None:
     """Export the ledger in leaf order, up to the checkpoint fetched first.
 
@@ -85,7 +89,10 @@ def export(
         else:
             count = _write_csv(handle, entries)
         advance(size)
-    stderr.print(f"wrote {count} entries to {out} (checkpoint at tree size {size})")
+    if as_json:
+        print_json({"out": str(out), "format": fmt.value, "entries": count, "tree_size": size})
+    else:
+        stderr.print(f"wrote {count} entries to {out} (checkpoint at tree size {size})")
 
 
 @app.command("verify")
@@ -110,6 +117,7 @@ def verify(
     origin: Annotated[
         str | None, typer.Option("--origin", help="The checkpoint origin to require, e.g. haldir.local/acme.")
     ] = None,
+    as_json: AsJson = False,
 ) -> None:
     """Verify an export offline (--offline FILE --key VKEY), or else ask the server to verify its whole log.
 
@@ -126,13 +134,29 @@ def verify(
                 f"the server's log fails verification at leaf {bad.get('leaf_index')} "
                 f"({bad.get('entry_id')}): {bad.get('reason')}"
             )
-        print(f"ok: {result['tree_size']} entries, verified by the server")
+        if as_json:
+            print_json({"ok": True, "entries": result["tree_size"], "verified_by": "server"})
+        else:
+            print(f"ok: {result['tree_size']} entries, verified by the server")
         return
     if key is None:
         raise InvalidRequest("--offline needs --key VKEY: the log's verifier key, from a source you trust")
     verifier = _verifier(key)
     with offline.open("rb") as handle:
         report = verify_export(handle, verifier, origin=origin)
+    if as_json:
+        checkpoint = report.checkpoint
+        print_json(
+            {
+                "ok": True,
+                "entries": report.entries,
+                "verified_by": "offline",
+                "origin": checkpoint.origin,
+                "tree_size": checkpoint.tree_size,
+                "root_hash": checkpoint.root_hash.hex(),
+            }
+        )
+        return
     print(f"ok: {report.entries} entries, checkpoint verified")
     print(f"origin {report.checkpoint.origin}, root hash {report.checkpoint.root_hash.hex()}")
 

@@ -3,7 +3,6 @@ key alone, or ask the server whether it signed it and its ledger still extends t
 
 from __future__ import annotations
 
-import json
 import os
 from datetime import UTC, date, datetime, time
 from enum import StrEnum
@@ -12,10 +11,11 @@ from typing import Annotated, Any, Literal
 
 import typer
 
+from haldir.cli.output import AsJson, print_json
 from haldir.cli.remote import connect
 from haldir.core.checkpoints import CheckpointError, Verifier
 from haldir.core.evidence import VerifiedEvidence, parse_document, verify_evidence
-from haldir.errors import EvidenceTampered, HaldirError, InvalidRequest
+from haldir.errors import EvidenceTampered, InvalidRequest
 
 app = typer.Typer(
     help="Signed compliance evidence: `evidence` fetches a pack (HALDIR_URL, HALDIR_API_KEY with "
@@ -23,7 +23,6 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 _EXTENSIONS: dict[str, Literal["json", "md"]] = {".md": "md", ".markdown": "md", ".json": "json"}
 
 
@@ -62,7 +61,7 @@ def evidence(
     _write(out, document)
     result = {"path": str(out), "format": chosen, **_summary(verified)}
     if as_json:
-        print(json.dumps(result))
+        print_json(result)
         return
     typer.echo(
         f"wrote {out}: evidence of {verified.tenant_id} from {result['since']} to {result['until']}, "
@@ -86,14 +85,9 @@ def verify(
 ) -> None:
     """Verify a pack: every number, byte and line; exits 9 with one line naming what differs."""
     document = file.read_bytes()
-    try:
-        result = _offline(document, key) if key is not None else _online(document)
-    except HaldirError as exc:
-        if as_json:
-            print(json.dumps({"ok": False, "code": exc.code, "error": exc.message, **exc.details}))
-        raise
+    result = _offline(document, key) if key is not None else _online(document)
     if as_json:
-        print(json.dumps({"ok": True, **result}))
+        print_json({"ok": True, **result})
         return
     typer.echo(f"ok: {result['message']}")
 

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from haldir.cli.operator import open_governor, run
+from haldir.cli.output import AsJson
 from haldir.core.clock import isoformat
 from haldir.core.keys import ApiKey, Principal
 from haldir.errors import NotFound
@@ -22,7 +23,6 @@ app = typer.Typer(
 console = Console(highlight=False)
 
 Tenant = Annotated[str, typer.Option("--tenant", "-t", help="Tenant id; created on first use.")]
-AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 @app.command("create")
@@ -84,7 +84,10 @@ def list_keys(tenant: Tenant = DEFAULT_TENANT, as_json: AsJson = False) -> None:
 
 
 @app.command("revoke")
-def revoke(prefix: Annotated[str, typer.Argument(help="The key's prefix, e.g. hld_Ab3dEf9h.")]) -> None:
+def revoke(
+    prefix: Annotated[str, typer.Argument(help="The key's prefix, e.g. hld_Ab3dEf9h.")],
+    as_json: AsJson = False,
+) -> None:
     """Revoke a key at once, in whichever tenant it lives."""
     settings = Settings()
 
@@ -96,6 +99,9 @@ def revoke(prefix: Annotated[str, typer.Argument(help="The key's prefix, e.g. hl
             return await gov.keys.revoke_key(Principal.operator(tenant), prefix)
 
     key = run(work)
+    if as_json:
+        print(json.dumps(_key_json(key)))
+        return
     console.print(f"revoked {key.prefix} (tenant '{key.tenant_id}')")
 
 

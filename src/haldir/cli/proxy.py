@@ -19,9 +19,10 @@ import structlog
 from mcp.server.lowlevel import NotificationOptions
 from mcp.server.stdio import stdio_server
 
+from haldir.cli.output import AsJson
+from haldir.cli.remote import client_settings
 from haldir.client import AsyncHaldirClient
 from haldir.core.keys import display_prefix
-from haldir.errors import Unauthenticated
 from haldir.logging import configure_logging
 from haldir.mcp.gateway import ToolChangeFanout, build_gateway_server
 from haldir.mcp.gateway_backends import RemoteGateway
@@ -35,14 +36,14 @@ _TENANT = "stdio"  # one client, one key: the fan-out has a single audience
 log = structlog.get_logger("haldir.proxy")
 
 
-def proxy() -> None:
-    """Serve the MCP gateway on stdin/stdout (configured by HALDIR_* environment variables)."""
-    settings, client, gateway = Settings(), ClientSettings(), GatewaySettings()
-    configure_logging(level=settings.log_level, json=settings.log_json, stream=sys.stderr)
+def proxy(as_json: AsJson = False) -> None:
+    """Serve the MCP gateway on stdin/stdout (configured by HALDIR_* environment variables, or the server and
+    key of `haldir login`). Logs go to stderr; with --json, as JSON lines."""
+    settings, gateway = Settings(), GatewaySettings()
+    configure_logging(level=settings.log_level, json=settings.log_json or as_json, stream=sys.stderr)
     # httpx logs each request at info: every poll of the tools would reach the MCP client's log.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    if not client.api_key:
-        raise Unauthenticated("HALDIR_API_KEY is not set: haldir proxy needs an API key (hld_…)")
+    client = client_settings(needs="proxy:write")
     anyio.run(serve, client, gateway, settings.approval_wait_seconds)
 
 

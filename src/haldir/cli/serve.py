@@ -10,8 +10,10 @@ import uvicorn
 from rich.console import Console
 
 from haldir.cli.operator import run
+from haldir.cli.output import AsJson, print_json
 from haldir.core.keys import NewKey
 from haldir.governor import DEFAULT_TENANT
+from haldir.http.metrics import prepare_multiprocess
 from haldir.logging import configure_logging
 from haldir.runtime import open_runtime
 from haldir.settings import Settings
@@ -23,9 +25,16 @@ def serve(
     workers: Annotated[
         int | None, typer.Option(min=1, help="Worker processes (default HALDIR_WORKERS: one per CPU).")
     ] = None,
+    as_json: AsJson = False,
 ) -> None:
-    """Serve the API. On first start, create the default tenant's admin key and print it once."""
+    """Serve the API. On first start, create the default tenant's admin key and print it once.
+
+    With --json, logs are JSON lines (as HALDIR_LOG_JSON=true) and the first start's key is printed as one
+    JSON object.
+    """
     overrides = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None}
+    if as_json:
+        overrides["log_json"] = True
     settings = Settings(**overrides)  # type: ignore[arg-type]
     configure_logging(level=settings.log_level, json=settings.log_json)
 
@@ -36,12 +45,14 @@ def serve(
 
     new, generated_key = run(bootstrap)
     base = f"http://{settings.host}:{settings.port}"
-    if generated_key is not None:
+    if as_json:
+        _print_json_start(new, generated_key, base)
+    elif generated_key is not None:
         Console(highlight=False, soft_wrap=True).print(
             f"Generated the Vault's master key into {generated_key} (mode 0600). Back it up: without it no "
             "secret can be read. On several servers, set HALDIR_ENCRYPTION_KEY instead."
         )
-    if new is not None:
+    if new is not None and not as_json:
         console = Console(highlight=False, soft_wrap=True)
         console.rule("Haldir first start")
         console.print(
@@ -52,9 +63,13 @@ def serve(
             "Make narrower keys with 'haldir keys create --scopes sessions:write'."
         )
         console.rule()
+    if as_json:
+        os.environ["HALDIR_LOG_JSON"] = "true"  # the workers read their settings from the environment
     # Each worker process builds its own app, store connections and caches from the same HALDIR_*
     # environment (the workers count included, so `--workers` reaches them too).
     os.environ["HALDIR_WORKERS"] = str(settings.workers)
+    if settings.metrics and settings.workers > 1:
+        prepare_multiprocess(settings.data_dir)
     uvicorn.run(
         "haldir.http.app:app_from_environment",
         factory=True,
@@ -65,3 +80,15 @@ def serve(
         access_log=False,
         server_header=False,
     )
+
+
+def _print_json_start(new: NewKey | None, generated_key: str | None, base: str) -> None:
+    if new is not None or generated_key is not None:
+        print_json(
+            {
+                "url": base,
+                "tenant_id": DEFAULT_TENANT if new is not None else None,
+                "admin_api_key": new.value if new is not None else None,
+                "master_key_generated": generated_key,
+            }
+        )

@@ -9,7 +9,6 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -17,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from haldir.cli.operator import open_governor, run
+from haldir.cli.output import AsJson
 from haldir.core.keys import Principal
 from haldir.core.vault import MasterKey, generate_master_key
 from haldir.errors import ConfigurationError, Conflict
@@ -33,7 +33,6 @@ app = typer.Typer(
 )
 console = Console(highlight=False, soft_wrap=True)  # lines a script can grep, unbroken
 
-AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 _ENV = "HALDIR_ENCRYPTION_KEY"
 _POOL = 2
@@ -70,7 +69,7 @@ def status(as_json: AsJson = False) -> None:
 
 
 @app.command("rotate-key")
-def rotate_key() -> None:
+def rotate_key(as_json: AsJson = False) -> None:
     """Make a new master key the newest version and rewrap every data key with it; servers keep serving.
 
     With HALDIR_ENCRYPTION_KEY unset, a new key is generated into the data dir's key file. With it set,
@@ -88,6 +87,9 @@ def rotate_key() -> None:
         rotation = run(lambda: _rotate_env(settings))
         source = _ENV
         where = f"from {_ENV} on every server"
+    if as_json:
+        print(json.dumps({**dataclasses.asdict(rotation), "old_keys_in": source}))
+        return
     console.print(
         f"master key version {rotation.version} (check value {rotation.check_value}) is now active; "
         f"rewrapped {rotation.rewrapped} data key(s)"
@@ -99,9 +101,10 @@ def rotate_key() -> None:
 
 
 @app.command("generate-key")
-def generate_key() -> None:
+def generate_key(as_json: AsJson = False) -> None:
     """Print a new random master key (base64 of 32 bytes) for HALDIR_ENCRYPTION_KEY."""
-    print(generate_master_key().encode())
+    key = generate_master_key().encode()
+    print(json.dumps({"key": key}) if as_json else key)
 
 
 async def _rotate_file(settings: Settings, path: Path) -> Rotation:

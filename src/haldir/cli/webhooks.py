@@ -11,9 +11,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from haldir.cli.output import AsJson
+from haldir.cli.remote import connect
 from haldir.client import HaldirClient
-from haldir.errors import Unauthenticated
-from haldir.settings import ClientSettings
 
 app = typer.Typer(
     help="Webhooks and their deliveries (client commands: they reach HALDIR_URL with HALDIR_API_KEY).",
@@ -23,7 +23,6 @@ console = Console(highlight=False, soft_wrap=True)
 if not console.is_terminal:
     console.width = 200  # a pipe or a log: whole ids on one line, for grep
 
-AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 ATTEMPTS_SHOWN = 20
 
 
@@ -143,10 +142,4 @@ def _attempt_row(delivery: dict[str, Any], attempt: dict[str, Any]) -> dict[str,
 
 
 def _client() -> HaldirClient:
-    settings = ClientSettings()
-    if not settings.api_key:
-        raise Unauthenticated(
-            "HALDIR_API_KEY is not set: client commands need an API key with scope webhooks:read or "
-            "webhooks:write (an operator makes one with `haldir keys create --scopes webhooks:write`)"
-        )
-    return HaldirClient(api_key=settings.api_key, base_url=settings.url)
+    return connect(needs="webhooks:write")

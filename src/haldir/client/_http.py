@@ -388,6 +388,22 @@ def list_entries(
     return Call("GET", "/v1/audit", json_object, params=params)
 
 
+def current_key() -> Call[Json]:
+    return Call("GET", "/v1/keys/current", json_object)
+
+
+def usage(*, since: date | None, until: date | None) -> Call[Json]:
+    return Call("GET", "/v1/usage", json_object, params=_query({"since": since, "until": until}))
+
+
+def metrics() -> Call[Json]:
+    return Call("GET", "/v1/metrics", json_object)
+
+
+def status() -> Call[Json]:
+    return Call("GET", "/v1/status", json_object)
+
+
 def checkpoint() -> Call[str]:
     return Call("GET", "/v1/audit/checkpoint", text, headers={"Accept": "text/plain"})
 

@@ -265,6 +265,22 @@ class AsyncHaldirClient:
         """The latest checkpoint as signed note text; open it with `haldir.parse_checkpoint`."""
         return await self._send(_http.checkpoint())
 
+    async def current_key(self) -> Json:
+        """`{"prefix", "tenant_id", "scopes"}` of this client's key: any valid key may ask."""
+        return await self._send(_http.current_key())
+
+    async def usage(self, *, since: date | None = None, until: date | None = None) -> Json:
+        """The ledger's counters by day and agent (UTC days, both included; default: this month)."""
+        return await self._send(_http.usage(since=since, until=until))
+
+    async def metrics(self) -> Json:
+        """The tenant's counters now: the panel `haldir overview` draws."""
+        return await self._send(_http.metrics())
+
+    async def status(self) -> Json:
+        """Each component of the deployment green, yellow or red, as this key sees it."""
+        return await self._send(_http.status())
+
     async def tree_head(self) -> Json:
         return await self._send(_http.tree_head())
 

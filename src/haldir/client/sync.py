@@ -263,6 +263,22 @@ class HaldirClient:
         """The latest checkpoint as signed note text; open it with `haldir.parse_checkpoint`."""
         return self._send(_http.checkpoint())
 
+    def current_key(self) -> Json:
+        """`{"prefix", "tenant_id", "scopes"}` of this client's key: any valid key may ask."""
+        return self._send(_http.current_key())
+
+    def usage(self, *, since: date | None = None, until: date | None = None) -> Json:
+        """The ledger's counters by day and agent (UTC days, both included; default: this month)."""
+        return self._send(_http.usage(since=since, until=until))
+
+    def metrics(self) -> Json:
+        """The tenant's counters now: the panel `haldir overview` draws."""
+        return self._send(_http.metrics())
+
+    def status(self) -> Json:
+        """Each component of the deployment green, yellow or red, as this key sees it."""
+        return self._send(_http.status())
+
     def tree_head(self) -> Json:
         return self._send(_http.tree_head())
 

@@ -106,6 +106,9 @@ class Principal:
         """The local operator acting directly on the store (CLI), with every scope in one tenant."""
         return cls(tenant_id=tenant_id, key_prefix=None, scopes=frozenset({ALL}))
 
+    def holds(self, scope: str) -> bool:
+        return key_scopes_grant(self.scopes, scope)
+
     def require(self, scope: str) -> None:
         if not key_scopes_grant(self.scopes, scope):
             raise InsufficientScope(

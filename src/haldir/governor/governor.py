@@ -16,6 +16,7 @@ from haldir.governor.proxy import Proxy
 from haldir.governor.registry import Registry
 from haldir.governor.rules import Rules
 from haldir.governor.sessions import Sessions
+from haldir.governor.usage import Usage
 from haldir.governor.vault import Vault
 from haldir.governor.webhooks import Webhooks
 
@@ -35,6 +36,7 @@ class Governor:
     proxy: Proxy
     webhooks: Webhooks
     evidence: Evidence
+    usage: Usage
     clock: Clock
 
     def now(self) -> datetime:

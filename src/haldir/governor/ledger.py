@@ -278,6 +278,10 @@ class Ledger:
             until=until,
         )
 
+    def signing_key(self) -> str | None:
+        """The log's public key (note verifier key), None when this process signs no checkpoints."""
+        return None if self._log_signer is None else self._log_signer.vkey
+
     def _origin(self, tenant_id: str) -> str:
         return f"{self._log_origin}/{tenant_id}"
 

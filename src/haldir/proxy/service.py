@@ -18,6 +18,7 @@ import anyio
 import structlog
 
 from haldir.core.keys import Principal
+from haldir.core.status import UpstreamState
 from haldir.core.tools import Upstream, scrub
 from haldir.errors import HaldirError
 from haldir.governor import Governor
@@ -53,6 +54,7 @@ class ProxyService:
         self._connections: dict[tuple[str, str], _Connection] = {}
         self._listeners: dict[object, ToolsChanged] = {}
         self._finishing: set[asyncio.Task[None]] = set()  # outcomes being recorded
+        self.decision_listeners: list[Callable[[str], None]] = []  # "allowed" or the refusal's code
 
     # calls
 
@@ -68,9 +70,14 @@ class ProxyService:
         (`Proxy.close_stale_calls`). An upstream that cannot be used (refused by the operator's rule, a
         missing secret) ends the call as an error, so its reserved cost is released.
         """
-        admission = await self._governor.proxy.admit_call(
-            principal, session_id=session_id, tool=tool, arguments=arguments
-        )
+        try:
+            admission = await self._governor.proxy.admit_call(
+                principal, session_id=session_id, tool=tool, arguments=arguments
+            )
+        except HaldirError as exc:
+            self._decided(exc.code)
+            raise
+        self._decided("allowed")
         secrets = dict(admission.injected)
         started = time.perf_counter()
         try:
@@ -88,6 +95,10 @@ class ProxyService:
         result = scrub(result, secrets)
         self._finish(principal, admission, result, None, started)
         return result
+
+    def _decided(self, decision: str) -> None:
+        for listener in self.decision_listeners:
+            listener(decision)
 
     def _finish(
         self,
@@ -167,6 +178,13 @@ class ProxyService:
     async def tools(self, principal: Principal) -> list[ProxyTool]:
         tools: list[ProxyTool] = await self._governor.registry.list_proxy_tools(principal)
         return tools
+
+    async def upstream_states(self, principal: Principal) -> list[UpstreamState] | None:
+        """The tenant's upstreams as this process's connections know them; None without `proxy:read`."""
+        if not principal.holds("proxy:read"):
+            return None
+        upstreams = await self._governor.registry.list_upstreams(principal)
+        return [self._pool.state(principal.tenant_id, upstream.name) for upstream in upstreams]
 
     async def upstream_tools_changed(self, tenant_id: str, name: str) -> None:
         """The pool heard `notifications/tools/list_changed` from an upstream: rediscover it."""

@@ -45,6 +45,7 @@ from mcp.shared.message import SessionMessage
 from mcp_types import CONNECTION_CLOSED, Implementation
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
+from haldir.core.status import UpstreamState
 from haldir.errors import HaldirError, InvalidRequest, UpstreamUnavailable
 from haldir.proxy.outbound import check_outbound_url
 
@@ -143,6 +144,14 @@ class UpstreamPool:
             return await self._tasks.__aexit__(exc_type, exc, tb)
         finally:
             self._slots.clear()
+
+    def state(self, tenant_id: str, name: str) -> UpstreamState:
+        """What this pool knows of an upstream: connected, or how often connecting failed in a row."""
+        slot = self._slots.get((tenant_id, name))
+        if slot is None:
+            return UpstreamState(name, connected=False)
+        connected = slot.connection is not None and slot.connection.usable
+        return UpstreamState(name, connected=connected, failures=slot.failures, last_error=slot.last_error)
 
     async def list_tools(self, tenant_id: str, config: UpstreamConfig) -> list[dict[str, Any]]:
         """Every tool the upstream lists (all pages), each as its wire JSON."""

@@ -71,11 +71,18 @@ class GroupTransactions:
     batch and before its COMMIT, on the same connection (it appends what the turns queued)."""
 
     def __init__(
-        self, engine: Engine, lock_path: Path, *, finish: Finish, max_turns: int = MAX_TURNS
+        self,
+        engine: Engine,
+        lock_path: Path,
+        *,
+        finish: Finish,
+        committed: Callable[[int], None] = lambda size: None,
+        max_turns: int = MAX_TURNS,
     ) -> None:
         self._engine = engine
         self._writer_lock = WriterLock(lock_path)
         self._finish = finish
+        self._committed = committed  # told each durable batch's number of turns
         self._max_turns = max_turns
         self._waiting: list[asyncio.Future[Batch]] = []
         self._open: Batch | None = None  # running its turns: newcomers may still join
@@ -186,6 +193,7 @@ class GroupTransactions:
             batch.committed.set_result(None)
             self.counters.batches += 1
             self.counters.turns += batch.admitted
+            self._committed(batch.admitted)
         finally:
             self._unlock()
 

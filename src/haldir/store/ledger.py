@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from haldir.cache import Cache
-from haldir.core import merkle
+from haldir.core import merkle, usage
 from haldir.core.anomalies import (
     FLAGGED_EVENT,
     Rule,
@@ -40,6 +40,7 @@ from haldir.store.schema import (
     ledger_heads,
     log_keys,
     merkle_nodes,
+    usage_days,
 )
 from haldir.store.transaction import Change, Executes, PendingEntry, Queued
 from haldir.store.writer import GroupCommitWriter
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     from haldir.store.sql import SqlStore
 
 CACHED_RULE_TENANTS = 10_000
+USAGE_COUNTERS = tuple(usage.Tally().counters())
 
 
 class SqlLedger:
@@ -85,6 +87,7 @@ class SqlLedger:
                 if change is not None:
                     tx.queue(change)
             queued = [tx.append(draft) for draft, _ in batch]
+        self._store.batch_committed(len(batch))
         return [pending.result() for pending in queued]
 
     async def append_pending(self, conn: Executes, pending: Sequence[Queued]) -> Callable[[], None]:
@@ -163,6 +166,13 @@ class SqlLedger:
                 flagged.append(_flagged_event(tenant_id, row, entry.record))
             prev = entry_hash
         await conn.execute(sa.insert(ledger_entries), rows)
+        await conn.execute(
+            statements.count_usage,
+            [
+                {"tenant_id": tenant_id, "day": day, "agent_id": agent, **counts.counters()}
+                for (day, agent), counts in sorted(usage.tally(rows).items())
+            ],
+        )
         if flagged:  # the outbox: an event commits with its entry, or neither does
             await conn.execute(sa.insert(events), flagged)
         await conn.execute(
@@ -400,6 +410,7 @@ class _HeadStatements:
     ensure_head: Any
     lock_head: Any
     move_head: Any
+    count_usage: Any
 
     @classmethod
     def for_store(cls, store: SqlStore) -> _HeadStatements:
@@ -414,7 +425,17 @@ class _HeadStatements:
             move_head=sa.update(ledger_heads)
             .where(h.tenant_id == sa.bindparam("p_tenant"))
             .values(size=sa.bindparam("p_size"), head_hash=sa.bindparam("p_hash")),
+            count_usage=_count_usage(store),
         )
+
+
+def _count_usage(store: SqlStore) -> Any:
+    """Add a batch's counts to the tenant's daily counters (one row per day and agent)."""
+    insert = store.insert(usage_days)
+    return insert.on_conflict_do_update(
+        index_elements=["tenant_id", "day", "agent_id"],
+        set_={name: usage_days.c[name] + insert.excluded[name] for name in USAGE_COUNTERS},
+    )
 
 
 def _flagged_event(tenant_id: str, row: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from haldir.core.policies import Policy
 from haldir.core.secrets import SecretInfo, SecretVersion, WrappedDataKey
 from haldir.core.sessions import Session
 from haldir.core.tools import OpenCall, SeenTool, ToolChanges, ToolPin, Upstream
+from haldir.core.usage import Deployment, Tally, Tenant
 from haldir.core.webhooks import Attempt, Claimed, Delivery, SealedSecret, Target, Webhook
 from haldir.store.transaction import PendingEntry
 
@@ -460,6 +461,21 @@ class EvidenceStore(Protocol):
     async def vault_keys(self, tenant_id: str) -> VaultKeys: ...
 
 
+class UsageStore(Protocol):
+    """Counters of what each tenant's ledger recorded (kept as entries are appended), and counts of what a
+    tenant holds now; indexed reads, never a scan of the log."""
+
+    async def days(self, tenant_id: str, *, first: int, last: int) -> list[tuple[int, str, Tally]]:
+        """(day number, agent id or "", counts) for the days `first`..`last`, both included."""
+        ...
+
+    async def tenant(self, tenant_id: str, *, now: datetime) -> Tenant: ...
+
+    async def deployment(self) -> Deployment:
+        """Totals over every tenant, for operators' metrics."""
+        ...
+
+
 class HealthStore(Protocol):
     @property
     def backend(self) -> str: ...
@@ -505,5 +521,8 @@ class Store(KeyStore, SessionStore, PaymentStore, HealthStore, Protocol):
 
     @property
     def evidence(self) -> EvidenceStore: ...
+
+    @property
+    def usage(self) -> UsageStore: ...
 
     async def close(self) -> None: ...

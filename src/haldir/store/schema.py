@@ -82,6 +82,7 @@ sessions = sa.Table(
     sa.CheckConstraint("spent >= 0", name="spent"),  # a logged cost may take spent past the limit
     sa.Index(None, "tenant_id", "created_at", "session_id"),
     sa.Index(None, "tenant_id", "agent_id", "created_at"),
+    sa.Index(None, "tenant_id", "expires_at"),  # counting the sessions still in force
 )
 
 idempotency_keys = sa.Table(
@@ -121,6 +122,23 @@ ledger_entries = sa.Table(
 )
 
 # Complete Merkle subtrees: node (level, idx) is the hash of leaves [idx * 2^level, (idx + 1) * 2^level).
+# What the ledger recorded, counted per tenant, UTC day (days since the epoch) and agent ("" for entries
+# without one): updated in the transaction that appends the entries, so usage reports read counters, not
+# the log.
+usage_days = sa.Table(
+    "usage_days",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.tenant_id"), primary_key=True),
+    sa.Column("day", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("agent_id", sa.String(200), primary_key=True),
+    sa.Column("actions", sa.BigInteger(), nullable=False),
+    sa.Column("denied", sa.BigInteger(), nullable=False),
+    sa.Column("errors", sa.BigInteger(), nullable=False),
+    sa.Column("flagged", sa.BigInteger(), nullable=False),
+    sa.Column("vault", sa.BigInteger(), nullable=False),
+    sa.Column("charged", sa.BigInteger(), nullable=False),
+)
+
 merkle_nodes = sa.Table(
     "merkle_nodes",
     metadata,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
@@ -34,6 +34,7 @@ from haldir.store.rows import key_from_row, key_row, session_from_row, session_r
 from haldir.store.schema import api_keys, epoch_micros, from_epoch_micros, idempotency_keys, sessions, tenants
 from haldir.store.spend import SqlSpend, get_payment, list_payments
 from haldir.store.transaction import Executes, Writing
+from haldir.store.usage import SqlUsage
 from haldir.store.vault import SqlVault
 from haldir.store.webhooks import SqlWebhooks
 
@@ -51,14 +52,24 @@ class SqlStore:
         self.approvals = SqlApprovals(self)
         self.webhooks = SqlWebhooks(self)
         self.evidence = SqlEvidence(self)
+        self.usage = SqlUsage(self)
         self.outbox = Outbox()  # wakes this process's webhook delivery worker when events commit
+        self.batch_listeners: list[Callable[[int], None]] = []  # told each group commit's size
         # SQLite: every write transaction of this process is a turn in one group commit.
         self.groups: GroupTransactions | None = None
         if engines.inline_write is not None and engines.database is not None:
             self.groups = GroupTransactions(
-                engines.inline_write, writer_lock_path(engines.database), finish=self._append_queued
+                engines.inline_write,
+                writer_lock_path(engines.database),
+                finish=self._append_queued,
+                committed=self.batch_committed,
             )
         self._reader: Connection | None = None  # SQLite: the inline reader of this process
+
+    def batch_committed(self, size: int) -> None:
+        """`size` writes shared one durable commit."""
+        for listener in self.batch_listeners:
+            listener(size)
 
     @classmethod
     def open(cls, url: str, *, pool_size: int = 10, data_dir: Path | None = None) -> SqlStore:
@@ -368,15 +379,31 @@ async def _unavailable_as_error() -> AsyncIterator[None]:
     try:
         yield
     except (DBAPIError, OSError, ConnectionError) as exc:
-        # A dropped connection (the pool has invalidated it, and the next checkout reconnects) or a driver
-        # that could not reach the server; anything else the database said is a bug to surface.
+        # A dropped connection (the pool has invalidated it, and the next checkout reconnects), a driver
+        # that could not reach the server, or a server that refuses connections (its database gone, shut
+        # down, out of connections); anything else the database said is a bug to surface.
         if isinstance(exc, DBAPIError) and not (
-            exc.connection_invalidated or isinstance(exc, OperationalError)
+            exc.connection_invalidated or isinstance(exc, OperationalError) or _refused(exc)
         ):
             raise
         raise StoreUnavailable(
             f"the store did not answer ({type(exc).__name__}): check HALDIR_DATABASE_URL and the server"
         ) from exc
+
+
+# SQLSTATEs of a PostgreSQL server that cannot serve this connection: connection exceptions (08), no such
+# database (3D000), authentication (28), shutting down or starting (57P), out of resources (53).
+_UNAVAILABLE_STATES = ("08", "3D000", "28", "57P", "53")
+
+
+def _refused(exc: DBAPIError) -> bool:
+    cause: BaseException | None = exc.orig
+    while cause is not None:
+        state = getattr(cause, "sqlstate", None)
+        if isinstance(state, str):
+            return state.startswith(_UNAVAILABLE_STATES)
+        cause = cause.__cause__
+    return False
 
 
 def _changes(engines: Engines, data_dir: Path | None, *, notify: Notify) -> Changes:

@@ -68,6 +68,18 @@ async def create_key(
     return KeyCreated(**KeyOut.of(created.key).model_dump(), key=created.value)
 
 
+class CurrentKey(BaseModel):
+    prefix: str | None
+    tenant_id: str
+    scopes: list[str]
+
+
+@router.get("/current", response_model=CurrentKey)
+async def current_key(who: PrincipalDep) -> CurrentKey:
+    """The key this request presented: its tenant and scopes. Any valid key may ask (`haldir login` does)."""
+    return CurrentKey(prefix=who.key_prefix, tenant_id=who.tenant_id, scopes=sorted(who.scopes))
+
+
 @router.get("", response_model=KeyList)
 async def list_keys(gov: GovernorDep, who: PrincipalDep) -> KeyList:
     return KeyList(keys=[KeyOut.of(key) for key in await gov.keys.list_keys(who)])
