@@ -17,6 +17,7 @@ def test_exported_members_are_pinned() -> None:
         "Checkpoint",
         "CheckpointError",
         "Conflict",
+        "EvidenceTampered",
         "ExportReport",
         "HaldirClient",
         "HaldirError",
@@ -48,6 +49,7 @@ def test_exported_members_are_pinned() -> None:
         "__version__",
         "parse_checkpoint",
         "verify_consistency",
+        "verify_evidence",
         "verify_export",
         "verify_inclusion",
     ]

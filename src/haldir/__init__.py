@@ -2,6 +2,7 @@
 
 from haldir.client import AsyncHaldirClient, HaldirClient
 from haldir.core.checkpoints import Checkpoint, CheckpointError, Verifier, parse_checkpoint
+from haldir.core.evidence import verify_evidence
 from haldir.core.export import ExportReport, verify_export
 from haldir.core.merkle import ProofError, verify_consistency, verify_inclusion
 from haldir.errors import (
@@ -11,6 +12,7 @@ from haldir.errors import (
     BudgetExceeded,
     CallDenied,
     Conflict,
+    EvidenceTampered,
     HaldirError,
     IdempotencyKeyReused,
     InsufficientScope,
@@ -49,6 +51,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointError",
     "Conflict",
+    "EvidenceTampered",
     "ExportReport",
     "HaldirClient",
     "HaldirError",
@@ -80,6 +83,7 @@ __all__ = [
     "__version__",
     "parse_checkpoint",
     "verify_consistency",
+    "verify_evidence",
     "verify_export",
     "verify_inclusion",
 ]

@@ -234,6 +234,15 @@ class LedgerTampered(HaldirError):
     exit_code = 9
 
 
+class EvidenceTampered(HaldirError):
+    """A compliance evidence pack does not verify: `details` name the `section` (1-8) and the `field`, or
+    for Markdown the `line`, that does not match what was signed."""
+
+    code = "evidence_tampered"
+    http_status = 422
+    exit_code = 9
+
+
 class VaultSealed(HaldirError):
     """The master key that opens a tenant's data key is not configured on this server."""
 

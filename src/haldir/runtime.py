@@ -18,6 +18,7 @@ from haldir.errors import ConfigurationError
 from haldir.governor import DEFAULT_TENANT, Governor
 from haldir.governor.approvals import Approvals, Timeouts
 from haldir.governor.budgets import Budgets
+from haldir.governor.evidence import Evidence
 from haldir.governor.keyring import MasterKeyring
 from haldir.governor.keys import Keys
 from haldir.governor.ledger import Ledger
@@ -113,6 +114,15 @@ def wire(
             clock=clock,
             outbound_allow=outbound_allow,
             secret_grace=webhook_secret_grace,
+        ),
+        evidence=Evidence(
+            evidence_store=store.evidence,
+            key_store=store,
+            approval_store=store.approvals,
+            webhook_store=store.webhooks,
+            ledger=ledger,
+            clock=clock,
+            log_signer=log_signer,
         ),
         usage=Usage(
             usage_store=store.usage, health=store, ledger=ledger, clock=clock, schema_head=head_revision()

@@ -624,3 +624,21 @@ def test_the_readme_example_of_this_repository_runs_as_printed(live: Live, tmp_p
     with live.rest("readme") as rest:
         after = rest.get(f"/v1/sessions/{names['session']['session_id']}").json()
     assert (after["spent"], after["is_valid"]) == ("29.99", False)
+
+
+def test_the_readme_compliance_command_runs_as_printed(live: Live, tmp_path: Path) -> None:
+    printed = example("readme_compliance.sh").strip()
+    with live.rest("readme") as rest:
+        vkey = rest.get("/v1/audit/log-key").json()["vkey"]
+    env = live.env | {
+        "PATH": f"{Path(HALDIR).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "HALDIR_URL": live.url,
+        "HALDIR_API_KEY": live.keys["readme"],
+    }
+    written = _bash(printed, cwd=tmp_path, env=env)
+    assert written.returncode == 0, written.stderr
+    pack = tmp_path / "evidence-q1-2026.md"
+    assert "| 4 | Audit trail | CC7.2 |" in pack.read_text()
+    verified = _bash(f"haldir compliance verify {pack.name} --key '{vkey}'", cwd=tmp_path, env=env)
+    assert verified.returncode == 0, verified.stderr
+    assert "from 2026-01-01T00:00:00Z" in verified.stdout

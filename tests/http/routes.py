@@ -90,6 +90,8 @@ SAMPLES: dict[tuple[str, str], tuple[str, Any]] = {
     ("GET", "/v1/approvals/{approval_id}"): ("approvals:read", None),
     ("POST", "/v1/approvals/{approval_id}/approve"): ("approvals:write", None),
     ("POST", "/v1/approvals/{approval_id}/deny"): ("approvals:write", None),
+    ("GET", "/v1/compliance/evidence"): ("admin:read", None),
+    ("POST", "/v1/compliance/evidence/manifest"): ("audit:read", {"format": "not a pack"}),
     ("GET", "/v1/usage"): ("audit:read", None),
     ("GET", "/v1/metrics"): ("audit:read", None),
     ("GET", "/v1/status"): ("audit:read", None),

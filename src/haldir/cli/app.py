@@ -11,7 +11,20 @@ from rich.console import Console
 from rich.markup import escape
 from typer._click.core import Context  # Typer vendors click; its Group.invoke is typed with this Context
 
-from haldir.cli import approvals, audit, health, keys, login, migrate, overview, proxy, serve, vault, webhooks
+from haldir.cli import (
+    approvals,
+    audit,
+    compliance,
+    health,
+    keys,
+    login,
+    migrate,
+    overview,
+    proxy,
+    serve,
+    vault,
+    webhooks,
+)
 from haldir.cli.output import JSON_MODE
 from haldir.errors import HaldirError
 
@@ -56,6 +69,7 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(vault.app, name="vault")
 app.add_typer(approvals.app, name="approvals")
 app.add_typer(webhooks.app, name="webhooks")
+app.add_typer(compliance.app, name="compliance")
 
 
 @app.callback()

@@ -21,6 +21,7 @@ from urllib.parse import quote
 import httpx
 
 from haldir.client import money
+from haldir.core.evidence import parse_document
 from haldir.errors import ApprovalRequired, HaldirError, ServerUnavailable, error_classes
 from haldir.settings import ClientSettings
 
@@ -434,6 +435,25 @@ def spend(
 ) -> Call[Json]:
     params = _query({"session_id": session_id, "agent_id": agent_id, "since": since, "until": until})
     return Call("GET", "/v1/audit/spend", json_object, params=params)
+
+
+# compliance
+
+
+def compliance_evidence(*, since: Time | date | None, until: Time | date | None, format: str) -> Call[str]:
+    """The signed evidence pack, exactly as the server wrote it (its bytes are what is signed)."""
+    if format not in ("json", "md"):
+        raise ValueError(f"format is 'json' or 'md', got {format!r}")
+    params = _query({"since": since, "until": until, "format": format})
+    accept = "text/markdown" if format == "md" else "application/json"
+    return Call("GET", "/v1/compliance/evidence", text, params=params, headers={"Accept": accept})
+
+
+def check_evidence_manifest(pack: Json | str | bytes) -> Call[Json]:
+    """Ask the server about a pack: its JSON object, or a document in either form (a Markdown one is
+    checked here against the pack it carries first)."""
+    body = pack if isinstance(pack, dict) else parse_document(pack)[0]
+    return Call("POST", "/v1/compliance/evidence/manifest", json_object, body=body)
 
 
 # webhooks

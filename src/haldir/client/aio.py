@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import date
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 import httpx
 
@@ -311,6 +311,25 @@ class AsyncHaldirClient:
     # The names the product description and the MCP tools use (getAuditTrail, getSpend).
     get_audit_trail = list_entries
     get_spend = spend
+
+    # compliance
+
+    async def compliance_evidence(
+        self,
+        *,
+        since: Time | date | None = None,
+        until: Time | date | None = None,
+        format: Literal["json", "md"] = "json",
+    ) -> str:
+        """The tenant's signed compliance evidence pack for [since, until) (defaults: the tenant's start,
+        now), as the document the server wrote: canonical JSON, or Markdown with `format="md"`. Write it
+        as is; `haldir.core.evidence.verify_evidence` checks it with the log's public key."""
+        return await self._send(_http.compliance_evidence(since=since, until=until, format=format))
+
+    async def check_evidence_manifest(self, pack: Json | str | bytes) -> Json:
+        """Whether the server's log key signed `pack` (a JSON object, or a document in either form) and its
+        checkpoint is consistent with the ledger now: `valid`, `problem`, the consistency proof."""
+        return await self._send(_http.check_evidence_manifest(pack))
 
     # webhooks
 

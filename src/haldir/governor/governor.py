@@ -9,6 +9,7 @@ from datetime import datetime
 from haldir.core.clock import Clock
 from haldir.governor.approvals import Approvals
 from haldir.governor.budgets import Budgets
+from haldir.governor.evidence import Evidence
 from haldir.governor.keys import Keys
 from haldir.governor.ledger import Ledger
 from haldir.governor.proxy import Proxy
@@ -34,6 +35,7 @@ class Governor:
     registry: Registry
     proxy: Proxy
     webhooks: Webhooks
+    evidence: Evidence
     usage: Usage
     clock: Clock
 

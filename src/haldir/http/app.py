@@ -22,6 +22,7 @@ from haldir.http.routes import (
     approvals,
     audit,
     audit_rules,
+    compliance,
     health,
     keys,
     payments,
@@ -148,6 +149,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         proxy,
         approvals,
         webhooks,
+        compliance,
         usage,
     )
     for module in routes:

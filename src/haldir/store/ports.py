@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from haldir.core.anomalies import Rule
 from haldir.core.approvals import Approval, ApprovalRule
+from haldir.core.evidence_facts import DeliveryTotals, LedgerPeriod, PaymentTotals, SessionTotals, VaultKeys
 from haldir.core.idempotency import IdempotencyClaim, Outcome
 from haldir.core.keys import ApiKey
 from haldir.core.ledger import EntryDraft, EntryFilter, StoredCheckpoint, StoredEntry
@@ -435,6 +436,31 @@ class WebhookStore(Protocol):
         ...
 
 
+class EvidenceStore(Protocol):
+    """What a compliance evidence pack counts: a tenant's rows in a period, `since` inclusive, `until`
+    exclusive."""
+
+    async def tenant_created_at(self, tenant_id: str) -> datetime | None: ...
+
+    async def ledger_period(
+        self, tenant_id: str, *, since: datetime, until: datetime, below: int
+    ) -> LedgerPeriod: ...
+
+    async def session_totals(self, tenant_id: str, *, since: datetime, until: datetime) -> SessionTotals: ...
+
+    async def payment_totals(self, tenant_id: str, *, since: datetime, until: datetime) -> PaymentTotals: ...
+
+    async def approval_counts(
+        self, tenant_id: str, *, since: datetime, until: datetime, now: datetime
+    ) -> dict[str, int]: ...
+
+    async def delivery_totals(
+        self, tenant_id: str, *, since: datetime, until: datetime
+    ) -> DeliveryTotals: ...
+
+    async def vault_keys(self, tenant_id: str) -> VaultKeys: ...
+
+
 class UsageStore(Protocol):
     """Counters of what each tenant's ledger recorded (kept as entries are appended), and counts of what a
     tenant holds now; indexed reads, never a scan of the log."""
@@ -492,6 +518,9 @@ class Store(KeyStore, SessionStore, PaymentStore, HealthStore, Protocol):
 
     @property
     def webhooks(self) -> WebhookStore: ...
+
+    @property
+    def evidence(self) -> EvidenceStore: ...
 
     @property
     def usage(self) -> UsageStore: ...

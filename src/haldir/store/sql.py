@@ -24,6 +24,7 @@ from haldir.errors import IdempotencyKeyReused, StoreUnavailable
 from haldir.store.approvals import SqlApprovals
 from haldir.store.changes import CHANNEL, ChangeCounter, Changes, LocalCounter, Notify, counter_path
 from haldir.store.engines import Backend, Engines, create_engines
+from haldir.store.evidence import SqlEvidence
 from haldir.store.group import Batch, GroupTransactions, writer_lock_path
 from haldir.store.inline import InlineConnection
 from haldir.store.ledger import SqlLedger
@@ -50,6 +51,7 @@ class SqlStore:
         self.proxy = SqlProxy(self)
         self.approvals = SqlApprovals(self)
         self.webhooks = SqlWebhooks(self)
+        self.evidence = SqlEvidence(self)
         self.usage = SqlUsage(self)
         self.outbox = Outbox()  # wakes this process's webhook delivery worker when events commit
         self.batch_listeners: list[Callable[[int], None]] = []  # told each group commit's size
