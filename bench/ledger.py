@@ -43,7 +43,15 @@ from common import (
 from haldir.clock import SystemClock
 from haldir.core import ids, merkle
 from haldir.core.keys import Principal
-from haldir.core.ledger import GENESIS, NewEntry, audit_record, canonical_bytes, hash_entry, timestamp_text
+from haldir.core.ledger import (
+    GENESIS,
+    EntryDraft,
+    audit_record,
+    canonical_bytes,
+    draft_entry,
+    hash_entry,
+    timestamp_text,
+)
 from haldir.governor import Governor
 from haldir.runtime import wire
 from haldir.store.schema import epoch_micros
@@ -147,8 +155,8 @@ async def tenant_in(url: str, name: str) -> Tenant:
         await store.close()
 
 
-def prepared(tenant_id: str, session_id: str, i: int) -> NewEntry:
-    record = audit_record(
+def prepared(tenant_id: str, session_id: str, i: int) -> EntryDraft:
+    return draft_entry(
         entry_id=ids.new_id("aud"),
         tenant_id=tenant_id,
         session_id=session_id,
@@ -158,11 +166,8 @@ def prepared(tenant_id: str, session_id: str, i: int) -> NewEntry:
         status="ok",
         cost_usd="0.01",
         details={"i": i},
-        flagged=False,
-        flag_reason=None,
         timestamp=datetime.now(UTC),
     )
-    return NewEntry(tenant_id=tenant_id, record=record, canonical=canonical_bytes(record))
 
 
 async def timed(
@@ -219,7 +224,7 @@ async def inprocess_appends(url: str, args: argparse.Namespace) -> tuple[list[Re
             tenant_id = tenant.principal.tenant_id
             entries = [prepared(tenant_id, tenant.session_id, i) for i in range(args.appends)]
 
-            async def append(i: int, entries: list[NewEntry] = entries) -> None:
+            async def append(i: int, entries: list[EntryDraft] = entries) -> None:
                 await store.ledger.append(entries[i])
 
             name = f"SqlLedger.append (prepared), concurrency {level}"
