@@ -35,7 +35,8 @@ def test_the_scale_ends_at_one_two_or_five_times_a_power_of_ten(value: str, ceil
 def test_day_bars_are_as_tall_as_their_share_of_the_scale_and_refunds_draw_nothing() -> None:
     first = date(2026, 12, 1)
     days = [
-        DayUsage(first + timedelta(days=n), _tally(amount)) for n, amount in enumerate(["5", "10", "-2", "0"])
+        DayUsage(_tally(amount), day=first + timedelta(days=n))
+        for n, amount in enumerate(["5", "10", "-2", "0"])
     ]
 
     chart = spend_by_day(days)
@@ -49,7 +50,7 @@ def test_day_bars_are_as_tall_as_their_share_of_the_scale_and_refunds_draw_nothi
 
 
 def test_a_long_window_labels_only_every_few_days() -> None:
-    days = [DayUsage(date(2026, 1, 1) + timedelta(days=n), _tally("1")) for n in range(90)]
+    days = [DayUsage(_tally("1"), day=date(2026, 1, 1) + timedelta(days=n)) for n in range(90)]
 
     chart = spend_by_day(days)
 
@@ -58,7 +59,7 @@ def test_a_long_window_labels_only_every_few_days() -> None:
 
 
 def test_agent_bars_put_the_biggest_spender_first_and_keep_at_most_the_limit() -> None:
-    agents = [AgentUsage(f"agent-{n}", _tally(str(n))) for n in range(1, 21)]
+    agents = [AgentUsage(_tally(str(n)), agent_id=f"agent-{n}") for n in range(1, 21)]
 
     chart = spend_by_agent(agents, limit=5)
 

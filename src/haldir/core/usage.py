@@ -85,8 +85,9 @@ def tally(columns: Iterable[Mapping[str, Any]]) -> dict[tuple[int, str], Tally]:
 
 
 @dataclass(frozen=True)
-class DayUsage:
-    day: date
+class Counted:
+    """Counters of one day or one agent of a report."""
+
     counts: Tally
 
     @property
@@ -99,17 +100,13 @@ class DayUsage:
 
 
 @dataclass(frozen=True)
-class AgentUsage:
+class DayUsage(Counted):
+    day: date
+
+
+@dataclass(frozen=True)
+class AgentUsage(Counted):
     agent_id: str  # "" for entries without an agent (operator actions)
-    counts: Tally
-
-    @property
-    def actions(self) -> int:
-        return self.counts.actions
-
-    @property
-    def spend(self) -> Decimal:
-        return self.counts.spend
 
 
 @dataclass(frozen=True)
@@ -138,8 +135,8 @@ def usage_report(since: date, until: date, rows: Iterable[tuple[int, str, Tally]
         since=since,
         until=until,
         total=total,
-        days=[DayUsage(day_date(day), counts) for day, counts in sorted(by_day.items())],
-        agents=[AgentUsage(agent, counts) for agent, counts in agents],
+        days=[DayUsage(counts, day_date(day)) for day, counts in sorted(by_day.items())],
+        agents=[AgentUsage(counts, agent) for agent, counts in agents],
     )
 
 
