@@ -1,4 +1,5 @@
 # Two commands for a fresh machine: `make run` and `make test`.
+# Two distributions share src/haldir: haldir-client (clients/python, the SDK) and haldir (the server).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
