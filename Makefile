@@ -1,18 +1,22 @@
 # Two commands for a fresh machine: `make run` and `make test`.
+# Two distributions share src/haldir: haldir-client (clients/python, the SDK) and haldir (the server).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MCP_SERVERS := .mcp-servers
+CLIENTS_VENV := .venv-clients
+CLIENT := clients/python
 
-.PHONY: run test lint typecheck unit bench clean
+.PHONY: run test lint typecheck unit bench dist clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[dev]'
+# Both distributions, editable: haldir-client (clients/python) and haldir, which depends on it.
+$(STAMP): pyproject.toml $(CLIENT)/pyproject.toml $(CLIENT)/hatch_build.py | $(BIN)/python
+	$(BIN)/pip install --quiet -e ./$(CLIENT) -e '.[dev]'
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -20,11 +24,12 @@ run: $(STAMP)
 	$(BIN)/haldir serve
 
 lint: $(STAMP)
-	$(BIN)/ruff format --check src tests bench
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench $(CLIENT)
+	$(BIN)/ruff check src tests bench $(CLIENT)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy src
+	$(BIN)/mypy $(CLIENT)/hatch_build.py
 
 # Real MCP servers the tests run against, pinned by tests/servers/package-lock.json.
 $(MCP_SERVERS)/.installed: tests/servers/package.json tests/servers/package-lock.json
@@ -39,7 +44,15 @@ $(CHROMIUM): | $(BIN)/python
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 	touch $@
 
-unit: $(STAMP) $(MCP_SERVERS)/.installed $(CHROMIUM)
+# An agent application's venv: haldir-client (editable) with CrewAI, which pins mcp<2 and openai<3 and so
+# cannot share .venv with the server. tests/dist install the client wheel beside it; integration tests reuse it.
+$(CLIENTS_VENV)/.installed: $(CLIENT)/pyproject.toml $(CLIENT)/hatch_build.py
+	test -x $(CLIENTS_VENV)/bin/python || $(PYTHON) -m venv $(CLIENTS_VENV)
+	$(CLIENTS_VENV)/bin/pip install --quiet --upgrade pip
+	$(CLIENTS_VENV)/bin/pip install --quiet -e './$(CLIENT)[crewai]'
+	touch $@
+
+unit: $(STAMP) $(MCP_SERVERS)/.installed $(CHROMIUM) $(CLIENTS_VENV)/.installed
 	$(BIN)/pytest -q
 
 test: lint typecheck unit
@@ -47,5 +60,11 @@ test: lint typecheck unit
 bench: $(STAMP)
 	$(BIN)/python bench/sessions.py
 
+# The wheels and sdists of haldir-client and haldir, in dist/.
+dist: $(STAMP)
+	rm -rf dist
+	$(BIN)/python -m build --no-isolation --outdir dist $(CLIENT)
+	$(BIN)/python -m build --no-isolation --outdir dist .
+
 clean:
-	rm -rf $(VENV) $(MCP_SERVERS) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(CLIENTS_VENV) $(MCP_SERVERS) dist .pytest_cache .mypy_cache .ruff_cache
