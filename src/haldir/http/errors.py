@@ -33,11 +33,14 @@ class ErrorBody(BaseModel):
     problems: list[str] | None = Field(default=None, description="`invalid_request`: one per field.")
     field: str | None = Field(default=None, description="The request field that was refused.")
     required: str | None = Field(default=None, description="`insufficient_scope`: the key scope needed.")
+    requested: list[str] | None = Field(default=None, description="A key wider than its maker: its scopes.")
     granted: list[str] | None = Field(default=None, description="`insufficient_scope`: the key's scopes.")
     flag_reason: str | None = Field(default=None, description="A refused governed call: why.")
     policy_id: str | None = Field(default=None, description="The policy that refused a governed call.")
     retry_after: int | None = Field(default=None, description="`rate_limited`: seconds until it reopens.")
     remaining_budget: str | None = Field(default=None, description="`budget_exceeded`: USD left.")
+    approval_id: str | None = Field(default=None, description="The approval a refusal or conflict names.")
+    approval_status: str | None = Field(default=None, description="That approval's status.")
 
 
 class ApprovalRequiredBody(ErrorBody):
