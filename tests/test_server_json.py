@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from haldir import __version__
+from haldir.cli import mcp_server
 from haldir.cli.app import app
-from haldir.mcp import stdio
 from haldir.mcp.card import REGISTRY_NAME, REPOSITORY
 from haldir.settings import ClientSettings
 
@@ -58,7 +58,7 @@ def test_its_command_serves_the_governance_server_over_stdio() -> None:
     arguments = [argument["value"] for argument in package["packageArguments"]]
     assert all(argument["type"] == "positional" for argument in package["packageArguments"])
     command = next(command for command in app.registered_commands if command.name == arguments[0])
-    assert command.callback is stdio.main
+    assert command.callback is mcp_server.mcp  # haldir.mcp.stdio.main, as haldir-mcp runs it
     assert len(arguments) == 1
 
 

@@ -18,6 +18,7 @@ from haldir.cli import (
     health,
     keys,
     login,
+    mcp_server,
     migrate,
     overview,
     proxy,
@@ -27,7 +28,6 @@ from haldir.cli import (
 )
 from haldir.cli.output import JSON_MODE
 from haldir.errors import HaldirError
-from haldir.mcp import stdio
 
 
 class _HaldirGroup(typer.core.TyperGroup):
@@ -59,7 +59,7 @@ app = typer.Typer(
 )
 app.command("serve")(serve.serve)
 app.command("proxy")(proxy.proxy)
-app.command("mcp", help="Serve the governance MCP server on stdin/stdout, as `haldir-mcp` does.")(stdio.main)
+app.command("mcp")(mcp_server.mcp)
 app.command("login")(login.login)
 app.command("logout")(login.logout)
 app.command("overview")(overview.overview)
