@@ -15,6 +15,7 @@ from haldir.http.discovery import CARD_PATH, LLMS_PATH, PLUGIN_PATH
 from haldir.http.openapi import ERROR_SCHEMA, TAGS
 from haldir.settings import Settings
 from tests.conftest import Api
+from tests.http.routes import TIME_COMMAND
 
 pytestmark = pytest.mark.anyio
 
@@ -201,3 +202,29 @@ async def test_real_answers_match_their_documented_schemas(api: Api) -> None:
         "POST /v1/sessions 415",
         "POST /v1/payments/authorize 202",
     } <= set(doc.checked)
+
+
+async def test_a_proxied_call_answers_the_documented_call_tool_result(api: Api) -> None:
+    spec = (await api.client.get("/openapi.json")).json()
+    doc = Documented(spec)
+    owner = api.auth(api.admin_key)
+    registered = await api.client.post(
+        "/v1/proxy/upstreams", json={"name": "clock", "command": TIME_COMMAND}, headers=owner
+    )
+    doc.check(registered, "POST", "/v1/proxy/upstreams")
+    doc.check(await api.client.get("/v1/proxy/tools", headers=owner), "GET", "/v1/proxy/tools")
+    session = await api.client.post(
+        "/v1/sessions", json={"agent_id": "a", "scopes": ["execute"]}, headers=owner
+    )
+    call = {"session_id": session.json()["session_id"], "tool": "get_current_time"}
+    answered = await api.client.post(
+        "/v1/proxy/call", json={**call, "arguments": {"timezone": "UTC"}}, headers=owner
+    )
+    assert answered.status_code == 200, answered.text
+    doc.check(answered, "POST", "/v1/proxy/call")
+    await api.client.post(
+        "/v1/proxy/policies", json={"type": "deny", "tools": ["get_current_time"]}, headers=owner
+    )
+    refused = await api.client.post("/v1/proxy/call", json={**call, "arguments": {}}, headers=owner)
+    assert refused.json()["code"] == "tool_denied", refused.text
+    doc.check(refused, "POST", "/v1/proxy/call")

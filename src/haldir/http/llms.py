@@ -46,7 +46,8 @@ def render_llms(openapi: dict[str, Any], card: dict[str, Any], *, base: str, pat
         f"- [Governance server]({base}{GOVERNANCE_PATH}): Streamable HTTP with the API key. Tools: "
         f"{_names(card['tools'])}. Prompts: {_names(card['prompts'])}.",
         f"- [Gateway]({base}{GATEWAY_PATH}): Streamable HTTP with the API key and `X-Session-ID`. Its own "
-        f"tools: {_names(gateway['tools'])}; the tenant's upstream tools join them as `<upstream>__<tool>`.",
+        f"tools: {_names(gateway['tools'])}; the tenant's upstream tools join them, each under its own name "
+        "(`<upstream>__<tool>` when two upstreams share one).",
         "- Over stdio: `haldir-mcp` (or `haldir mcp`) serves the governance server and `haldir proxy` the "
         "gateway, calling the server at `HALDIR_URL` with `HALDIR_API_KEY`.",
         f"- [Server card]({base}{paths['card']}): both servers' transports, tools and prompts.",

@@ -111,7 +111,8 @@ async def server_card(governance: Server[Any], gateway: Server[Any], *, base_url
             f"{META}/gateway": {
                 **proxy,
                 "remotes": [_remote(f"{base_url}{GATEWAY_PATH}", session_header=True)],
-                "upstreamTools": "each tenant's upstream tools join this list under `<upstream>__<tool>`",
+                "upstreamTools": "a tenant's upstream tools join this list, each under its own name "
+                "(`<upstream>__<tool>` when two upstreams share one)",
             },
         },
     }
