@@ -32,6 +32,7 @@ TAGS = {
     "audit": "The tamper-evident ledger: actions, spend, inclusion and consistency proofs, signed "
     "checkpoints, anomaly rules.",
     "proxy": "Upstream MCP servers, their pinned tools, policies, and tool calls governed end to end.",
+    "tools": "An agent's own tools, governed: begin a call (checked, its cost reserved), then finish it.",
     "approvals": "Human approval: rules that hold requests, the requests, and their decisions.",
     "webhooks": "Signed event deliveries to your endpoints, their retries and redeliveries.",
     "compliance": "Signed compliance evidence packs and their verification.",
