@@ -36,6 +36,12 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Address the API server binds to.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port the API server listens on.")
+    public_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[A-Za-z0-9.:\[\]-]+(/[A-Za-z0-9._~/-]*)?$",
+        description="The URL clients reach this server at (`https://haldir.example.com`), written into the "
+        "discovery documents; unset: each request's own scheme and Host.",
+    )
     workers: int = Field(
         default_factory=lambda: os.cpu_count() or 1,
         ge=1,
@@ -173,6 +179,11 @@ class Settings(BaseSettings):
                 "twice"
             )
         return self
+
+    @field_validator("public_url")
+    @classmethod
+    def _strip_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else value
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -11,7 +11,15 @@ from tests.mcp_servers import BIN, time_server_params
 
 TIME_COMMAND = str(BIN / "mcp-server-time")
 
-PUBLIC = {("GET", "/livez"), ("GET", "/readyz"), ("GET", "/healthz"), ("GET", "/health")}
+PUBLIC = {
+    ("GET", "/livez"),
+    ("GET", "/readyz"),
+    ("GET", "/healthz"),
+    ("GET", "/health"),
+    ("GET", "/llms.txt"),
+    ("GET", "/.well-known/ai-plugin.json"),
+    ("GET", "/.well-known/mcp/server-card.json"),
+}
 # Routes any valid key may call: they answer about the key itself, nothing of the tenant's data.
 AUTHENTICATED = {("GET", "/v1/keys/current")}
 

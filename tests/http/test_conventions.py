@@ -181,7 +181,7 @@ async def test_openapi_31_documents_request_and_response_schemas_for_every_route
             success = [code for code in operation["responses"] if code.startswith("2")]
             assert success, (method, path)
             content = operation["responses"][success[0]]["content"]
-            media = "text/plain" if path == "/v1/audit/checkpoint" else "application/json"
+            media = "text/plain" if path in ("/v1/audit/checkpoint", "/llms.txt") else "application/json"
             assert "schema" in content[media], (method, path)
             if method in ("post", "put", "patch"):
                 assert "requestBody" in operation, (method, path)

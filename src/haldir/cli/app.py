@@ -18,6 +18,7 @@ from haldir.cli import (
     health,
     keys,
     login,
+    mcp_server,
     migrate,
     overview,
     proxy,
@@ -58,6 +59,7 @@ app = typer.Typer(
 )
 app.command("serve")(serve.serve)
 app.command("proxy")(proxy.proxy)
+app.command("mcp")(mcp_server.mcp)
 app.command("login")(login.login)
 app.command("logout")(login.logout)
 app.command("overview")(overview.overview)

@@ -15,9 +15,11 @@ from haldir.core.clock import Clock
 from haldir.errors import HaldirError
 from haldir.governor import Governor
 from haldir.http.auth import document_security
+from haldir.http.discovery import install_discovery
 from haldir.http.errors import install_error_handlers
 from haldir.http.metrics import Metrics, MetricsMiddleware, metrics_endpoint
 from haldir.http.middleware import EdgeMiddleware
+from haldir.http.openapi import document_errors
 from haldir.http.routes import (
     approvals,
     audit,
@@ -154,7 +156,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     )
     for module in routes:
         app.router.routes.extend(module.router.routes)
+    install_discovery(app, public_url=settings.public_url, governance=mcp_endpoints["/mcp"].server)
     mount_mcp(app, mcp_endpoints)
     mount_dashboard(app)
     document_security(app)
+    document_errors(app)
     return app

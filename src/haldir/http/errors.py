@@ -8,7 +8,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from haldir.errors import HaldirError
@@ -24,9 +24,32 @@ _STATUS_CODES = {
 
 
 class ErrorBody(BaseModel):
-    error: str
-    code: str
-    request_id: str
+    """The error envelope. Some errors add fields (below); a client ignores the ones it does not know."""
+
+    model_config = ConfigDict(extra="allow")
+    error: str = Field(description="What failed, got vs expected, and what to do next.")
+    code: str = Field(description="The stable machine-readable name; see each status for its codes.")
+    request_id: str = Field(description="The request's id, also in the `X-Request-ID` header.")
+    problems: list[str] | None = Field(default=None, description="`invalid_request`: one per field.")
+    field: str | None = Field(default=None, description="The request field that was refused.")
+    required: str | None = Field(default=None, description="`insufficient_scope`: the key scope needed.")
+    requested: list[str] | None = Field(default=None, description="A key wider than its maker: its scopes.")
+    granted: list[str] | None = Field(default=None, description="`insufficient_scope`: the key's scopes.")
+    flag_reason: str | None = Field(default=None, description="A refused governed call: why.")
+    policy_id: str | None = Field(default=None, description="The policy that refused a governed call.")
+    retry_after: int | None = Field(default=None, description="`rate_limited`: seconds until it reopens.")
+    remaining_budget: str | None = Field(default=None, description="`budget_exceeded`: USD left.")
+    approval_id: str | None = Field(default=None, description="The approval a refusal or conflict names.")
+    approval_status: str | None = Field(default=None, description="That approval's status.")
+
+
+class ApprovalRequiredBody(ErrorBody):
+    """`approval_required` (202): nothing ran; the same request runs once after a person approves it."""
+
+    approval_id: str = Field(description="The approval to decide, `apr_…`.")
+    approval_status: str = Field(description="`pending` until decided.")
+    expires_at: str = Field(description="When the approval request lapses (ISO 8601).")
+    next: str = Field(description="What to do next, in words.")
 
 
 def error_response(request: Request, *, status: int, code: str, message: str, **extra: Any) -> JSONResponse:
@@ -84,7 +107,10 @@ def _describe(error: Any) -> str:
 # Every route may answer these with the error envelope; they are listed in its OpenAPI description.
 # What a request held for a person's approval answers (`approval_required`): nothing ran.
 APPROVAL_RESPONSE: dict[int | str, dict[str, object]] = {
-    202: {"model": ErrorBody, "description": "Held for approval: `approval_id`, `expires_at`, `next`."}
+    202: {
+        "model": ApprovalRequiredBody,
+        "description": "Held for approval (`approval_required`): `approval_id`, `expires_at`, `next`.",
+    }
 }
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     status_code: {"model": ErrorBody}

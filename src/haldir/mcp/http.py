@@ -52,6 +52,7 @@ class McpEndpoint:
 
     def __init__(self, server: Server[Any], *, json_response: bool = True) -> None:
         # `json_response=False` answers with an event stream instead, for servers that send notifications.
+        self.server = server
         self.manager = StreamableHTTPSessionManager(
             app=server,
             stateless=True,

@@ -8,10 +8,10 @@ from pydantic import BaseModel
 
 from haldir import __version__
 from haldir.errors import HaldirError
-from haldir.http.errors import ERROR_RESPONSES
 from haldir.store.migrate import head_revision, status
 
-router = APIRouter(tags=["health"], responses=ERROR_RESPONSES)
+# Public: no key, no input; the OpenAPI document lists what they can answer (haldir.http.openapi).
+router = APIRouter(tags=["health"])
 
 
 class Live(BaseModel):

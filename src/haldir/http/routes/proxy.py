@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import mcp_types
 from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -220,7 +221,13 @@ async def delete_policy(policy_id: PolicyId, gov: GovernorDep, who: PrincipalDep
 # calls
 
 
-@router.post("/call", responses=APPROVAL_RESPONSE)
+@router.post(
+    "/call",
+    responses={
+        200: {"model": mcp_types.CallToolResult, "description": "The upstream's `CallToolResult`."},
+        **APPROVAL_RESPONSE,
+    },
+)
 async def call_tool(body: CallRequest, request: Request, who: PrincipalDep) -> dict[str, Any]:
     """Evaluate, forward and record one tool call; the upstream's `CallToolResult` as it answered,
     with injected secret values scrubbed. A refusal is an error with `flag_reason` and `policy_id`."""
