@@ -71,7 +71,7 @@ def serve(env: dict[str, str], workdir: Path) -> Iterator[Server]:
             process.wait(timeout=5)
 
 
-def _wait_ready(server: Server, timeout: float = 30) -> None:
+def _wait_ready(server: Server, timeout: float = 90) -> None:  # a first start on loaded cores is slow
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.process.poll() is not None:

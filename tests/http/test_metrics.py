@@ -3,6 +3,9 @@ time them, count governed calls by decision and commit batches, and carry no ten
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from haldir.core.keys import Principal
 from haldir.http.app import create_app
+from haldir.http.metrics import MULTIPROCESS_DIR
 from haldir.settings import Settings
 from tests.support import FakeClock
 
@@ -103,3 +107,30 @@ async def test_governed_calls_are_counted_by_decision(served: tuple[httpx.AsyncC
     }
     code = refused.json()["code"]
     assert decisions == {(("decision", code),): 2}
+
+
+_COUNT = """
+import sys
+from haldir.http.metrics import Metrics
+Metrics().requests.labels("GET", "/v1/x", "200").inc(int(sys.argv[1]))
+"""
+_SHOW = (
+    "from haldir.http.metrics import Metrics; import sys; sys.stdout.write(Metrics().instruments().decode())"
+)
+
+
+def test_counts_of_separate_worker_processes_are_summed(tmp_path: Path) -> None:
+    env = {**os.environ, MULTIPROCESS_DIR: str(tmp_path)}
+    for count in ("3", "4"):  # two processes, as two workers
+        subprocess.run([sys.executable, "-c", _COUNT, count], env=env, check=True, timeout=60)
+
+    shown = subprocess.run(
+        [sys.executable, "-c", _SHOW], env=env, check=True, timeout=60, capture_output=True, text=True
+    ).stdout
+
+    assert len(list(tmp_path.glob("counter_*.db"))) == 2
+    samples = _samples(shown)
+    assert (
+        samples[("haldir_http_requests_total", (("method", "GET"), ("route", "/v1/x"), ("status", "200")))]
+        == 7
+    )

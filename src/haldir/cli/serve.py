@@ -18,6 +18,8 @@ from haldir.logging import configure_logging
 from haldir.runtime import open_runtime
 from haldir.settings import Settings
 
+WORKER_PING_SECONDS = 60
+
 
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default HALDIR_HOST).")] = None,
@@ -79,6 +81,9 @@ def serve(
         log_config=None,
         access_log=False,
         server_header=False,
+        # The supervisor kills a worker that does not answer its ping in time, dropping every request in
+        # flight: on saturated cores 5 s (uvicorn's default) killed busy, healthy workers.
+        timeout_worker_healthcheck=WORKER_PING_SECONDS,
     )
 
 

@@ -77,17 +77,19 @@ class Metrics:
     def batch_committed(self, size: int) -> None:
         self.batches.observe(size)
 
-    async def exposition(self, store: SqlStore) -> bytes:
-        """The text a scrape gets: every process's instruments, then what the store holds now."""
+    def instruments(self) -> bytes:
+        """Every worker process's counts summed (multiprocess mode), else this process's."""
         if MULTIPROCESS_DIR in os.environ:
             merged = CollectorRegistry()
             MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
-            instruments = generate_latest(merged)
-        else:
-            instruments = generate_latest(self.registry)
+            return generate_latest(merged)
+        return generate_latest(self.registry)
+
+    async def exposition(self, store: SqlStore) -> bytes:
+        """The text a scrape gets: the instruments, then what the store holds now."""
         current = CollectorRegistry()
         current.register(_Fixed(await _store_gauges(store)))
-        return instruments + generate_latest(current)
+        return self.instruments() + generate_latest(current)
 
 
 class MetricsMiddleware:
