@@ -207,8 +207,8 @@ def _strings(obj: Any) -> list[str]:
 
 @dataclass(frozen=True)
 class OpenCall:
-    """A governed call admitted (its record committed before it was forwarded) whose outcome is not
-    recorded yet."""
+    """A governed call admitted (its record committed before it was forwarded) and, until `closed_at`,
+    without a recorded outcome. A local tool's call carries in `details` what its finish needs."""
 
     tenant_id: str
     call_id: str
@@ -217,3 +217,6 @@ class OpenCall:
     tool: str
     cost_micros: int
     admitted_at: datetime
+    details: dict[str, Any] | None = None
+    closed_at: datetime | None = None
+    outcome: str | None = None  # ok, error, or unknown (closed by the stale-call sweep)
