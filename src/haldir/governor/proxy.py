@@ -624,9 +624,9 @@ def _call_fields(
 
 
 def _finished_already(call: OpenCall) -> Conflict:
-    assert call.closed_at is not None
     how = "as outcome unknown by the stale-call sweep" if call.outcome == "unknown" else f"as {call.outcome}"
-    return Conflict(f"call {call.call_id} was finished already, {how}, at {call.closed_at.isoformat()}")
+    when = "" if call.closed_at is None else f", at {call.closed_at.isoformat()}"
+    return Conflict(f"call {call.call_id} was finished already, {how}{when}")
 
 
 def _subject(per: Per, session: Session) -> str:
