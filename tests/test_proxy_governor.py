@@ -567,7 +567,7 @@ async def test_a_sweep_records_outcome_unknown_for_calls_never_finished_and_keep
     for admission, cost in ((paid, "0.25"), (free, "0.00")):
         record = unknown[admission.call_id]
         assert (record["tool"], record["action"], record["status"], record["flagged"]) == (
-            admission.tool.name,
+            admission.tool.exposed,
             "tools/call",
             "error",
             True,

@@ -16,6 +16,7 @@ from haldir.core.tools import (
     diff_tools,
     exposed_names,
     find_secret_refs,
+    injected_values,
     scrub,
     substitute,
 )
@@ -151,3 +152,27 @@ def test_a_diff_finds_added_changed_reverted_and_removed_tools() -> None:
     assert [(c.name, c.pinned_hash, c.current_hash) for c in changes.changed] == [("edited", "h1", "h5")]
     assert changes.reverted == ("back",)
     assert changes.removed == ("gone",)
+
+
+def test_injected_values_are_read_back_from_a_template_and_its_substitution() -> None:
+    template = {"auth": "Bearer {{secret:token}}", "urls": ["https://x/{{secret:path}}?k={{secret:token}}"]}
+    substituted = substitute(template, {"token": "t0k", "path": "p/a"})
+
+    assert injected_values(template, substituted) == {"token": "t0k", "path": "p/a"}
+
+
+def test_a_string_that_does_not_match_its_template_yields_no_value() -> None:
+    assert injected_values({"a": "x{{secret:s}}y"}, {"a": "something else"}) == {}
+    assert injected_values({"a": "{{secret:s}}"}, {"b": "v"}) == {}
+
+
+@given(
+    value=st.text(min_size=1, max_size=30),
+    before=st.text(max_size=10),
+    after=st.text(max_size=10),
+)
+def test_a_single_injected_value_is_always_recovered(value: str, before: str, after: str) -> None:
+    template = {"arg": f"{before}{{{{secret:key}}}}{after}"}
+    substituted = substitute(template, {"key": value})
+
+    assert injected_values(template, substituted) == {"key": value}

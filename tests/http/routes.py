@@ -87,6 +87,11 @@ SAMPLES: dict[tuple[str, str], tuple[str, Any]] = {
         "proxy:write",
         {"session_id": "{execute_session_id}", "tool": "{tool}", "arguments": {"timezone": "UTC"}},
     ),
+    ("POST", "/v1/tools/{tool}/begin"): (
+        "proxy:write",
+        {"session_id": "{execute_session_id}", "arguments": {"q": "walker"}, "cost_usd": "0"},
+    ),
+    ("POST", "/v1/tools/calls/{call_id}/finish"): ("proxy:write", {"status": "ok"}),
     ("POST", "/v1/approvals/rules"): ("approvals:write", {"type": "tool", "tool": "send_*"}),
     ("GET", "/v1/approvals/rules"): ("approvals:read", None),
     ("DELETE", "/v1/approvals/rules/{rule_id}"): ("approvals:write", None),
@@ -115,6 +120,7 @@ ALIASES = {
     ("DELETE", "/v1/proxy/upstreams/{name}"): {"name": "deletable_upstream"},
     ("POST", "/v1/proxy/upstreams/{name}/refresh"): {"name": "upstream"},
     ("POST", "/v1/proxy/tools/{name}/approve"): {"name": "tool"},
+    ("POST", "/v1/tools/{tool}/begin"): {"tool": "local_tool"},
     ("POST", "/v1/approvals/{approval_id}/deny"): {"approval_id": "deniable_approval_id"},
     ("DELETE", "/v1/approvals/rules/{rule_id}"): {"rule_id": "approval_rule_id"},
     ("DELETE", "/v1/webhooks/{webhook_id}"): {"webhook_id": "deletable_webhook_id"},
@@ -123,6 +129,7 @@ ALIASES = {
 SAMPLE_SECRET = "walker-secret"
 SAMPLE_UPSTREAM = "walker-time"
 DELETABLE_UPSTREAM = "walker-gone"
+LOCAL_TOOL = "walker_lookup"
 
 
 async def seed(client: httpx.AsyncClient, headers: dict[str, str]) -> dict[str, str]:
@@ -168,6 +175,12 @@ async def seed(client: httpx.AsyncClient, headers: dict[str, str]) -> dict[str, 
     executor = await client.post(
         "/v1/sessions", json={"agent_id": "a", "scopes": ["execute"]}, headers=headers
     )
+    local_call = await client.post(
+        f"/v1/tools/{LOCAL_TOOL}/begin",
+        json={"session_id": executor.json()["session_id"], "arguments": {}},
+        headers=headers,
+    )
+    assert local_call.status_code == 201, local_call.text
     hooks = []
     for _ in range(2):
         hook = await client.post(
@@ -186,6 +199,8 @@ async def seed(client: httpx.AsyncClient, headers: dict[str, str]) -> dict[str, 
         "tool": f"{SAMPLE_UPSTREAM}__get_current_time",
         "policy_id": policy.json()["policy_id"],
         "execute_session_id": executor.json()["session_id"],
+        "local_tool": LOCAL_TOOL,
+        "call_id": local_call.json()["call_id"],
         "name": SAMPLE_SECRET,
         "spend_session_id": spend_session_id,
         "authorization_id": authorized[0],

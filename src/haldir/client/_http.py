@@ -553,6 +553,24 @@ def call_tool(*, session_id: str, tool: str, arguments: Json | None) -> Call[Jso
     return Call("POST", "/v1/proxy/call", json_object, body=body)
 
 
+def begin_tool_call(
+    session_id: str, tool: str, arguments: Json | None, *, cost_usd: Amount | None
+) -> Call[Json]:
+    body: Json = {"session_id": session_id, "arguments": arguments or {}}
+    if cost_usd is not None:
+        body["cost_usd"] = _amount(cost_usd)
+    return Call("POST", f"/v1/tools/{_segment(tool)}/begin", json_object, body=body)
+
+
+def finish_tool_call(call_id: str, *, status: str, error: str | None, latency_ms: float | None) -> Call[Json]:
+    body: Json = {"status": status}
+    if error is not None:
+        body["error"] = error
+    if latency_ms is not None:
+        body["latency_ms"] = latency_ms
+    return Call("POST", f"/v1/tools/calls/{_segment(call_id)}/finish", json_object, body=body)
+
+
 def create_approval_rule(spec: Json) -> Call[Json]:
     return Call("POST", "/v1/approvals/rules", json_object, body=spec)
 

@@ -419,6 +419,26 @@ class HaldirClient:
         """One governed tool call through the proxy; the upstream's `CallToolResult` as JSON."""
         return self._send(_http.call_tool(session_id=session_id, tool=tool, arguments=arguments))
 
+    def begin_tool_call(
+        self, session_id: str, tool: str, arguments: Json | None = None, *, cost_usd: Amount | None = None
+    ) -> Json:
+        """Admit one call of a local tool (one that runs in this process): `call_id`, the `arguments` to
+        run it with (secrets substituted), the injected `secrets`' names, the `cost_usd` reserved. A
+        refusal raises its `HaldirError` (`ToolDenied`, `BudgetExceeded`, `ApprovalRequired`, …).
+        `haldir.governed.governed_call` runs the whole call."""
+        return self._send(_http.begin_tool_call(session_id, tool, arguments, cost_usd=cost_usd))
+
+    def finish_tool_call(
+        self,
+        call_id: str,
+        *,
+        status: str = "ok",
+        error: str | None = None,
+        latency_ms: float | None = None,
+    ) -> Json:
+        """Record how a begun call ended: `ok` keeps its cost, `error` releases it; once per call."""
+        return self._send(_http.finish_tool_call(call_id, status=status, error=error, latency_ms=latency_ms))
+
     # approvals
 
     def create_approval_rule(self, spec: Json) -> Json:

@@ -58,23 +58,28 @@ _sre: Any = importlib.import_module("re._parser")
 
 @dataclass(frozen=True)
 class ToolRef:
-    """The names a call's tool goes by: as exposed, and as `upstream` knows it."""
+    """The names a call's tool goes by: as exposed, and as `upstream` knows it. A local tool (one that
+    runs in the agent's own process) has no upstream and goes by its one name."""
 
     exposed: str
-    upstream: str
+    upstream: str | None
     original: str
 
+    @classmethod
+    def local(cls, name: str) -> ToolRef:
+        return cls(name, None, name)
+
     @property
-    def qualified(self) -> str:
-        return f"{self.upstream}__{self.original}"
+    def qualified(self) -> str | None:
+        return None if self.upstream is None else f"{self.upstream}__{self.original}"
 
     def precise_names(self) -> tuple[str, ...]:
         """Names that can only mean this tool: what allow policies match."""
-        return (self.exposed, self.qualified)
+        return (self.exposed,) if self.qualified is None else (self.exposed, self.qualified)
 
     def all_names(self) -> tuple[str, ...]:
         """Every name of this tool: what deny, arguments and tool_cost policies match (fail closed)."""
-        return (self.exposed, self.qualified, self.original)
+        return (self.exposed,) if self.qualified is None else (self.exposed, self.qualified, self.original)
 
 
 @dataclass(frozen=True)

@@ -168,6 +168,52 @@ def substitute(obj: Any, values: Mapping[str, str]) -> Any:
     return obj
 
 
+def injected_values(template: Any, substituted: Any) -> dict[str, str]:
+    """The secret values `substitute` put into `template` to make `substituted`, by name: what a client
+    that holds both (and never the values otherwise) must scrub from what its tool answers.
+
+    Each string holding `{{secret:NAME}}` is matched against its substituted twin, literal text around
+    the references as written; a string that does not match (an ambiguous pair of adjacent references,
+    say) yields nothing rather than a wrong value.
+    """
+    found: dict[str, str] = {}
+    for text, filled in _paired_strings(template, substituted):
+        names = SECRET_REF.findall(text)
+        if not names:
+            continue
+        pattern: list[str] = []
+        groups: dict[str, str] = {}
+        for index, part in enumerate(SECRET_REF.split(text)):
+            if index % 2 == 0:
+                pattern.append(re.escape(part))
+            elif part in groups:
+                pattern.append(f"(?P={groups[part]})")
+            else:
+                groups[part] = f"s{len(groups)}"
+                pattern.append(f"(?P<{groups[part]}>.*?)")
+        match = re.fullmatch("".join(pattern), filled, flags=re.DOTALL)
+        if match is not None:
+            for name, group in groups.items():
+                if match.group(group):
+                    found.setdefault(name, match.group(group))
+    return found
+
+
+def _paired_strings(template: Any, substituted: Any) -> list[tuple[str, str]]:
+    if isinstance(template, str) and isinstance(substituted, str):
+        return [(template, substituted)]
+    if isinstance(template, dict) and isinstance(substituted, dict):
+        return [
+            pair
+            for key, value in template.items()
+            if key in substituted
+            for pair in _paired_strings(value, substituted[key])
+        ]
+    if isinstance(template, list | tuple) and isinstance(substituted, list | tuple):
+        return [pair for a, b in zip(template, substituted, strict=False) for pair in _paired_strings(a, b)]
+    return []
+
+
 def scrub(obj: JsonT, values: Mapping[str, str]) -> JsonT:
     """A copy of a JSON structure with every occurrence of an injected secret value, in any string (keys
         included), replaced by `[secret:NAME]`. One pass, longest value first: a value that contains another
@@ -207,8 +253,8 @@ def _strings(obj: Any) -> list[str]:
 
 @dataclass(frozen=True)
 class OpenCall:
-    """A governed call admitted (its record committed before it was forwarded) whose outcome is not
-    recorded yet."""
+    """A governed call admitted (its record committed before it was forwarded) and, until `closed_at`,
+    without a recorded outcome. A local tool's call carries in `details` what its finish needs."""
 
     tenant_id: str
     call_id: str
@@ -217,3 +263,6 @@ class OpenCall:
     tool: str
     cost_micros: int
     admitted_at: datetime
+    details: dict[str, Any] | None = None
+    closed_at: datetime | None = None
+    outcome: str | None = None  # ok, error, or unknown (closed by the stale-call sweep)

@@ -31,6 +31,7 @@ from haldir.http.routes import (
     proxy,
     secrets,
     sessions,
+    tools,
     usage,
     webhooks,
 )
@@ -149,6 +150,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         audit_rules,
         audit,
         proxy,
+        tools,
         approvals,
         webhooks,
         compliance,

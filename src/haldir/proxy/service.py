@@ -81,7 +81,7 @@ class ProxyService:
         secrets = dict(admission.injected)
         started = time.perf_counter()
         try:
-            connection = await self._connection(principal.tenant_id, admission.upstream)
+            connection = await self._connection(principal.tenant_id, admission.upstream or "")
             secrets = {**connection.injected, **admission.injected}
             result = await self._pool.call_tool(
                 principal.tenant_id, connection.config, admission.tool_name, admission.arguments
@@ -95,6 +95,27 @@ class ProxyService:
         result = scrub(result, secrets)
         self._finish(principal, admission, result, None, started)
         return result
+
+    async def begin_local_call(
+        self,
+        principal: Principal,
+        *,
+        session_id: str,
+        tool: str,
+        arguments: dict[str, Any],
+        cost_micros: int = 0,
+    ) -> Admission:
+        """Admit a call of a tool that runs in the agent's own process (`Proxy.admit_local_call`),
+        counted with the proxy's decisions; the agent runs it and reports how it ended."""
+        try:
+            admission = await self._governor.proxy.admit_local_call(
+                principal, session_id=session_id, tool=tool, arguments=arguments, cost_micros=cost_micros
+            )
+        except HaldirError as exc:
+            self._decided(exc.code)
+            raise
+        self._decided("allowed")
+        return admission
 
     def _decided(self, decision: str) -> None:
         for listener in self.decision_listeners:

@@ -178,8 +178,8 @@ class SpendTransaction(Protocol):
         """Remember an admitted call until its outcome is recorded."""
         ...
 
-    async def close_call(self, call_id: str) -> bool:
-        """Forget an admitted call as its outcome is recorded; False when it was closed already."""
+    async def close_call(self, call_id: str, *, outcome: str, at: datetime) -> bool:
+        """Close an admitted call as its outcome is recorded; False when it was closed already."""
         ...
 
     async def count_release(self, name: str, *, at: datetime) -> None:
@@ -308,6 +308,14 @@ class ProxyStore(Protocol):
 
     async def stale_calls(self, *, admitted_before: datetime, limit: int) -> list[OpenCall]:
         """Admitted calls of every tenant whose outcome is not recorded, admitted before the time."""
+        ...
+
+    async def get_call(self, tenant_id: str, call_id: str) -> OpenCall | None:
+        """An admitted call, open or closed and not yet purged; None when the tenant has none."""
+        ...
+
+    async def purge_closed_calls(self, *, closed_before: datetime, limit: int) -> int:
+        """Delete up to `limit` calls closed before the time (their ledger entries stay); how many."""
         ...
 
 

@@ -216,22 +216,41 @@ class SqlProxy:
         """Admitted calls of every tenant with no outcome recorded, admitted before `admitted_before`."""
         c = proxy_calls.c
         query = (
-            sa.select(proxy_calls).where(c.admitted_at < admitted_before).order_by(c.admitted_at).limit(limit)
+            sa.select(proxy_calls)
+            .where(c.closed_at.is_(None), c.admitted_at < admitted_before)
+            .order_by(c.admitted_at)
+            .limit(limit)
         )
         async with self._store.read_connection() as conn:
             rows = (await conn.execute(query)).all()
-        return [
-            OpenCall(
-                tenant_id=row.tenant_id,
-                call_id=row.call_id,
-                session_id=row.session_id,
-                agent_id=row.agent_id,
-                tool=row.tool,
-                cost_micros=int(row.cost),
-                admitted_at=row.admitted_at,
-            )
-            for row in rows
-        ]
+        return [_call(row) for row in rows]
+
+    async def get_call(self, tenant_id: str, call_id: str) -> OpenCall | None:
+        c = proxy_calls.c
+        async with self._store.read_connection() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(proxy_calls).where(c.tenant_id == tenant_id, c.call_id == call_id)
+                )
+            ).first()
+        return None if row is None else _call(row)
+
+    async def purge_closed_calls(self, *, closed_before: datetime, limit: int) -> int:
+        """Delete up to `limit` calls closed before the time, oldest first, in one transaction."""
+        c = proxy_calls.c
+        oldest = (
+            sa.select(c.tenant_id, c.call_id)
+            .where(c.closed_at.is_not(None), c.closed_at < closed_before)
+            .order_by(c.closed_at)
+            .limit(limit)
+        )
+        async with self._store.write_transaction() as conn:
+            keys = (await conn.execute(oldest)).all()
+            for tenant_id, call_id in keys:
+                await conn.execute(
+                    sa.delete(proxy_calls).where(c.tenant_id == tenant_id, c.call_id == call_id)
+                )
+        return len(keys)
 
     async def _append(self, tx: Writing, entries: list[EntryDraft]) -> None:
         for entry in entries:
@@ -334,6 +353,21 @@ def _tool(row: sa.Row[Any]) -> ToolPin:
         first_seen_at=row.first_seen_at,
         updated_at=row.updated_at,
         removed_at=row.removed_at,
+    )
+
+
+def _call(row: sa.Row[Any]) -> OpenCall:
+    return OpenCall(
+        tenant_id=row.tenant_id,
+        call_id=row.call_id,
+        session_id=row.session_id,
+        agent_id=row.agent_id,
+        tool=row.tool,
+        cost_micros=int(row.cost),
+        admitted_at=row.admitted_at,
+        details=row.details,
+        closed_at=row.closed_at,
+        outcome=row.outcome,
     )
 
 

@@ -359,7 +359,12 @@ proxy_calls = sa.Table(
     sa.Column("tool", sa.String(200), nullable=False),
     sa.Column("cost", sa.BigInteger(), nullable=False),
     sa.Column("admitted_at", Micros(), nullable=False),
-    sa.Index(None, "admitted_at"),
+    # A local tool's call (`POST /v1/tools/{tool}/begin`) keeps what its finish needs; null for upstreams.
+    sa.Column("details", sa.JSON(), nullable=True),
+    # Set when the outcome is recorded (`outcome` ok, error or unknown); closed rows are purged later.
+    sa.Column("closed_at", Micros(), nullable=True),
+    sa.Column("outcome", sa.String(16), nullable=True),
+    sa.Index(None, "closed_at", "admitted_at"),
 )
 
 # Approval rules: which spends and calls wait for a person. `threshold` (micro-units) for `spend_over`,

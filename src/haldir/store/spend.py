@@ -37,8 +37,14 @@ if TYPE_CHECKING:
 
 # Built once: every governed call runs them, and constructing a statement costs more than running it.
 _OPEN_CALL = sa.insert(proxy_calls)
-_CLOSE_CALL = sa.delete(proxy_calls).where(
-    proxy_calls.c.tenant_id == sa.bindparam("p_tenant"), proxy_calls.c.call_id == sa.bindparam("p_call")
+_CLOSE_CALL = (
+    sa.update(proxy_calls)
+    .where(
+        proxy_calls.c.tenant_id == sa.bindparam("p_tenant"),
+        proxy_calls.c.call_id == sa.bindparam("p_call"),
+        proxy_calls.c.closed_at.is_(None),
+    )
+    .values(closed_at=sa.bindparam("p_at"), outcome=sa.bindparam("p_outcome"))
 )
 
 
@@ -241,14 +247,19 @@ class SqlSpend:
                 "tool": call.tool,
                 "cost": call.cost_micros,
                 "admitted_at": call.admitted_at,
+                "details": call.details,
+                "closed_at": None,
+                "outcome": None,
             },
         )
 
-    async def close_call(self, call_id: str) -> bool:
-        """Forget an admitted call whose outcome this transaction records; False when it was closed
-        already (its outcome recorded as unknown by a sweep)."""
-        deleted = await self._conn.execute(_CLOSE_CALL, {"p_tenant": self._tenant_id, "p_call": call_id})
-        return bool(deleted.rowcount)
+    async def close_call(self, call_id: str, *, outcome: str, at: datetime) -> bool:
+        """Close an admitted call whose outcome (ok, error or unknown) this transaction records; False
+        when it was closed already (a finish or the stale-call sweep came first)."""
+        closed = await self._conn.execute(
+            _CLOSE_CALL, {"p_tenant": self._tenant_id, "p_call": call_id, "p_at": at, "p_outcome": outcome}
+        )
+        return bool(closed.rowcount)
 
     async def count_release(self, name: str, *, at: datetime) -> None:
         """Count a release of the tenant's secret `name` (its value goes to a governed call) when this

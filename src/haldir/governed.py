@@ -1,0 +1,126 @@
+"""A governed call of a local tool through the SDK, for any agent framework: begin (Haldir decides and
+reserves), run the tool with the arguments Haldir answered (secrets substituted), finish (ok or error),
+and hand back the result with every injected secret value scrubbed out, so the model never sees one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+from haldir.client import AsyncHaldirClient, HaldirClient
+from haldir.client._http import Amount, Json
+from haldir.core.tools import injected_values, scrub
+from haldir.errors import HaldirError
+
+T = TypeVar("T")
+MAX_ERROR_CHARS = 1000
+
+log = logging.getLogger("haldir.governed")
+
+
+def governed_call(
+    client: HaldirClient,
+    *,
+    session_id: str,
+    tool: str,
+    arguments: Json,
+    run: Callable[[Json], T],
+    cost_usd: Amount | None = None,
+) -> T:
+    """Run `run(arguments)` as one governed call of the local tool `tool`; its result, scrubbed.
+
+    A refusal raises Haldir's error (`ToolDenied`, `NotAllowed`, `BudgetExceeded`, `RateLimited`,
+    `ApprovalRequired` with `.details["approval_id"]`, …) and `run` is not called. An exception of `run`
+    is recorded as the call's error (its cost released) and raised again as it is. The result's strings
+    (also inside dicts, lists and tuples) have each injected secret value replaced by `[secret:NAME]`.
+    """
+    begun = client.begin_tool_call(session_id, tool, arguments, cost_usd=cost_usd)
+    secrets = _secrets(arguments, begun)
+    started = time.perf_counter()
+    try:
+        result = run(begun["arguments"])
+    except BaseException as exc:
+        _finish(client.finish_tool_call, begun, _failure(exc, secrets), started)
+        raise
+    _finish(client.finish_tool_call, begun, None, started)
+    return scrub_result(result, secrets)
+
+
+async def agoverned_call(
+    client: AsyncHaldirClient,
+    *,
+    session_id: str,
+    tool: str,
+    arguments: Json,
+    run: Callable[[Json], Awaitable[T]],
+    cost_usd: Amount | None = None,
+) -> T:
+    """`governed_call` for asyncio: `run` is awaited. A cancelled call is left to the server's sweep,
+    which records its outcome as unknown."""
+    begun = await client.begin_tool_call(session_id, tool, arguments, cost_usd=cost_usd)
+    secrets = _secrets(arguments, begun)
+    started = time.perf_counter()
+    try:
+        result = await run(begun["arguments"])
+    except Exception as exc:
+        await _afinish(client, begun, _failure(exc, secrets), started)
+        raise
+    await _afinish(client, begun, None, started)
+    return scrub_result(result, secrets)
+
+
+def scrub_result(result: T, secrets: Mapping[str, str]) -> T:
+    """`result` with each secret value in its strings replaced by `[secret:NAME]`; a tuple stays one
+    (LangChain's content-and-artifact answers are tuples), objects of other types are returned as they are."""
+    if not secrets:
+        return result
+    if isinstance(result, tuple):
+        cleaned: Any = tuple(scrub_result(item, secrets) for item in result)
+        return cleaned  # type: ignore[no-any-return]  # a tuple of the same shape
+    return scrub(result, secrets)
+
+
+def _secrets(arguments: Json, begun: Json) -> dict[str, str]:
+    """The values of the secrets Haldir put into the arguments, by name."""
+    if not begun.get("secrets"):
+        return {}
+    found = injected_values(arguments, begun["arguments"])
+    return {name: value for name, value in found.items() if name in begun["secrets"]}
+
+
+def _failure(exc: BaseException, secrets: Mapping[str, str]) -> str:
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return scrub(text, secrets)[:MAX_ERROR_CHARS]
+
+
+def _finish(finish: Callable[..., Json], begun: Json, error: str | None, started: float) -> None:
+    """Record the outcome; a failure to record it is logged, not raised: the tool has run, and the
+    server's sweep records a call left open as outcome unknown."""
+    try:
+        finish(
+            begun["call_id"],
+            status="ok" if error is None else "error",
+            error=error,
+            latency_ms=_ms(started),
+        )
+    except HaldirError as exc:
+        log.warning("haldir: could not record the outcome of call %s: %s", begun["call_id"], exc)
+
+
+async def _afinish(client: AsyncHaldirClient, begun: Json, error: str | None, started: float) -> None:
+    try:
+        await client.finish_tool_call(
+            begun["call_id"],
+            status="ok" if error is None else "error",
+            error=error,
+            latency_ms=_ms(started),
+        )
+    except HaldirError as exc:
+        log.warning("haldir: could not record the outcome of call %s: %s", begun["call_id"], exc)
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)
