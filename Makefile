@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MCP_SERVERS := .mcp-servers
 
-.PHONY: run test lint typecheck unit bench clean
+.PHONY: run test lint typecheck unit js-test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,10 +42,21 @@ $(CHROMIUM): | $(BIN)/python
 unit: $(STAMP) $(MCP_SERVERS)/.installed $(CHROMIUM)
 	$(BIN)/pytest -q
 
-test: lint typecheck unit
+# The TypeScript package @haldir/ai-sdk (js/), pinned by js/package-lock.json. Its tests start their own
+# `haldir serve` from this venv: the published build compiles (strict), then Node's test runner.
+JS := js
+$(JS)/node_modules/.installed: $(JS)/package.json $(JS)/package-lock.json
+	npm ci --prefix $(JS) --ignore-scripts --no-audit --no-fund
+	touch $@
+
+js-test: $(STAMP) $(JS)/node_modules/.installed
+	npm --prefix $(JS) run --silent build
+	npm --prefix $(JS) test
+
+test: lint typecheck unit js-test
 
 bench: $(STAMP)
 	$(BIN)/python bench/sessions.py
 
 clean:
-	rm -rf $(VENV) $(MCP_SERVERS) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(MCP_SERVERS) .pytest_cache .mypy_cache .ruff_cache $(JS)/node_modules $(JS)/dist $(JS)/build

@@ -187,7 +187,14 @@ const BY_CODE: ReadonlyMap<string, ErrorClass> = new Map(CLASSES.map((cls) => [c
 /** The error a Haldir error body stands for: the class of its `code`, or `HaldirError` for a code this client does not know. */
 export function fromResponse(status: number, body: ErrorBody): HaldirError {
   const cls = BY_CODE.get(body.code) ?? HaldirError;
-  return new cls(body.error, { status, body });
+  return new cls(messageOf(body), { status, body });
+}
+
+/** The server's message, naming the approval when there is one: it is all a model reads of a refused tool. */
+function messageOf(body: ErrorBody): string {
+  const approvalId = stringField(body, "approval_id");
+  if (approvalId === undefined || body.error.includes(approvalId)) return body.error;
+  return `${body.error} (approval ${approvalId})`;
 }
 
 /** Whether a parsed JSON value has the shape of Haldir's error body. */

@@ -5,7 +5,7 @@
  */
 import type { Tool, ToolExecutionOptions } from "ai";
 
-import { HaldirClient, type BeginToolCallOptions } from "./client.js";
+import { HaldirClient } from "./client.js";
 import { isPlainObject, scrub, scrubText, substitutedValues, type SecretValues } from "./secrets.js";
 import type { Amount, JsonObject, ToolCallBegun } from "./types.js";
 
@@ -35,27 +35,37 @@ export function governed<T extends Tool>(tool: T, options: GovernedOptions<Input
   }
   const client = options.client ?? new HaldirClient();
   const sessionId = typeof options.session === "string" ? options.session : options.session.session_id;
-  const run = async (input: InputOf<T>, execution: ToolExecutionOptions<never>): Promise<unknown> => {
+  const admit = async (input: InputOf<T>, execution: ToolExecutionOptions<never>): Promise<Admitted<InputOf<T>>> => {
     const cost = typeof options.cost === "function" ? options.cost(input) : options.cost;
-    const begin: BeginToolCallOptions = { costUsd: cost, signal: execution.abortSignal };
     const sent = asArguments(input);
-    const call = await client.beginToolCall(options.name, sessionId, sent, begin);
-    const secrets = substitutedValues(sent, call.arguments);
+    const call = await client.beginToolCall(options.name, sessionId, sent, { costUsd: cost, signal: execution.abortSignal });
     const started = performance.now();
-    const finish = (status: "ok" | "error", error?: string) =>
-      client.finishToolCall(call.call_id, status, { error, latencyMs: Math.round(performance.now() - started) });
-    let result: unknown;
-    try {
-      result = await execute(fromArguments(call, input), execution);
-    } catch (error) {
-      const clean = scrubError(error, secrets);
-      await finish("error", messageOf(clean));
-      throw clean;
-    }
-    if (isAsyncIterable(result)) return streamed(result, secrets, finish);
-    await finish("ok");
-    return scrub(result, secrets);
+    return {
+      input: fromArguments(call, input),
+      secrets: substitutedValues(sent, call.arguments),
+      finish: (status, error) =>
+        client.finishToolCall(call.call_id, status, { error, latencyMs: Math.round(performance.now() - started) }),
+    };
   };
+  // The `ai` package streams a tool's preliminary results only when execute itself returns an async
+  // iterable, so a generator tool is governed by a generator, and any other by an async function.
+  const run = isAsyncGeneratorFunction(execute)
+    ? async function* (input: InputOf<T>, execution: ToolExecutionOptions<never>): AsyncGenerator<unknown> {
+        const call = await admit(input, execution);
+        yield* streamed(execute(call.input, execution) as AsyncIterable<unknown>, call);
+      }
+    : async (input: InputOf<T>, execution: ToolExecutionOptions<never>): Promise<unknown> => {
+        const call = await admit(input, execution);
+        let result: unknown;
+        try {
+          result = await execute(call.input, execution);
+          if (isAsyncIterable(result)) result = await last(result);
+        } catch (error) {
+          throw await failed(error, call);
+        }
+        await call.finish("ok");
+        return scrub(result, call.secrets);
+      };
   return { ...tool, execute: run } as T;
 }
 
@@ -85,19 +95,37 @@ function fromArguments<INPUT>(call: ToolCallBegun, input: INPUT): INPUT {
   return (isPlainObject(input) ? call.arguments : call.arguments["input"]) as INPUT;
 }
 
-async function* streamed(
-  chunks: AsyncIterable<unknown>,
-  secrets: SecretValues,
-  finish: (status: "ok" | "error", error?: string) => Promise<unknown>,
-): AsyncGenerator<unknown> {
+interface Admitted<INPUT> {
+  /** The input to run the tool with: the model's, with Haldir's secret values in place of references. */
+  input: INPUT;
+  secrets: SecretValues;
+  finish(status: "ok" | "error", error?: string): Promise<unknown>;
+}
+
+async function* streamed(chunks: AsyncIterable<unknown>, call: Admitted<unknown>): AsyncGenerator<unknown> {
   try {
-    for await (const chunk of chunks) yield scrub(chunk, secrets);
+    for await (const chunk of chunks) yield scrub(chunk, call.secrets);
   } catch (error) {
-    const clean = scrubError(error, secrets);
-    await finish("error", messageOf(clean));
-    throw clean;
+    throw await failed(error, call);
   }
-  await finish("ok");
+  await call.finish("ok");
+}
+
+/** Record the failure, and give back the error cleaned of secret values. */
+async function failed(error: unknown, call: Admitted<unknown>): Promise<unknown> {
+  const clean = scrubError(error, call.secrets);
+  await call.finish("error", messageOf(clean));
+  return clean;
+}
+
+async function last(chunks: AsyncIterable<unknown>): Promise<unknown> {
+  let final: unknown;
+  for await (const chunk of chunks) final = chunk;
+  return final;
+}
+
+function isAsyncGeneratorFunction(fn: unknown): boolean {
+  return Object.prototype.toString.call(fn) === "[object AsyncGeneratorFunction]";
 }
 
 /** The tool's own error, its message and stack cleaned of secret values, so the model never reads them. */
