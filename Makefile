@@ -50,7 +50,6 @@ $(JS)/node_modules/.installed: $(JS)/package.json $(JS)/package-lock.json
 	touch $@
 
 js-test: $(STAMP) $(JS)/node_modules/.installed
-	npm --prefix $(JS) run --silent build
 	npm --prefix $(JS) test
 
 test: lint typecheck unit js-test

@@ -9,7 +9,8 @@ import { callingModel, shownToModel } from "./model.js";
 import { startServer, type LiveServer } from "./server.js";
 
 // Governed local calls need POST /v1/tools/{tool}/begin and /v1/tools/calls/{call_id}/finish. On a
-// server without them every test here is skipped, saying so; they run as soon as the server has them.
+// server without them every test here is skipped, saying so (with CI=true they fail instead, as the
+// Python suite's PostgreSQL tests do); they run as soon as the server has them.
 const ROUTES = "POST /v1/tools/{tool}/begin and /v1/tools/calls/{call_id}/finish";
 
 let server: LiveServer;
@@ -33,6 +34,7 @@ after(async () => {
 });
 
 function requireRoutes(t: TestContext): boolean {
+  if (routesMissing !== false && process.env["CI"] === "true") assert.fail(routesMissing);
   if (routesMissing !== false) t.skip(routesMissing);
   return routesMissing === false;
 }
