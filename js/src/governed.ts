@@ -103,10 +103,16 @@ interface Admitted<INPUT> {
 }
 
 async function* streamed(chunks: AsyncIterable<unknown>, call: Admitted<unknown>): AsyncGenerator<unknown> {
+  let ended = false;
   try {
     for await (const chunk of chunks) yield scrub(chunk, call.secrets);
+    ended = true;
   } catch (error) {
+    ended = true;
     throw await failed(error, call);
+  } finally {
+    // The consumer stopped reading before the end: the tool did not finish what it was asked.
+    if (!ended) await call.finish("error", "the stream was closed before its end");
   }
   await call.finish("ok");
 }

@@ -189,6 +189,23 @@ test("a streaming tool's chunks are scrubbed, and the call finishes after the la
   assert.match(shown, /final \[secret:TOKEN\]/);
 });
 
+test("a stream its consumer closes early is finished as an error", async () => {
+  const stream = tool({
+    inputSchema: z.object({}),
+    async *execute() {
+      yield "first";
+      yield "never read";
+    },
+  });
+  const execute = governed(stream, { session: "ses_1", name: "stream", client: client() }).execute;
+  const chunks = execute({}, { toolCallId: "c1", messages: [], context: {} }) as AsyncGenerator<unknown>;
+
+  assert.deepEqual(await chunks.next(), { value: "first", done: false });
+  await chunks.return(undefined);
+
+  assert.deepEqual(received[1]?.body, { status: "error", error: "the stream was closed before its end", latency_ms: received[1]?.body["latency_ms"] });
+});
+
 test("a tool without execute cannot be governed", () => {
   const schemaOnly = tool({ inputSchema: z.object({}), outputSchema: z.string() });
   assert.throws(() => governed(schemaOnly, { session: "ses_1", name: "schema_only", client: client() }), /no execute function/);
