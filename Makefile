@@ -8,7 +8,7 @@ MCP_SERVERS := .mcp-servers
 CLIENTS_VENV := .venv-clients
 CLIENT := clients/python
 
-.PHONY: run test lint typecheck unit bench dist clean
+.PHONY: run test lint typecheck unit js-test bench dist clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,7 +55,17 @@ $(CLIENTS_VENV)/.installed: $(CLIENT)/pyproject.toml $(CLIENT)/hatch_build.py
 unit: $(STAMP) $(MCP_SERVERS)/.installed $(CHROMIUM) $(CLIENTS_VENV)/.installed
 	$(BIN)/pytest -q
 
-test: lint typecheck unit
+# The TypeScript package @haldir/ai-sdk (js/), pinned by js/package-lock.json. Its tests start their own
+# `haldir serve` from this venv: the published build compiles (strict), then Node's test runner.
+JS := js
+$(JS)/node_modules/.installed: $(JS)/package.json $(JS)/package-lock.json
+	npm ci --prefix $(JS) --ignore-scripts --no-audit --no-fund
+	touch $@
+
+js-test: $(STAMP) $(JS)/node_modules/.installed
+	npm --prefix $(JS) test
+
+test: lint typecheck unit js-test
 
 bench: $(STAMP)
 	$(BIN)/python bench/sessions.py
@@ -67,4 +77,4 @@ dist: $(STAMP)
 	$(BIN)/python -m build --no-isolation --outdir dist .
 
 clean:
-	rm -rf $(VENV) $(CLIENTS_VENV) $(MCP_SERVERS) dist .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(CLIENTS_VENV) $(MCP_SERVERS) dist .pytest_cache .mypy_cache .ruff_cache $(JS)/node_modules $(JS)/dist $(JS)/build
