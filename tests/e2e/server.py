@@ -51,12 +51,13 @@ class Server:
 
 
 @contextmanager
-def serve(env: dict[str, str], workdir: Path) -> Iterator[Server]:
+def serve(env: dict[str, str], workdir: Path, *, haldir: str = HALDIR) -> Iterator[Server]:
+    """`haldir serve` (this venv's, or the `haldir` given) on a free port, run in `workdir`, until ready."""
     port = free_port()
     stdout = workdir / f"serve-{port}.out"
     with stdout.open("wb") as out:
         process = subprocess.Popen(
-            [HALDIR, "serve", "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT
+            [haldir, "serve", "--port", str(port)], env=env, cwd=workdir, stdout=out, stderr=subprocess.STDOUT
         )
     server = Server(url=f"http://127.0.0.1:{port}", process=process, stdout=stdout)
     try:
