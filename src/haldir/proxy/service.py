@@ -70,14 +70,9 @@ class ProxyService:
         (`Proxy.close_stale_calls`). An upstream that cannot be used (refused by the operator's rule, a
         missing secret) ends the call as an error, so its reserved cost is released.
         """
-        try:
-            admission = await self._governor.proxy.admit_call(
-                principal, session_id=session_id, tool=tool, arguments=arguments
-            )
-        except HaldirError as exc:
-            self._decided(exc.code)
-            raise
-        self._decided("allowed")
+        admission = await self._decided(
+            self._governor.proxy.admit_call(principal, session_id=session_id, tool=tool, arguments=arguments)
+        )
         secrets = dict(admission.injected)
         started = time.perf_counter()
         try:
@@ -107,17 +102,23 @@ class ProxyService:
     ) -> Admission:
         """Admit a call of a tool that runs in the agent's own process (`Proxy.admit_local_call`),
         counted with the proxy's decisions; the agent runs it and reports how it ended."""
-        try:
-            admission = await self._governor.proxy.admit_local_call(
+        return await self._decided(
+            self._governor.proxy.admit_local_call(
                 principal, session_id=session_id, tool=tool, arguments=arguments, cost_micros=cost_micros
             )
+        )
+
+    async def _decided(self, admitting: Awaitable[Admission]) -> Admission:
+        """The admission, once the decision ("allowed", or the refusal's code) is told to the listeners."""
+        try:
+            admission = await admitting
         except HaldirError as exc:
-            self._decided(exc.code)
+            self._tell(exc.code)
             raise
-        self._decided("allowed")
+        self._tell("allowed")
         return admission
 
-    def _decided(self, decision: str) -> None:
+    def _tell(self, decision: str) -> None:
         for listener in self.decision_listeners:
             listener(decision)
 
