@@ -43,9 +43,9 @@ def governed_call(
     try:
         result = run(begun["arguments"])
     except BaseException as exc:
-        _finish(client.finish_tool_call, begun, _failure(exc, secrets), started)
+        _finish(client, begun, _failure(exc, secrets), started)
         raise
-    _finish(client.finish_tool_call, begun, None, started)
+    _finish(client, begun, None, started)
     return scrub_result(result, secrets)
 
 
@@ -96,30 +96,28 @@ def _failure(exc: BaseException, secrets: Mapping[str, str]) -> str:
     return scrub(text, secrets)[:MAX_ERROR_CHARS]
 
 
-def _finish(finish: Callable[..., Json], begun: Json, error: str | None, started: float) -> None:
+def _finish(client: HaldirClient, begun: Json, error: str | None, started: float) -> None:
     """Record the outcome; a failure to record it is logged, not raised: the tool has run, and the
     server's sweep records a call left open as outcome unknown."""
     try:
-        finish(
-            begun["call_id"],
-            status="ok" if error is None else "error",
-            error=error,
-            latency_ms=_ms(started),
-        )
+        client.finish_tool_call(begun["call_id"], **_outcome(error, started))
     except HaldirError as exc:
-        log.warning("haldir: could not record the outcome of call %s: %s", begun["call_id"], exc)
+        _unrecorded(begun, exc)
 
 
 async def _afinish(client: AsyncHaldirClient, begun: Json, error: str | None, started: float) -> None:
     try:
-        await client.finish_tool_call(
-            begun["call_id"],
-            status="ok" if error is None else "error",
-            error=error,
-            latency_ms=_ms(started),
-        )
+        await client.finish_tool_call(begun["call_id"], **_outcome(error, started))
     except HaldirError as exc:
-        log.warning("haldir: could not record the outcome of call %s: %s", begun["call_id"], exc)
+        _unrecorded(begun, exc)
+
+
+def _outcome(error: str | None, started: float) -> dict[str, Any]:
+    return {"status": "ok" if error is None else "error", "error": error, "latency_ms": _ms(started)}
+
+
+def _unrecorded(begun: Json, exc: HaldirError) -> None:
+    log.warning("haldir: could not record the outcome of call %s: %s", begun["call_id"], exc)
 
 
 def _ms(started: float) -> float:
