@@ -39,9 +39,9 @@ class Usage:
         """The tenant's counters from `since` to `until` (UTC days, both included; by default this
         month up to today), by day and by agent."""
         principal.require("audit:read")
-        today = self._clock.now().date()
-        since = since or month_start(self._clock.now())
-        until = until or today
+        now = self._clock.now()
+        since = since or month_start(now)
+        until = until or now.date()
         if since > until:
             raise InvalidRequest(f"since ({since}) is after until ({until})")
         if (until - since).days >= MAX_DAYS:
