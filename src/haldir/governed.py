@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from haldir.client import AsyncHaldirClient, HaldirClient
 from haldir.client._http import Amount, Json
 from haldir.core.tools import injected_values, scrub
-from haldir.errors import HaldirError
+from haldir.errors import ApprovalRequired, HaldirError
 
 T = TypeVar("T")
 MAX_ERROR_CHARS = 1000
@@ -70,6 +70,15 @@ async def agoverned_call(
         raise
     await _afinish(client, begun, None, started)
     return scrub_result(result, secrets)
+
+
+def describe_refusal(error: HaldirError) -> str:
+    """What a model reads of a refusal, in every integration: Haldir's code and message, and what to do
+    when the call is held for approval."""
+    text = f"Haldir refused this call ({error.code}): {error.message}"
+    if isinstance(error, ApprovalRequired):
+        text += f" Approval {error.details.get('approval_id')} is pending; retry once a person approves it."
+    return text
 
 
 def scrub_result(result: T, secrets: Mapping[str, str]) -> T:

@@ -26,8 +26,8 @@ from pydantic_core import to_jsonable_python
 
 from haldir.client import AsyncHaldirClient, HaldirClient
 from haldir.client._http import Amount, Json
-from haldir.errors import ApprovalRequired, HaldirError
-from haldir.governed import agoverned_call, governed_call
+from haldir.errors import HaldirError
+from haldir.governed import agoverned_call, describe_refusal, governed_call
 
 __all__ = [
     "AsyncHaldirCallbackHandler",
@@ -48,15 +48,7 @@ class HaldirToolException(ToolException):
     def __init__(self, error: HaldirError) -> None:
         self.error = error
         self.code = error.code
-        super().__init__(describe(error))
-
-
-def describe(error: HaldirError) -> str:
-    """What the model reads of a refusal: Haldir's code and message, and what to do when held."""
-    text = f"Haldir refused this call ({error.code}): {error.message}"
-    if isinstance(error, ApprovalRequired):
-        text += f" Approval {error.details.get('approval_id')} is pending; retry once a person approves it."
-    return text
+        super().__init__(describe_refusal(error))
 
 
 class GovernedTool(BaseTool):
