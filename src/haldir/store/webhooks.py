@@ -200,11 +200,12 @@ class SqlWebhooks:
         out, in one transaction. Replicas fan out disjoint events (`SKIP LOCKED`); a delivery is made
         once per (event, webhook) whatever happens. Returns how many events it took."""
         e = events.c
-        async with self._store.read_connection() as reader:  # idle polls cost one read, no write
-            if (
-                await reader.execute(sa.select(e.event_id).where(e.delivered_at.is_(None)).limit(1))
-            ).first() is None:
-                return 0
+        if probe:  # an idle poll costs one read, no write transaction
+            async with self._store.read_connection() as reader:
+                if (
+                    await reader.execute(sa.select(e.event_id).where(e.delivered_at.is_(None)).limit(1))
+                ).first() is None:
+                    return 0
         async with self._store.write_transaction() as conn:
             found = (
                 await conn.execute(

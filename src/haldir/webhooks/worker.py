@@ -48,6 +48,7 @@ class DeliveryWorker:
         clock: Clock,
         outbox: Outbox | None = None,
         poll_seconds: float = 1.0,
+        coalesce_seconds: float = 0.05,
         lease_seconds: float = 60.0,
         concurrency: int = CONCURRENCY,
         jitter: Callable[[], float] = random.random,
@@ -58,6 +59,7 @@ class DeliveryWorker:
         self._clock = clock
         self._outbox = outbox or Outbox()
         self._poll = poll_seconds
+        self._coalesce = coalesce_seconds
         self._lease = timedelta(seconds=lease_seconds)
         self._concurrency = concurrency
         self._jitter = jitter
@@ -65,7 +67,8 @@ class DeliveryWorker:
 
     async def run(self) -> None:
         """Deliver until cancelled: wake on an event committed in this process, a finished delivery, or
-        every `poll_seconds` (events of other processes, retries coming due)."""
+        every `poll_seconds` (events of other processes, retries coming due). A wake waits
+        `coalesce_seconds` first, so that a busy agent's events fan out many to a transaction."""
         woken = True  # at start there may be work: look without probing first
         try:
             while True:
@@ -73,7 +76,9 @@ class DeliveryWorker:
                     await self._fan_out(probe=not woken)
                     free = self._concurrency - len(self._in_flight)
                     if free > 0:
-                        for claimed, target in await self._claim(free, probe=not woken):
+                        # Probed even when woken: most events (audit.flagged) have no subscriber, so a
+                        # read first spares a write transaction per event.
+                        for claimed, target in await self._claim(free):
                             task = asyncio.create_task(self._send_one(claimed, target, wake=True))
                             self._in_flight.add(task)
                             task.add_done_callback(self._in_flight.discard)
@@ -82,6 +87,8 @@ class DeliveryWorker:
                 except Exception:  # a bug must not stop this process's deliveries for good: log it, go on
                     log.exception("webhooks.worker_crashed")
                 woken = await self._outbox.wait(seconds=self._poll)
+                if woken:  # gather the events committing meanwhile into the same fan-out transaction
+                    await asyncio.sleep(self._coalesce)
         finally:
             for task in self._in_flight:
                 task.cancel()
