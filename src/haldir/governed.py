@@ -5,9 +5,11 @@ and hand back the result with every injected secret value scrubbed out, so the m
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from haldir.client import AsyncHaldirClient, HaldirClient
@@ -106,26 +108,49 @@ def _failure(exc: BaseException, secrets: Mapping[str, str]) -> str:
 
 
 def _finish(client: HaldirClient, begun: Json, error: str | None, started: float) -> None:
-    """Record the outcome; a failure to record it is logged, not raised: the tool has run, and the
-    server's sweep records a call left open as outcome unknown."""
+    """Record the outcome, or hand it to the client's background thread (`background_finish`); a
+    failure to record it is logged, not raised: the tool has run, and the server's sweep records a
+    call left open as outcome unknown."""
+    outcome = _outcome(error, started)
+    if client.background_finish:
+        client.finish_tool_call_soon(begun["call_id"], **outcome).add_done_callback(
+            lambda done: _sent(begun, done)
+        )
+        return
     try:
-        client.finish_tool_call(begun["call_id"], **_outcome(error, started))
+        client.finish_tool_call(begun["call_id"], **outcome)
     except HaldirError as exc:
         _unrecorded(begun, exc)
 
 
 async def _afinish(client: AsyncHaldirClient, begun: Json, error: str | None, started: float) -> None:
+    outcome = _outcome(error, started)
+    if client.background_finish:
+        client.finish_tool_call_soon(begun["call_id"], **outcome).add_done_callback(
+            lambda done: _sent(begun, done)
+        )
+        return
     try:
-        await client.finish_tool_call(begun["call_id"], **_outcome(error, started))
+        await client.finish_tool_call(begun["call_id"], **outcome)
     except HaldirError as exc:
         _unrecorded(begun, exc)
+
+
+def _sent(begun: Json, done: Future[Json] | asyncio.Task[Json]) -> None:
+    """How a background finish ended: a failure is logged (and so retrieved), as a waited one's is."""
+    if done.cancelled():
+        _unrecorded(begun, "cancelled")
+    elif isinstance(failed := done.exception(), HaldirError):
+        _unrecorded(begun, failed)
+    elif failed is not None:
+        log.error("haldir: recording the outcome of call %s failed", begun["call_id"], exc_info=failed)
 
 
 def _outcome(error: str | None, started: float) -> dict[str, Any]:
     return {"status": "ok" if error is None else "error", "error": error, "latency_ms": _ms(started)}
 
 
-def _unrecorded(begun: Json, exc: HaldirError) -> None:
+def _unrecorded(begun: Json, exc: HaldirError | str) -> None:
     log.warning("haldir: could not record the outcome of call %s: %s", begun["call_id"], exc)
 
 

@@ -10,16 +10,19 @@ import anyio
 import anyio.from_thread
 import anyio.to_thread
 import httpx
+from anyio.from_thread import BlockingPortal
 from fastapi import FastAPI
 
 T = TypeVar("T")
 
 
 class AppTransport(httpx.BaseTransport):
-    """`httpx.ASGITransport` for `httpx.Client`: usable only in `blocking(...)`."""
+    """`httpx.ASGITransport` for `httpx.Client`: usable in `blocking(...)`, or from any thread when given
+    a `portal` to the test's event loop."""
 
-    def __init__(self, app: FastAPI) -> None:
+    def __init__(self, app: FastAPI, *, portal: BlockingPortal | None = None) -> None:
         self._asgi = httpx.ASGITransport(app=app)
+        self._portal = portal
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         async def served() -> httpx.Response:
@@ -27,6 +30,8 @@ class AppTransport(httpx.BaseTransport):
             raw = b"".join([chunk async for chunk in response.aiter_raw()])
             return httpx.Response(response.status_code, headers=response.headers, content=raw)
 
+        if self._portal is not None:
+            return self._portal.call(served)
         return anyio.from_thread.run(served)
 
 

@@ -3,13 +3,16 @@ and `governed_call` / `agoverned_call` running a tool between them, against the 
 
 from __future__ import annotations
 
+import logging
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
+from anyio.from_thread import BlockingPortal
 
 from haldir import ApprovalRequired, AsyncHaldirClient, BudgetExceeded, Conflict, HaldirClient, ToolDenied
+from haldir import governed as governed_module
 from haldir.governed import agoverned_call, governed_call
 from tests.client.inprocess import AppTransport, blocking
 from tests.conftest import Api
@@ -151,3 +154,108 @@ async def test_finishing_a_call_twice_raises_conflict(api: Api) -> None:
         await client.finish_tool_call(begun["call_id"])
         with pytest.raises(Conflict):
             await client.finish_tool_call(begun["call_id"])
+
+
+async def _add(arguments: dict[str, Any]) -> int:
+    return int(arguments["a"]) + int(arguments["b"])
+
+
+async def test_an_async_client_finishing_in_the_background_records_every_outcome_by_flush(api: Api) -> None:
+    async def broken(arguments: dict[str, Any]) -> int:
+        raise ValueError("no")
+
+    async with _aclient(api) as plain:
+        session_id = await _setup(plain)
+        client = AsyncHaldirClient(
+            api_key=api.admin_key,
+            base_url=BASE,
+            transport=httpx.ASGITransport(app=api.app),
+            background_finish=True,
+        )
+        sums = [
+            await agoverned_call(
+                client,
+                session_id=session_id,
+                tool="add",
+                arguments={"a": i, "b": 1},
+                run=_add,
+                cost_usd="0.01",
+            )
+            for i in range(5)
+        ]
+        with pytest.raises(ValueError, match="no"):
+            await agoverned_call(client, session_id=session_id, tool="add", arguments={}, run=broken)
+        await client.flush()
+        trail = await _trail(plain, session_id)
+        last = await agoverned_call(
+            client, session_id=session_id, tool="add", arguments={"a": 9, "b": 9}, run=_add, cost_usd="0.01"
+        )
+        await client.aclose()  # flushes the last outcome
+        closed = await _trail(plain, session_id)
+        session = await plain.get_session(session_id)
+
+    assert (sums, last) == ([1, 2, 3, 4, 5], 18)
+    finishes = [e for e in trail if e["details"].get("phase") == "finish"]
+    assert [e["status"] for e in finishes] == ["ok"] * 5 + ["error"]
+    assert len([e for e in closed if e["details"].get("phase") == "finish"]) == 7
+    assert session["spent"] == Decimal("0.06")
+
+
+async def test_a_blocking_client_finishing_in_the_background_records_every_outcome_by_close(api: Api) -> None:
+    async with _aclient(api) as plain, BlockingPortal() as portal:
+        session_id = await _setup(plain)
+        client = HaldirClient(
+            api_key=api.admin_key,
+            base_url=BASE,
+            transport=AppTransport(api.app, portal=portal),
+            background_finish=True,
+        )
+
+        def calls() -> list[int]:
+            def add(arguments: dict[str, Any]) -> int:
+                return int(arguments["a"]) + int(arguments["b"])
+
+            sums = [
+                governed_call(
+                    client,
+                    session_id=session_id,
+                    tool="add",
+                    arguments={"a": i, "b": 1},
+                    run=add,
+                    cost_usd="0.01",
+                )
+                for i in range(8)
+            ]
+            assert client.flush(timeout=30)
+            client.close()
+            return sums
+
+        sums = await blocking(calls)
+        trail = await _trail(plain, session_id)
+
+    assert sums == list(range(1, 9))
+    finishes = [e for e in trail if e["details"].get("phase") == "finish"]
+    assert [e["status"] for e in finishes] == ["ok"] * 8
+
+
+async def test_a_background_finish_that_fails_is_logged_not_raised(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with _aclient(api) as plain:
+        session_id = await _setup(plain)
+        begun = await plain.begin_tool_call(session_id, "add")
+        await plain.finish_tool_call(begun["call_id"])
+        client = AsyncHaldirClient(
+            api_key=api.admin_key,
+            base_url=BASE,
+            transport=httpx.ASGITransport(app=api.app),
+            background_finish=True,
+        )
+        with caplog.at_level(logging.WARNING, logger="haldir.governed"):
+            # the call was finished already: the background finish meets a Conflict
+            client.finish_tool_call_soon(begun["call_id"]).add_done_callback(
+                lambda done: governed_module._sent(begun, done)
+            )
+            await client.aclose()
+
+    assert f"could not record the outcome of call {begun['call_id']}" in caplog.text

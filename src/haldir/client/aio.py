@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import date
 from types import TracebackType
@@ -23,6 +24,10 @@ class AsyncHaldirClient:
     int, float or decimal strings, and a `Decimal` anywhere in a body is sent as its decimal string. Errors
     raise the `HaldirError` subclass the server named (`NotFound`, `InsufficientScope`, …); an unreachable
     server raises `ServerUnavailable`. Close it with `aclose()`, or use `async with`.
+
+    With `background_finish=True`, governed calls (`haldir.governed`) record their outcome in a task of
+    their own: the tool's result comes back one round trip sooner, and the outcome reaches the ledger
+    moments later. `flush()` waits for those in flight; `aclose()` flushes first.
     """
 
     def __init__(
@@ -33,14 +38,25 @@ class AsyncHaldirClient:
         url: str | None = None,
         timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
         transport: httpx.AsyncBaseTransport | None = None,
+        background_finish: bool = False,
     ) -> None:
         self.url, key = _http.resolve(api_key, base_url, url)
         self._client = httpx.AsyncClient(
             base_url=self.url, headers=_http.headers(key), timeout=timeout, transport=transport
         )
+        self.background_finish = background_finish
+        self._pending: set[asyncio.Task[Json]] = set()
 
     async def aclose(self) -> None:
+        """Send the outcomes still in flight, then close the connections."""
+        await self.flush()
         await self._client.aclose()
+
+    async def flush(self) -> None:
+        """Wait until every outcome handed to `finish_tool_call_soon` is sent (or failed); bound the
+        wait with `asyncio.timeout`."""
+        if self._pending:
+            await asyncio.wait(set(self._pending))
 
     async def __aenter__(self) -> Self:
         return self
@@ -444,6 +460,23 @@ class AsyncHaldirClient:
         return await self._send(
             _http.finish_tool_call(call_id, status=status, error=error, latency_ms=latency_ms)
         )
+
+    def finish_tool_call_soon(
+        self,
+        call_id: str,
+        *,
+        status: str = "ok",
+        error: str | None = None,
+        latency_ms: float | None = None,
+    ) -> asyncio.Task[Json]:
+        """`finish_tool_call` in a task of its own, without waiting: the task holds its answer or its
+        error. `flush()` and `aclose()` wait for it."""
+        task = asyncio.create_task(
+            self.finish_tool_call(call_id, status=status, error=error, latency_ms=latency_ms)
+        )
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+        return task
 
     # approvals
 

@@ -3,7 +3,9 @@ with money as `Decimal`."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import date
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
@@ -14,6 +16,7 @@ from haldir.client import _http
 from haldir.client._http import DEFAULT_TIMEOUT, MAX_PAGE, Amount, Json, Order, Time
 
 T = TypeVar("T")
+FINISH_THREADS = 4  # outcomes in flight at once when they are recorded in the background
 
 
 class HaldirClient:
@@ -24,6 +27,10 @@ class HaldirClient:
     int, float or decimal strings, and a `Decimal` anywhere in a body is sent as its decimal string. Errors
     raise the `HaldirError` subclass the server named (`NotFound`, `InsufficientScope`, …); an unreachable
     server raises `ServerUnavailable`. Close it, or use it as a context manager.
+
+    With `background_finish=True`, governed calls (`haldir.governed`) record their outcome on a background
+    thread: the tool's result comes back one round trip sooner, and the outcome reaches the ledger moments
+    later. `flush()` waits for those in flight; `close()` flushes first.
     """
 
     def __init__(
@@ -34,14 +41,31 @@ class HaldirClient:
         url: str | None = None,
         timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
         transport: httpx.BaseTransport | None = None,
+        background_finish: bool = False,
     ) -> None:
         self.url, key = _http.resolve(api_key, base_url, url)
         self._client = httpx.Client(
             base_url=self.url, headers=_http.headers(key), timeout=timeout, transport=transport
         )
+        self.background_finish = background_finish
+        self._lock = threading.Lock()
+        self._finishing: ThreadPoolExecutor | None = None
+        self._pending: set[Future[Json]] = set()
 
     def close(self) -> None:
+        """Send the outcomes still in flight, then close the connections."""
+        with self._lock:
+            finishing, self._finishing = self._finishing, None
+        if finishing is not None:
+            finishing.shutdown(wait=True)
         self._client.close()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every outcome handed to `finish_tool_call_soon` is sent (or failed); False when
+        `timeout` seconds ran out first."""
+        with self._lock:
+            pending = set(self._pending)
+        return not wait(pending, timeout).not_done
 
     def __enter__(self) -> Self:
         return self
@@ -438,6 +462,26 @@ class HaldirClient:
     ) -> Json:
         """Record how a begun call ended: `ok` keeps its cost, `error` releases it; once per call."""
         return self._send(_http.finish_tool_call(call_id, status=status, error=error, latency_ms=latency_ms))
+
+    def finish_tool_call_soon(
+        self,
+        call_id: str,
+        *,
+        status: str = "ok",
+        error: str | None = None,
+        latency_ms: float | None = None,
+    ) -> Future[Json]:
+        """`finish_tool_call` on a background thread of this client, without waiting: the future holds
+        its answer or its error. `flush()` and `close()` wait for it."""
+        with self._lock:
+            if self._finishing is None:
+                self._finishing = ThreadPoolExecutor(FINISH_THREADS, thread_name_prefix="haldir-finish")
+            future = self._finishing.submit(
+                self.finish_tool_call, call_id, status=status, error=error, latency_ms=latency_ms
+            )
+            self._pending.add(future)
+        future.add_done_callback(self._pending.discard)
+        return future
 
     # approvals
 
