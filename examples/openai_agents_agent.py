@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 
-from agents import Agent, Runner, ToolCallItem, ToolCallOutputItem, function_tool, set_tracing_disabled
+from agents import Agent, Runner, Tool, ToolCallItem, ToolCallOutputItem, function_tool, set_tracing_disabled
 from agents.testing import ScriptedModel, assistant_message, function_call
 
 from haldir import AsyncHaldirClient
@@ -38,7 +38,7 @@ async def main() -> None:
     async with AsyncHaldirClient() as haldir:  # HALDIR_URL (default http://127.0.0.1:8000), HALDIR_API_KEY
         session = await haldir.create_session("weather-agent", ["execute"], 3600, "1.00")
         await haldir.create_policy({"type": "deny", "tools": ["delete_*"]})
-        tools = [
+        tools: list[Tool] = [
             governed(t, session_id=session["session_id"], aclient=haldir, cost_usd="0.01")
             for t in (forecast, delete_file)
         ]

@@ -148,6 +148,9 @@ async def test_a_denied_call_is_an_output_the_model_reads_and_a_denied_entry(api
     assert output.startswith("Haldir refused this call (tool_denied): ")
     assert "deny list" in output
     assert output in str(model.last_call.input if model.last_call else None)  # the model read it
+    (item,) = [item for item in result.new_items if isinstance(item, ToolCallOutputItem)]
+    assert item.custom_data is not None  # a program can tell why
+    assert item.custom_data["haldir"]["code"] == "tool_denied"
     assert RAN == []
     calls = await _calls(api, session_id)
     assert [(e["tool"], e["status"], e["flagged"]) for e in calls] == [("delete_file", "denied", True)]
@@ -177,6 +180,9 @@ async def test_a_held_call_shows_the_approval_id_and_runs_once_a_person_approves
         (output,) = _outputs(held)
         approval_id = next(word for word in output.split() if word.startswith("apr_"))
         assert "(approval_required)" in output
+        (item,) = [item for item in held.new_items if isinstance(item, ToolCallOutputItem)]
+        assert item.custom_data is not None
+        assert item.custom_data["haldir"]["approval_id"] == approval_id
         assert RAN == []
         approver = await api.key("approvals:write")  # never the key that asked
         decided = await api.client.post(f"/v1/approvals/{approval_id}/approve", headers=api.auth(approver))

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import json
 import time
+from collections.abc import Mapping
 from typing import Any
 
 try:
@@ -23,6 +25,8 @@ try:
     )
     from agents.run_context import RunContextWrapper
     from agents.tool import (
+        FunctionToolCustomDataContext,
+        FunctionToolCustomDataExtractor,
         maybe_invoke_function_tool_failure_error_function,
         set_function_tool_failure_error_function,
     )
@@ -68,11 +72,14 @@ def governed(
 
     `cost_usd` is the declared cost of each call (a tool_cost policy's higher cost wins). A refusal is the
     call's output, `describe_refusal`'s text, so the model reads why and the run carries on; with
-    `strict=True` it raises `HaldirToolError` out of `Runner.run`. An exception of the tool is recorded as
-    the call's error and then handled as the tool would have handled it (its `failure_error_function`).
+    `strict=True` it raises `HaldirToolError` out of `Runner.run`. A program finds a refusal's code,
+    message and details in the output item's `custom_data["haldir"]` (the model never sees them there).
+    An exception of the tool is recorded as the call's error and then handled as the tool would have
+    handled it (its `failure_error_function`).
     """
     inner = copy.copy(tool)  # FunctionTool's copy rebinds the invoker to the copy ...
     set_function_tool_failure_error_function(inner, None)  # ... which raises, so an error is recorded
+    refusals: dict[str, HaldirError] = {}  # by the SDK's tool call id, until its output item is made
 
     async def invoke(ctx: ToolContext[Any], raw: str) -> Any:
         arguments = _arguments(raw)
@@ -92,6 +99,7 @@ def governed(
         except HaldirError as refused:
             if strict:
                 raise HaldirToolError(refused) from refused
+            refusals[ctx.tool_call_id] = refused
             return describe_refusal(refused)
         except Exception as failed:
             handled = await maybe_invoke_function_tool_failure_error_function(
@@ -101,7 +109,17 @@ def governed(
                 raise
             return handled
 
-    return dataclasses.replace(tool, on_invoke_tool=invoke)
+    async def custom_data(data: FunctionToolCustomDataContext) -> Mapping[str, Any] | None:
+        found = await _extract(tool.custom_data_extractor, data)
+        refused = refusals.pop(data.tool_context.tool_call_id, None)
+        if refused is None:
+            return found
+        return {
+            **(found or {}),
+            "haldir": {"code": refused.code, "message": refused.message, **refused.details},
+        }
+
+    return dataclasses.replace(tool, on_invoke_tool=invoke, custom_data_extractor=custom_data)
 
 
 class HaldirGuardrails:
@@ -175,6 +193,16 @@ class HaldirGuardrails:
         opened = self._open.pop(tool_call_id, None)
         if opened is not None:
             await afinish_call(self.aclient, opened[0], error=error, started=opened[1])
+
+
+async def _extract(
+    extractor: FunctionToolCustomDataExtractor | None, data: FunctionToolCustomDataContext
+) -> Mapping[str, Any] | None:
+    """The wrapped tool's own custom data, if it has an extractor (sync or async)."""
+    if extractor is None:
+        return None
+    found = extractor(data)
+    return await found if inspect.isawaitable(found) else found
 
 
 def _arguments(raw: str) -> Json:
