@@ -220,6 +220,31 @@ async def test_a_secret_is_injected_by_name_and_never_reaches_the_model(api: Api
     assert TOKEN not in str(await _calls(api, session_id))
 
 
+async def test_a_tool_whose_input_is_not_a_json_object_gets_it_as_given_with_secrets_injected(
+    api: Api,
+) -> None:
+    async def echo(ctx: Any, raw: str) -> str:
+        RAN.append({"tool": "echo", "raw": raw})
+        return f"echo {raw}"
+
+    schema = {"type": "object", "properties": {}, "required": [], "additionalProperties": False}
+    echo_tool = FunctionTool(name="echo", description="Echo.", params_json_schema=schema, on_invoke_tool=echo)
+    session_id = await _session(api)
+    model = ScriptedModel(
+        [
+            [function_call("echo", "plain {{secret:weather_token}}", call_id="call-0")],
+            [assistant_message("All done.")],
+        ]
+    )
+
+    async with _client(api) as client:
+        result = await _run(model, [governed(echo_tool, session_id=session_id, aclient=client)])
+
+    assert [ran["raw"] for ran in RAN] == [f"plain {TOKEN}"]
+    assert _outputs(result) == ["echo plain [secret:weather_token]"]
+    assert [e["status"] for e in await _calls(api, session_id)] == ["ok", "ok"]
+
+
 async def test_a_tool_that_raises_is_recorded_as_an_error_and_handled_as_the_sdk_does(api: Api) -> None:
     session_id = await _session(api)
 

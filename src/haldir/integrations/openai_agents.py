@@ -85,7 +85,7 @@ def governed(
         arguments = _arguments(raw)
 
         async def run(given: Json) -> Any:
-            return await inner.on_invoke_tool(ctx, raw if given == arguments else _raw(given))
+            return await inner.on_invoke_tool(ctx, raw if given == arguments else _raw(given, raw))
 
         try:
             return await agoverned_call(
@@ -214,10 +214,6 @@ def _arguments(raw: str) -> Json:
     return parsed if isinstance(parsed, dict) else {RAW_INPUT: raw}
 
 
-def _raw(given: Json) -> str:
-    """The tool's input from the arguments Haldir answered (secrets substituted)."""
-    return (
-        given[RAW_INPUT]
-        if set(given) == {RAW_INPUT} and isinstance(given[RAW_INPUT], str)
-        else json.dumps(given)
-    )
+def _raw(given: Json, raw: str) -> str:
+    """The tool's input from the arguments Haldir answered (secrets substituted) for its input `raw`."""
+    return str(given[RAW_INPUT]) if _arguments(raw) == {RAW_INPUT: raw} else json.dumps(given)
