@@ -4,6 +4,8 @@ approval, strict, secrets, a tool that raises) and the tool guardrails."""
 
 from __future__ import annotations
 
+import importlib
+import sys
 from decimal import Decimal
 from typing import Any
 
@@ -104,6 +106,14 @@ async def _spent(api: Api, session_id: str) -> Decimal:
 async def _admin(api: Api, path: str, body: Any) -> None:
     async with _client(api) as client:
         await client.request("POST", path, json=body)
+
+
+def test_without_the_sdk_the_integration_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "agents", None)  # `import agents` raises ImportError
+    monkeypatch.delitem(sys.modules, "haldir.integrations.openai_agents")
+
+    with pytest.raises(ImportError, match=r"needs openai-agents: pip install 'haldir\[openai-agents\]'"):
+        importlib.import_module("haldir.integrations.openai_agents")
 
 
 def test_a_governed_tool_keeps_the_tools_name_description_and_parameters() -> None:
