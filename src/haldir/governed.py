@@ -74,6 +74,15 @@ async def agoverned_call(
     return scrub_result(result, secrets)
 
 
+async def afinish_call(
+    client: AsyncHaldirClient, begun: Json, *, error: BaseException | None, started: float
+) -> None:
+    """Record how a call begun with `begin_tool_call` ended (`error` None for ok; `started` a
+    `time.perf_counter()` reading), for adapters whose framework runs the tool between two hooks of its
+    own instead of inside `agoverned_call`. A failure to record it is logged, not raised."""
+    await _afinish(client, begun, None if error is None else _failure(error, {}), started)
+
+
 def describe_refusal(error: HaldirError) -> str:
     """What a model reads of a refusal, in every integration: Haldir's code and message, and what to do
     when the call is held for approval."""
