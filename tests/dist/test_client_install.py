@@ -21,19 +21,28 @@ from tests.dist.venvs import (
 
 pytestmark = pytest.mark.e2e
 
-# Imports every module of the JSON list argv[1], then says where haldir is and which of the packages of the
-# JSON list argv[2] it can find.
+# Imports every module of the JSON list argv[1], then says where haldir is, which of the packages of the
+# JSON list argv[2] it can find, and what importing each framework integration of argv[3] raised.
 IMPORT_ALL = """
 import importlib, importlib.util, json, sys
 import haldir
 from haldir import AsyncHaldirClient, HaldirClient, verify_inclusion
 for module in json.loads(sys.argv[1]):
     importlib.import_module(module)
+refused = {}
+for module in json.loads(sys.argv[3]):
+    try:
+        importlib.import_module(module)
+    except ImportError as missing:
+        refused[module] = str(missing)
 print(json.dumps({
     "file": haldir.__file__,
     "found": [name for name in json.loads(sys.argv[2]) if importlib.util.find_spec(name) is not None],
+    "refused": refused,
 }))
 """
+# A framework integration imports its framework, which the client alone does not install.
+INTEGRATION = "haldir.integrations."
 
 # Imports CrewAI and the client in one process; reports the versions that matter and the client's needs.
 CREWAI_AND_CLIENT = """
@@ -59,10 +68,27 @@ def test_the_client_wheel_alone_imports_every_module_without_the_server_stack(
     python = make_venv(tmp_path / "venv")
     pip(python, "install", "--quiet", str(dists.client_wheel))
     pip(python, "check")
-    modules, stack = json.dumps(shipped_modules(dists)), json.dumps(SERVER_STACK)
-    report = json.loads(run_python(python, IMPORT_ALL, modules, stack, cwd=tmp_path))
+    shipped = shipped_modules(dists)
+    integrations = [name for name in shipped if name.startswith(INTEGRATION)]
+    plain = [name for name in shipped if name not in integrations]
+    report = json.loads(
+        run_python(
+            python,
+            IMPORT_ALL,
+            json.dumps(plain),
+            json.dumps(SERVER_STACK),
+            json.dumps(integrations),
+            cwd=tmp_path,
+        )
+    )
     assert report["file"].startswith(str(tmp_path / "venv"))
     assert report["found"] == []
+    # Each integration fails to import with the line that installs its framework.
+    assert sorted(report["refused"]) == integrations
+    assert len(integrations) >= 2
+    for module, message in report["refused"].items():
+        extra = module.removeprefix(INTEGRATION).replace("_", "-")
+        assert f"pip install 'haldir[{extra}]'" in message, (module, message)
     installed = {entry["name"].lower() for entry in json.loads(pip(python, "list", "--format=json"))}
     assert installed.isdisjoint({*SERVER_STACK, "haldir"})
 
