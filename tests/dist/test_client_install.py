@@ -21,19 +21,25 @@ from tests.dist.venvs import (
 
 pytestmark = pytest.mark.e2e
 
-# Imports every module of the JSON list argv[1], then says where haldir is and which of the packages of the
-# JSON list argv[2] it can find.
+# Imports every module of the JSON list argv[1], then says where haldir is, which of the packages of the
+# JSON list argv[2] it can find, and the ImportError of each module that could not be imported.
 IMPORT_ALL = """
 import importlib, importlib.util, json, sys
 import haldir
 from haldir import AsyncHaldirClient, HaldirClient, verify_inclusion
+missing = {}
 for module in json.loads(sys.argv[1]):
-    importlib.import_module(module)
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        missing[module] = str(exc)
 print(json.dumps({
     "file": haldir.__file__,
     "found": [name for name in json.loads(sys.argv[2]) if importlib.util.find_spec(name) is not None],
+    "missing": missing,
 }))
 """
+FRAMEWORK = "haldir.integrations."  # each module under it needs its framework, an extra of haldir-client
 
 # Imports CrewAI and the client in one process; reports the versions that matter and the client's needs.
 CREWAI_AND_CLIENT = """
@@ -63,6 +69,13 @@ def test_the_client_wheel_alone_imports_every_module_without_the_server_stack(
     report = json.loads(run_python(python, IMPORT_ALL, modules, stack, cwd=tmp_path))
     assert report["file"].startswith(str(tmp_path / "venv"))
     assert report["found"] == []
+    # Every module imports but the framework integrations, each of which names the install it needs.
+    integrations = {module for module in json.loads(modules) if module.startswith(FRAMEWORK)}
+    assert integrations
+    assert set(report["missing"]) == integrations
+    for module, error in report["missing"].items():
+        assert error.startswith(f"{module} needs "), error
+        assert "pip install '" in error, error
     installed = {entry["name"].lower() for entry in json.loads(pip(python, "list", "--format=json"))}
     assert installed.isdisjoint({*SERVER_STACK, "haldir"})
 
