@@ -28,7 +28,7 @@ from autogen_core.tools import BaseTool, FunctionTool
 from autogen_ext.models.replay import ReplayChatCompletionClient
 
 from haldir import AsyncHaldirClient, HaldirClient, ToolDenied
-from haldir.integrations.autogen import HaldirToolError, governed
+from haldir.integrations.autogen import HaldirToolError, ScrubbedToolError, governed
 from tests.conftest import Api
 
 pytestmark = pytest.mark.anyio
@@ -63,10 +63,15 @@ def flaky(city: str) -> str:
     raise RuntimeError(f"no data for {city}")
 
 
+def login(token: str) -> str:
+    raise PermissionError(f"token {token} was refused")
+
+
 FORECAST = FunctionTool(forecast, description="The weather forecast for a city.")
 DELETE_FILE = FunctionTool(delete_file, description="Delete a file.")
 SEND_EMAIL = FunctionTool(send_email, description="Send an email.")
 FLAKY = FunctionTool(flaky, description="A forecast that fails.")
+LOGIN = FunctionTool(login, description="Log in with a token.")
 
 
 def _model(*calls: tuple[str, dict[str, Any]]) -> ReplayChatCompletionClient:
@@ -257,6 +262,23 @@ async def test_a_tool_that_raises_is_recorded_as_an_error_and_its_cost_released(
     finish = (await _calls(api, session_id))[-1]
     assert (finish["status"], finish["details"]["error"]) == ("error", "RuntimeError: no data for Oslo")
     assert await _spent(api, session_id) == Decimal("0")
+
+
+async def test_a_tool_error_that_holds_a_secret_reaches_the_model_and_the_ledger_scrubbed(api: Api) -> None:
+    session_id = await _session(api)
+    model = _model(("login", {"token": "{{secret:weather_token}}"}))
+
+    await _governed_agent(api, session_id, model, [LOGIN])
+
+    (result,) = _results(model)
+    assert (result.is_error, result.content) == (True, "token [secret:weather_token] was refused")
+    finish = (await _calls(api, session_id))[-1]
+    assert finish["details"]["error"] == "ScrubbedToolError: token [secret:weather_token] was refused"
+    async with _aclient(api) as client:
+        wrapped = governed(LOGIN, session_id=session_id, aclient=client)
+        with pytest.raises(ScrubbedToolError) as raised:
+            await wrapped.run_json({"token": "{{secret:weather_token}}"}, CancellationToken())
+    assert isinstance(raised.value.__cause__, PermissionError)
 
 
 async def test_a_refusal_raised_to_a_caller_carries_haldirs_error_and_code(api: Api) -> None:
