@@ -352,3 +352,8 @@ async def test_a_blocking_client_governs_the_call_from_a_worker_thread(api: Api)
     assert result.content == "Sunny in Oslo (asked with [secret:weather_token])"
     assert [e["status"] for e in await _calls(api, session_id)] == ["ok", "ok"]
     assert await _spent(api, session_id) == Decimal("0.02")
+
+
+def test_governed_needs_a_client() -> None:
+    with pytest.raises(TypeError, match="aclient="):
+        governed(FORECAST, session_id="ses_x")
