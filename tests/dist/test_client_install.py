@@ -88,7 +88,7 @@ def test_the_client_wheel_alone_imports_every_module_without_the_server_stack(
     assert len(integrations) >= 2
     for module, message in report["refused"].items():
         extra = module.removeprefix(INTEGRATION).replace("_", "-")
-        assert f"pip install 'haldir[{extra}]'" in message, (module, message)
+        assert f"pip install 'haldir-client[{extra}]'" in message, (module, message)
     installed = {entry["name"].lower() for entry in json.loads(pip(python, "list", "--format=json"))}
     assert installed.isdisjoint({*SERVER_STACK, "haldir"})
 

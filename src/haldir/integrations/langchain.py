@@ -1,6 +1,6 @@
 """LangChain: `governed(tool, …)` makes any `BaseTool` or `@tool` a governed local tool (same name,
 description and args schema, sync and async), and `HaldirCallbackHandler` records a run's LLM and tool
-events in the ledger. Needs `langchain-core` (`pip install 'haldir[langchain]'`)."""
+events in the ledger. Needs `langchain-core` (`pip install 'haldir-client[langchain]'`)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ try:
     from langchain_core.tools import BaseTool, ToolException
 except ImportError as missing:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "haldir.integrations.langchain needs langchain-core: pip install 'haldir[langchain]'"
+        "haldir.integrations.langchain needs langchain-core: pip install 'haldir-client[langchain]'"
     ) from missing
 from pydantic_core import to_jsonable_python
 

@@ -1,6 +1,6 @@
 """OpenAI Agents SDK: `governed(tool, …)` makes a `FunctionTool` (what `@function_tool` makes) a governed
 local tool, and `HaldirGuardrails` governs function tools through the SDK's tool guardrails instead,
-without wrapping them. Needs `openai-agents` (`pip install 'haldir[openai-agents]'`)."""
+without wrapping them. Needs `openai-agents` (`pip install 'haldir-client[openai-agents]'`)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ try:
     from agents.tool_context import ToolContext
 except ImportError as missing:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "haldir.integrations.openai_agents needs openai-agents: pip install 'haldir[openai-agents]'"
+        "haldir.integrations.openai_agents needs openai-agents: pip install 'haldir-client[openai-agents]'"
     ) from missing
 
 from haldir.client import AsyncHaldirClient
