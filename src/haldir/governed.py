@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Future
+from traceback import format_exception
 from typing import Any, TypeVar
 
 from haldir.client import AsyncHaldirClient, HaldirClient
@@ -36,8 +37,10 @@ def governed_call(
 
     A refusal raises Haldir's error (`ToolDenied`, `NotAllowed`, `BudgetExceeded`, `RateLimited`,
     `ApprovalRequired` with `.details["approval_id"]`, …) and `run` is not called. An exception of `run`
-    is recorded as the call's error (its cost released) and raised again as it is. The result's strings
-    (also inside dicts, lists and tuples) have each injected secret value replaced by `[secret:NAME]`.
+    is recorded as the call's error (its cost released) and raised again as it is, unless its text holds
+    an injected secret value: frameworks show a tool's exception text to the model, so that one is raised
+    as `ScrubbedToolError`. The result's strings (also inside dicts, lists and tuples) have each injected
+    secret value replaced by `[secret:NAME]`.
     """
     begun = client.begin_tool_call(session_id, tool, arguments, cost_usd=cost_usd)
     secrets = _secrets(arguments, begun)
@@ -46,6 +49,7 @@ def governed_call(
         result = run(begun["arguments"])
     except BaseException as exc:
         _finish(client, begun, _failure(exc, secrets), started)
+        _raise_scrubbed(exc, secrets)
         raise
     _finish(client, begun, None, started)
     return scrub_result(result, secrets)
@@ -69,6 +73,7 @@ async def agoverned_call(
         result = await run(begun["arguments"])
     except Exception as exc:
         await _afinish(client, begun, _failure(exc, secrets), started)
+        _raise_scrubbed(exc, secrets)
         raise
     await _afinish(client, begun, None, started)
     return scrub_result(result, secrets)
@@ -101,6 +106,19 @@ def scrub_result(result: T, secrets: Mapping[str, str]) -> T:
         cleaned: Any = tuple(scrub_result(item, secrets) for item in result)
         return cleaned  # type: ignore[no-any-return]  # a tuple of the same shape
     return scrub(result, secrets)
+
+
+class ScrubbedToolError(Exception):
+    """The tool raised an exception whose text held an injected secret value: this is its text with each
+    value replaced by `[secret:NAME]`, and the original exception is its `__cause__`."""
+
+
+def _raise_scrubbed(exc: BaseException, secrets: Mapping[str, str]) -> None:
+    """Raise `ScrubbedToolError` from `exc` when its text (its chain's included) holds a secret value."""
+    if secrets and isinstance(exc, Exception):
+        text = "".join(format_exception(exc))
+        if any(value in text for value in secrets.values()):
+            raise ScrubbedToolError(scrub(str(exc), secrets)) from exc
 
 
 def _secrets(arguments: Json, begun: Json) -> dict[str, str]:

@@ -13,7 +13,7 @@ from anyio.from_thread import BlockingPortal
 
 from haldir import ApprovalRequired, AsyncHaldirClient, BudgetExceeded, Conflict, HaldirClient, ToolDenied
 from haldir import governed as governed_module
-from haldir.governed import agoverned_call, governed_call
+from haldir.governed import ScrubbedToolError, agoverned_call, governed_call
 from tests.client.inprocess import AppTransport, blocking
 from tests.conftest import Api
 
@@ -111,7 +111,7 @@ async def test_a_tool_that_raises_is_recorded_as_an_error_its_cost_released_and_
                     cost_usd="0.50",
                 )
 
-        with pytest.raises(ValueError, match="upstream refused"):
+        with pytest.raises(ScrubbedToolError, match=r"token \[secret:weather_token\]$") as raised:
             await blocking(run)
         trail = await _trail(client, session_id)
         session = await client.get_session(session_id)
@@ -120,6 +120,7 @@ async def test_a_tool_that_raises_is_recorded_as_an_error_its_cost_released_and_
     assert (finish["status"], finish["details"]["phase"]) == ("error", "finish")
     assert finish["details"]["error"] == "ValueError: upstream refused token [secret:weather_token]"
     assert session["spent"] == Decimal("0")
+    assert isinstance(raised.value.__cause__, ValueError)  # the tool's own exception, for the program
 
 
 async def test_a_refusal_raises_haldirs_error_and_never_runs_the_tool(api: Api) -> None:

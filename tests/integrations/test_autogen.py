@@ -273,7 +273,7 @@ async def test_a_tool_error_that_holds_a_secret_reaches_the_model_and_the_ledger
     (result,) = _results(model)
     assert (result.is_error, result.content) == (True, "token [secret:weather_token] was refused")
     finish = (await _calls(api, session_id))[-1]
-    assert finish["details"]["error"] == "ScrubbedToolError: token [secret:weather_token] was refused"
+    assert finish["details"]["error"] == "PermissionError: token [secret:weather_token] was refused"
     async with _aclient(api) as client:
         wrapped = governed(LOGIN, session_id=session_id, aclient=client)
         with pytest.raises(ScrubbedToolError) as raised:

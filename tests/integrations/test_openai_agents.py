@@ -112,7 +112,9 @@ def test_without_the_sdk_the_integration_says_what_to_install(monkeypatch: pytes
     monkeypatch.setitem(sys.modules, "agents", None)  # `import agents` raises ImportError
     monkeypatch.delitem(sys.modules, "haldir.integrations.openai_agents")
 
-    with pytest.raises(ImportError, match=r"needs openai-agents: pip install 'haldir-client\[openai-agents\]'"):
+    with pytest.raises(
+        ImportError, match=r"needs openai-agents: pip install 'haldir-client\[openai-agents\]'"
+    ):
         importlib.import_module("haldir.integrations.openai_agents")
 
 

@@ -5,7 +5,6 @@ local tool with the same name, description and args schema, for an `AssistantAge
 from __future__ import annotations
 
 import asyncio
-from traceback import format_exception
 from typing import Any
 
 try:
@@ -20,9 +19,8 @@ from pydantic import BaseModel
 
 from haldir.client import AsyncHaldirClient, HaldirClient
 from haldir.client._http import Amount, Json
-from haldir.core.tools import injected_values, scrub
 from haldir.errors import HaldirError
-from haldir.governed import agoverned_call, describe_refusal, governed_call
+from haldir.governed import ScrubbedToolError, agoverned_call, describe_refusal, governed_call
 
 __all__ = ["GovernedTool", "HaldirToolError", "ScrubbedToolError", "governed"]
 
@@ -36,11 +34,6 @@ class HaldirToolError(Exception):
         self.error = error
         self.code = error.code
         super().__init__(describe_refusal(error))
-
-
-class ScrubbedToolError(Exception):
-    """The wrapped tool raised an exception whose text held an injected secret value: this is its text
-    with each value replaced by `[secret:NAME]`, and the original exception is its `__cause__`."""
 
 
 class GovernedTool(BaseTool[BaseModel, BaseModel]):
@@ -97,15 +90,8 @@ class GovernedTool(BaseTool[BaseModel, BaseModel]):
 
     async def _run_tool(self, arguments: Json, given: Json, cancellation_token: CancellationToken) -> Any:
         """The wrapped tool's `run` (not `run_json`, whose event log would hold the substituted secrets),
-        on the arguments Haldir answered. AutoGen shows the model the text of a tool's exception, so one
-        whose text holds an injected secret value is raised as `ScrubbedToolError`."""
-        try:
-            return await self.tool.run(self.tool.args_type().model_validate(given), cancellation_token)
-        except Exception as exc:
-            secrets = injected_values(arguments, given)
-            if secrets and any(value in "".join(format_exception(exc)) for value in secrets.values()):
-                raise ScrubbedToolError(scrub(str(exc), secrets)) from exc
-            raise
+        on the arguments Haldir answered."""
+        return await self.tool.run(self.tool.args_type().model_validate(given), cancellation_token)
 
     async def _run_blocking(
         self, client: HaldirClient, arguments: Json, cancellation_token: CancellationToken
