@@ -11,26 +11,24 @@ from __future__ import annotations
 
 import os
 
-for name, value in {
-    "CREWAI_DISABLE_TELEMETRY": "true",
-    "OTEL_SDK_DISABLED": "true",
-    "CREWAI_TRACING_ENABLED": "false",
-    "CREWAI_DISABLE_VERSION_CHECK": "true",
-}.items():
-    os.environ.setdefault(name, value)
+# No telemetry or tracing leaves the machine; CrewAI reads these when imported.
+os.environ.setdefault("CREWAI_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("OTEL_SDK_DISABLED", "true")
+os.environ.setdefault("CREWAI_TRACING_ENABLED", "false")
+os.environ.setdefault("CREWAI_DISABLE_VERSION_CHECK", "true")
 
-import asyncio  # noqa: E402 - CrewAI reads the environment above when imported
-import json  # noqa: E402
-import sys  # noqa: E402
-from typing import Any  # noqa: E402
+import asyncio
+import json
+import sys
+from typing import Any
 
-from crewai import Agent, Crew, Task  # noqa: E402
-from crewai.llms.base_llm import BaseLLM  # noqa: E402
-from crewai.tools import BaseTool, ToolExecutionFailedError, ToolFailure, tool  # noqa: E402
-from pydantic import Field  # noqa: E402
+from crewai import Agent, Crew, Task
+from crewai.llms.base_llm import BaseLLM
+from crewai.tools import BaseTool, ToolExecutionFailedError, ToolFailure, tool
+from pydantic import Field
 
-from haldir import AsyncHaldirClient, HaldirClient  # noqa: E402
-from haldir.integrations.crewai import governed  # noqa: E402
+from haldir import AsyncHaldirClient, HaldirClient
+from haldir.integrations.crewai import governed
 
 RAN: list[dict[str, Any]] = []
 
