@@ -3,8 +3,9 @@ against the server at HALDIR_URL with HALDIR_API_KEY; prints what happened as JS
 `.venv-clients` (CrewAI cannot share `.venv` with the server): tests/integrations/test_crewai.py runs it.
 
 argv[1] is the scenario, JSON: `session_id`, `calls` (`[[tool, arguments], …]`, the model's tool calls in
-order), and optionally `cost_usd`, `failure_policy` (CrewAI's `tool_failure_policy` of the task) and
-`mode` (`crew`, or `arun`: each call awaited on the governed tool with an `AsyncHaldirClient`, no crew).
+order), and optionally `cost_usd`, `failure_policy` (CrewAI's `tool_failure_policy` of the task), `react`
+(the model has no native tool calling and answers ReAct text) and `mode` (`crew`, or `arun`: each call
+awaited on the governed tool with an `AsyncHaldirClient`, no crew).
 """
 
 from __future__ import annotations
@@ -47,6 +48,13 @@ def delete_file(path: str) -> str:
     return f"deleted {path}"
 
 
+@tool("Delete File")
+def delete_file_by_title(path: str) -> str:
+    """Delete a file (a tool named as a title; the model and Haldir know it as delete_file)."""
+    RAN.append({"tool": "Delete File", "path": path})
+    return f"deleted {path}"
+
+
 @tool
 def send_email(to: str, body: str) -> str:
     """Send an email."""
@@ -76,7 +84,7 @@ async def alookup(city: str, token: str = "") -> str:
 
 
 TOOLS: dict[str, BaseTool] = {
-    t.name: t for t in (forecast, delete_file, send_email, flaky, vault_lookup, alookup)
+    t.name: t for t in (forecast, delete_file, delete_file_by_title, send_email, flaky, vault_lookup, alookup)
 }
 
 
@@ -95,6 +103,13 @@ class ScriptedLLM(BaseLLM):
 
     def supports_function_calling(self) -> bool:
         return True
+
+
+class ReActLLM(ScriptedLLM):
+    """A model without native tool calling: CrewAI prompts it for ReAct text and parses its actions."""
+
+    def supports_function_calling(self) -> bool:
+        return False
 
 
 def tool_call(index: int, name: str, arguments: dict[str, Any]) -> list[dict[str, Any]]:
@@ -116,10 +131,13 @@ def run_crew(scenario: dict[str, Any], client: HaldirClient) -> dict[str, Any]:
         )
         for n in names
     ]
-    llm = ScriptedLLM(
-        model="scripted",
-        script=[*(tool_call(i, n, a) for i, (n, a) in enumerate(calls)), "All done."],
-    )
+    if scenario.get("react"):
+        turns = [f"Thought: I need {n}.\nAction: {n}\nAction Input: {json.dumps(a)}" for n, a in calls]
+        llm: ScriptedLLM = ReActLLM(model="react", script=[*turns, "Thought: Done.\nFinal Answer: All done."])
+    else:
+        llm = ScriptedLLM(
+            model="scripted", script=[*(tool_call(i, n, a) for i, (n, a) in enumerate(calls)), "All done."]
+        )
     agent = Agent(
         role="assistant", goal="Help the user.", backstory="A careful assistant.", llm=llm, tools=tools
     )

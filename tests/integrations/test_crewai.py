@@ -1,7 +1,8 @@
 """CrewAI: a real crew (an agent, a task, a scripted fake LLM that calls tools natively) drives governed tools
 against a real `haldir serve`. The crew runs in `.venv-clients` (crewai_crew.py; CrewAI cannot share `.venv`
 with the server); the ledger is read here. Allowed, denied, held for approval, aborted by CrewAI's failure
-policy, a tool that raises or reports a failure, secrets, and `arun` with an async client."""
+policy, a tool that raises or reports a failure, secrets, a model without native tool calling (ReAct), and
+`arun` with an async client."""
 
 from __future__ import annotations
 
@@ -182,6 +183,24 @@ def test_a_held_call_shows_the_approval_id_and_runs_once_a_person_approves(live:
     trail = [(e["action"], e["status"], e["details"].get("approval_id")) for e in live.entries(session_id)]
     assert trail[0] == ("approval.request", "ok", approval_id)
     assert [entry for entry in trail if entry[0] == "tools/call"] == [("tools/call", "ok", None)] * 2
+
+
+@pytest.mark.e2e
+def test_a_react_model_s_calls_are_governed_under_the_tools_sanitized_names(live: Live) -> None:
+    session_id = live.session()
+
+    report = live.crew(
+        session_id, ("forecast", {"city": "Oslo"}), ("Delete File", {"path": "/etc"}), react=True
+    )
+
+    assert report["answer"] == "All done."
+    assert report["ran"] == [{"tool": "forecast", "city": "Oslo", "token": ""}]
+    assert [(f["tool"], f["code"]) for f in report["failures"]] == [("delete_file", "tool_denied")]
+    assert [(e["tool"], e["status"]) for e in live.calls(session_id)] == [
+        ("forecast", "ok"),
+        ("forecast", "ok"),
+        ("delete_file", "denied"),
+    ]
 
 
 @pytest.mark.e2e
