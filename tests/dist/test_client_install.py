@@ -21,17 +21,25 @@ from tests.dist.venvs import (
 
 pytestmark = pytest.mark.e2e
 
-# Imports every module of the JSON list argv[1], then says where haldir is and which of the packages of the
-# JSON list argv[2] it can find.
+# Imports every module of the JSON list argv[1], then says where haldir is, which of the packages of the
+# JSON list argv[2] it can find, and which modules refused to import for want of an extra (each framework
+# integration, whose framework is not installed: its ImportError names the extra to install).
 IMPORT_ALL = """
-import importlib, importlib.util, json, sys
+import importlib, importlib.util, json, re, sys
 import haldir
 from haldir import AsyncHaldirClient, HaldirClient, verify_inclusion
+needs_extra = []
 for module in json.loads(sys.argv[1]):
-    importlib.import_module(module)
+    try:
+        importlib.import_module(module)
+    except ImportError as missing:
+        if not re.search(r"pip install '[a-z-]+\\[[a-z-]+\\]'", str(missing)):
+            raise
+        needs_extra.append(module)
 print(json.dumps({
     "file": haldir.__file__,
     "found": [name for name in json.loads(sys.argv[2]) if importlib.util.find_spec(name) is not None],
+    "needs_extra": needs_extra,
 }))
 """
 
@@ -63,6 +71,9 @@ def test_the_client_wheel_alone_imports_every_module_without_the_server_stack(
     report = json.loads(run_python(python, IMPORT_ALL, modules, stack, cwd=tmp_path))
     assert report["file"].startswith(str(tmp_path / "venv"))
     assert report["found"] == []
+    integrations = [m for m in shipped_modules(dists) if m.startswith("haldir.integrations.")]
+    assert integrations
+    assert report["needs_extra"] == integrations
     installed = {entry["name"].lower() for entry in json.loads(pip(python, "list", "--format=json"))}
     assert installed.isdisjoint({*SERVER_STACK, "haldir"})
 
