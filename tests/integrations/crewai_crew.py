@@ -160,6 +160,7 @@ def run_crew(scenario: dict[str, Any], client: HaldirClient) -> dict[str, Any]:
                 "tool": r.tool_name,
                 "message": r.failure.message,
                 "code": r.failure.code,
+                "retryable": r.failure.retryable,
                 "details": r.failure.details,
             }
             for r in output.tasks_output[0].tool_failures

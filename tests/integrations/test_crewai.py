@@ -169,7 +169,7 @@ def test_a_held_call_shows_the_approval_id_and_runs_once_a_person_approves(live:
     approval_id = held["failures"][0]["details"]["approval_id"]
     assert content.startswith("Haldir refused this call (approval_required)")
     assert f"Approval {approval_id} is pending; retry once a person approves it." in content
-    assert held["failures"][0]["code"] == "approval_required"
+    assert (held["failures"][0]["code"], held["failures"][0]["retryable"]) == ("approval_required", True)
     assert held["ran"] == []
     with live.client() as admin:
         approver = admin.request("POST", "/v1/keys", json={"name": "approver", "scopes": ["approvals:write"]})
