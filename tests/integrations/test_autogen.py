@@ -30,10 +30,9 @@ from autogen_ext.models.replay import ReplayChatCompletionClient
 from haldir import AsyncHaldirClient, HaldirClient, ToolDenied
 from haldir.integrations.autogen import HaldirToolError, ScrubbedToolError, governed
 from tests.conftest import Api
+from tests.integrations.inprocess import BASE, TOKEN, aclient, governed_calls, spent, weather_session
 
 pytestmark = pytest.mark.anyio
-BASE = "http://haldir.test"
-TOKEN = "wt-51f0c2"
 RAN: list[dict[str, Any]] = []
 TOOL_CALLING = ModelInfo(
     vision=False,
@@ -107,32 +106,8 @@ def _nothing_ran_yet() -> None:
     RAN.clear()
 
 
-def _aclient(api: Api) -> AsyncHaldirClient:
-    return AsyncHaldirClient(api_key=api.admin_key, base_url=BASE, transport=httpx.ASGITransport(app=api.app))
-
-
-async def _session(api: Api, *, limit: str = "5") -> str:
-    async with _aclient(api) as client:
-        await client.store_secret("weather_token", TOKEN, "read")
-        made = await client.create_session("weather-bot", ["execute", "read"], 600, limit)
-    return str(made["session_id"])
-
-
-async def _calls(api: Api, session_id: str) -> list[dict[str, Any]]:
-    """The session's governed-call entries, in ledger order."""
-    async with _aclient(api) as client:
-        page = await client.list_entries(session_id=session_id, limit=100)
-    entries = sorted(page["entries"], key=lambda entry: entry["leaf_index"])
-    return [e for e in entries if e["action"] == "tools/call"]
-
-
-async def _spent(api: Api, session_id: str) -> Decimal:
-    async with _aclient(api) as client:
-        return Decimal((await client.get_session(session_id))["spent"])
-
-
 async def _admin(api: Api, method: str, path: str, body: Any = None) -> Any:
-    async with _aclient(api) as client:
+    async with aclient(api) as client:
         return await client.request(method, path, json=body)
 
 
@@ -143,7 +118,7 @@ async def _governed_agent(
     tools: Sequence[FunctionTool],
     **options: Any,
 ) -> str:
-    async with _aclient(api) as client:
+    async with aclient(api) as client:
         wrapped = [governed(t, session_id=session_id, aclient=client, **options) for t in tools]
         return await run_agent(model, wrapped)
 
@@ -161,7 +136,7 @@ async def test_a_governed_tool_keeps_the_tools_name_description_and_schema() -> 
 
 
 async def test_an_allowed_call_runs_and_is_recorded_with_its_cost(api: Api) -> None:
-    session_id = await _session(api)
+    session_id = await weather_session(api)
     model = _model(("forecast", {"city": "Oslo"}))
 
     answer = await _governed_agent(api, session_id, model, [FORECAST], cost_usd="0.05")
@@ -170,18 +145,18 @@ async def test_an_allowed_call_runs_and_is_recorded_with_its_cost(api: Api) -> N
     (result,) = _results(model)
     assert (result.is_error, result.content) == (False, "Sunny in Oslo (asked with no token)")
     assert [t["name"] for t in model.create_calls[0]["tools"]] == ["forecast"]
-    calls = await _calls(api, session_id)
+    calls = await governed_calls(api, session_id)
     assert [(e["details"]["phase"], e["status"], Decimal(e["charged_usd"])) for e in calls] == [
         ("admit", "ok", Decimal("0.05")),
         ("finish", "ok", Decimal("0")),
     ]
     assert all(e["details"]["local"] is True for e in calls)
-    assert await _spent(api, session_id) == Decimal("0.05")
+    assert await spent(api, session_id) == Decimal("0.05")
 
 
 async def test_a_denied_call_is_an_error_result_the_model_reads_and_a_denied_entry(api: Api) -> None:
     await _admin(api, "POST", "/v1/proxy/policies", {"type": "deny", "tools": ["delete_*"]})
-    session_id = await _session(api)
+    session_id = await weather_session(api)
     model = _model(("delete_file", {"path": "/etc/passwd"}))
 
     await _governed_agent(api, session_id, model, [DELETE_FILE])
@@ -192,12 +167,12 @@ async def test_a_denied_call_is_an_error_result_the_model_reads_and_a_denied_ent
         "Haldir refused this call (tool_denied): Tool 'delete_file' is on the deny list"
     )
     assert RAN == []
-    denied = await _calls(api, session_id)
+    denied = await governed_calls(api, session_id)
     assert [(e["tool"], e["status"], e["flagged"]) for e in denied] == [("delete_file", "denied", True)]
 
 
 async def test_a_call_over_the_budget_is_an_error_result_and_reserves_nothing(api: Api) -> None:
-    session_id = await _session(api, limit="0.10")
+    session_id = await weather_session(api, limit="0.10")
     model = _model(("forecast", {"city": "Oslo"}))
 
     await _governed_agent(api, session_id, model, [FORECAST], cost_usd="0.25")
@@ -206,13 +181,13 @@ async def test_a_call_over_the_budget_is_an_error_result_and_reserves_nothing(ap
     assert result.is_error
     assert str(result.content).startswith("Haldir refused this call (budget_exceeded)")
     assert RAN == []
-    assert [e["status"] for e in await _calls(api, session_id)] == ["denied"]
-    assert await _spent(api, session_id) == Decimal("0")
+    assert [e["status"] for e in await governed_calls(api, session_id)] == ["denied"]
+    assert await spent(api, session_id) == Decimal("0")
 
 
 async def test_a_held_call_shows_the_approval_id_and_runs_once_a_person_approves(api: Api) -> None:
     await _admin(api, "POST", "/v1/approvals/rules", {"type": "tool", "tool": "send_*"})
-    session_id = await _session(api)
+    session_id = await weather_session(api)
     email = {"to": "ceo@example.com", "body": "hi"}
 
     held = _model(("send_email", email))
@@ -236,7 +211,7 @@ async def test_a_held_call_shows_the_approval_id_and_runs_once_a_person_approves
 async def test_a_secret_is_injected_by_name_and_the_model_and_autogens_event_log_never_see_it(
     api: Api, caplog: pytest.LogCaptureFixture
 ) -> None:
-    session_id = await _session(api)
+    session_id = await weather_session(api)
     model = _model(("forecast", {"city": "Oslo", "token": "{{secret:weather_token}}"}))
 
     with caplog.at_level(logging.INFO, logger=EVENT_LOGGER_NAME):
@@ -248,33 +223,33 @@ async def test_a_secret_is_injected_by_name_and_the_model_and_autogens_event_log
     assert TOKEN not in str(model.create_calls)
     assert "[secret:weather_token]" in caplog.text
     assert TOKEN not in caplog.text
-    assert TOKEN not in str(await _calls(api, session_id))
+    assert TOKEN not in str(await governed_calls(api, session_id))
 
 
 async def test_a_tool_that_raises_is_recorded_as_an_error_and_its_cost_released(api: Api) -> None:
-    session_id = await _session(api)
+    session_id = await weather_session(api)
     model = _model(("flaky", {"city": "Oslo"}))
 
     await _governed_agent(api, session_id, model, [FLAKY], cost_usd="0.30")
 
     (result,) = _results(model)
     assert (result.is_error, result.content) == (True, "no data for Oslo")
-    finish = (await _calls(api, session_id))[-1]
+    finish = (await governed_calls(api, session_id))[-1]
     assert (finish["status"], finish["details"]["error"]) == ("error", "RuntimeError: no data for Oslo")
-    assert await _spent(api, session_id) == Decimal("0")
+    assert await spent(api, session_id) == Decimal("0")
 
 
 async def test_a_tool_error_that_holds_a_secret_reaches_the_model_and_the_ledger_scrubbed(api: Api) -> None:
-    session_id = await _session(api)
+    session_id = await weather_session(api)
     model = _model(("login", {"token": "{{secret:weather_token}}"}))
 
     await _governed_agent(api, session_id, model, [LOGIN])
 
     (result,) = _results(model)
     assert (result.is_error, result.content) == (True, "token [secret:weather_token] was refused")
-    finish = (await _calls(api, session_id))[-1]
+    finish = (await governed_calls(api, session_id))[-1]
     assert finish["details"]["error"] == "PermissionError: token [secret:weather_token] was refused"
-    async with _aclient(api) as client:
+    async with aclient(api) as client:
         wrapped = governed(LOGIN, session_id=session_id, aclient=client)
         with pytest.raises(ScrubbedToolError) as raised:
             await wrapped.run_json({"token": "{{secret:weather_token}}"}, CancellationToken())
@@ -283,9 +258,9 @@ async def test_a_tool_error_that_holds_a_secret_reaches_the_model_and_the_ledger
 
 async def test_a_refusal_raised_to_a_caller_carries_haldirs_error_and_code(api: Api) -> None:
     await _admin(api, "POST", "/v1/proxy/policies", {"type": "deny", "tools": ["delete_file"]})
-    session_id = await _session(api)
+    session_id = await weather_session(api)
 
-    async with _aclient(api) as client:
+    async with aclient(api) as client:
         plain = governed(DELETE_FILE, session_id=session_id, aclient=client)
         with pytest.raises(HaldirToolError) as refused:
             await plain.run_json({"path": "/tmp/x"}, CancellationToken())
@@ -301,7 +276,7 @@ async def test_a_refusal_raised_to_a_caller_carries_haldirs_error_and_code(api: 
 async def test_strict_mode_inside_an_assistant_agent_is_still_an_error_result(api: Api) -> None:
     """AutoGen's workbench catches every exception a tool raises; strict changes only what it catches."""
     await _admin(api, "POST", "/v1/proxy/policies", {"type": "deny", "tools": ["delete_file"]})
-    session_id = await _session(api)
+    session_id = await weather_session(api)
     model = _model(("delete_file", {"path": "/tmp/x"}))
 
     await _governed_agent(api, session_id, model, [DELETE_FILE], strict=True)
@@ -311,16 +286,16 @@ async def test_strict_mode_inside_an_assistant_agent_is_still_an_error_result(ap
 
 
 async def test_a_cancelled_call_never_asks_haldir(api: Api) -> None:
-    session_id = await _session(api)
+    session_id = await weather_session(api)
     token = CancellationToken()
     token.cancel()
 
-    async with _aclient(api) as client:
+    async with aclient(api) as client:
         wrapped = governed(FORECAST, session_id=session_id, aclient=client)
         with pytest.raises(asyncio.CancelledError):
             await wrapped.run_json({"city": "Oslo"}, token)
 
-    assert await _calls(api, session_id) == []
+    assert await governed_calls(api, session_id) == []
     assert RAN == []
 
 
@@ -341,7 +316,7 @@ class LoopTransport(httpx.BaseTransport):
 
 
 async def test_a_blocking_client_governs_the_call_from_a_worker_thread(api: Api) -> None:
-    session_id = await _session(api)
+    session_id = await weather_session(api)
     model = _model(("forecast", {"city": "Oslo", "token": "{{secret:weather_token}}"}))
     transport = LoopTransport(api, asyncio.get_running_loop())
 
@@ -350,8 +325,8 @@ async def test_a_blocking_client_governs_the_call_from_a_worker_thread(api: Api)
 
     (result,) = _results(model)
     assert result.content == "Sunny in Oslo (asked with [secret:weather_token])"
-    assert [e["status"] for e in await _calls(api, session_id)] == ["ok", "ok"]
-    assert await _spent(api, session_id) == Decimal("0.02")
+    assert [e["status"] for e in await governed_calls(api, session_id)] == ["ok", "ok"]
+    assert await spent(api, session_id) == Decimal("0.02")
 
 
 def test_governed_needs_a_client() -> None:

@@ -9,7 +9,6 @@ import sys
 from decimal import Decimal
 from typing import Any
 
-import httpx
 import pytest
 from agents import (
     Agent,
@@ -25,10 +24,9 @@ from agents.testing import ScriptedModel, assistant_message, function_call
 from haldir import AsyncHaldirClient, ToolDenied
 from haldir.integrations.openai_agents import HaldirGuardrails, HaldirToolError, governed
 from tests.conftest import Api
+from tests.integrations.inprocess import BASE, TOKEN, aclient, governed_calls, spent, weather_session
 
 pytestmark = pytest.mark.anyio
-BASE = "http://haldir.test"
-TOKEN = "wt-51f0c2"
 RAN: list[dict[str, Any]] = []
 
 
@@ -79,32 +77,8 @@ def _outputs(result: RunResult) -> list[Any]:
     return [item.output for item in result.new_items if isinstance(item, ToolCallOutputItem)]
 
 
-def _client(api: Api) -> AsyncHaldirClient:
-    return AsyncHaldirClient(api_key=api.admin_key, base_url=BASE, transport=httpx.ASGITransport(app=api.app))
-
-
-async def _session(api: Api, *, limit: str = "5") -> str:
-    async with _client(api) as client:
-        await client.store_secret("weather_token", TOKEN, "read")
-        made = await client.create_session("weather-bot", ["execute", "read"], 600, limit)
-    return str(made["session_id"])
-
-
-async def _calls(api: Api, session_id: str) -> list[dict[str, Any]]:
-    """The session's governed-call entries, in ledger order."""
-    async with _client(api) as client:
-        page = await client.list_entries(session_id=session_id, limit=100)
-    entries = sorted(page["entries"], key=lambda entry: entry["leaf_index"])
-    return [e for e in entries if e["action"] == "tools/call"]
-
-
-async def _spent(api: Api, session_id: str) -> Decimal:
-    async with _client(api) as client:
-        return Decimal((await client.get_session(session_id))["spent"])
-
-
 async def _admin(api: Api, path: str, body: Any) -> None:
-    async with _client(api) as client:
+    async with aclient(api) as client:
         await client.request("POST", path, json=body)
 
 
@@ -129,10 +103,10 @@ def test_a_governed_tool_keeps_the_tools_name_description_and_parameters() -> No
 
 
 async def test_an_allowed_call_runs_and_is_recorded_with_its_cost(api: Api) -> None:
-    session_id = await _session(api)
+    session_id = await weather_session(api)
     model = _script(("forecast", {"city": "Oslo", "token": ""}))
 
-    async with _client(api) as client:
+    async with aclient(api) as client:
         result = await _run(
             model, [governed(forecast, session_id=session_id, aclient=client, cost_usd="0.05")]
         )
@@ -140,20 +114,20 @@ async def test_an_allowed_call_runs_and_is_recorded_with_its_cost(api: Api) -> N
     assert _outputs(result) == ["Sunny in Oslo (asked with no token)"]
     assert result.final_output == "All done."
     assert [tool.name for tool in model.calls[0].tools] == ["forecast"]
-    calls = await _calls(api, session_id)
+    calls = await governed_calls(api, session_id)
     assert [(e["tool"], e["details"]["phase"], e["status"], Decimal(e["charged_usd"])) for e in calls] == [
         ("forecast", "admit", "ok", Decimal("0.05")),
         ("forecast", "finish", "ok", Decimal("0")),
     ]
-    assert await _spent(api, session_id) == Decimal("0.05")
+    assert await spent(api, session_id) == Decimal("0.05")
 
 
 async def test_a_denied_call_is_an_output_the_model_reads_and_a_denied_entry(api: Api) -> None:
     await _admin(api, "/v1/proxy/policies", {"type": "deny", "tools": ["delete_*"]})
-    session_id = await _session(api)
+    session_id = await weather_session(api)
     model = _script(("delete_file", {"path": "/etc/passwd"}))
 
-    async with _client(api) as client:
+    async with aclient(api) as client:
         result = await _run(model, [governed(delete_file, session_id=session_id, aclient=client)])
 
     (output,) = _outputs(result)
@@ -164,29 +138,29 @@ async def test_a_denied_call_is_an_output_the_model_reads_and_a_denied_entry(api
     assert item.custom_data is not None  # a program can tell why
     assert item.custom_data["haldir"]["code"] == "tool_denied"
     assert RAN == []
-    calls = await _calls(api, session_id)
+    calls = await governed_calls(api, session_id)
     assert [(e["tool"], e["status"], e["flagged"]) for e in calls] == [("delete_file", "denied", True)]
 
 
 async def test_a_call_over_the_budget_is_refused_and_reserves_nothing(api: Api) -> None:
-    session_id = await _session(api, limit="0.10")
+    session_id = await weather_session(api, limit="0.10")
 
-    async with _client(api) as client:
+    async with aclient(api) as client:
         wrapped = governed(forecast, session_id=session_id, aclient=client, cost_usd="0.25")
         result = await _run(_script(("forecast", {"city": "Oslo", "token": ""})), [wrapped])
 
     assert "(budget_exceeded)" in _outputs(result)[0]
     assert RAN == []
-    assert [e["status"] for e in await _calls(api, session_id)] == ["denied"]
-    assert await _spent(api, session_id) == Decimal("0")
+    assert [e["status"] for e in await governed_calls(api, session_id)] == ["denied"]
+    assert await spent(api, session_id) == Decimal("0")
 
 
 async def test_a_held_call_shows_the_approval_id_and_runs_once_a_person_approves(api: Api) -> None:
     await _admin(api, "/v1/approvals/rules", {"type": "tool", "tool": "send_*"})
-    session_id = await _session(api)
+    session_id = await weather_session(api)
     email = {"to": "ceo@example.com", "body": "hi"}
 
-    async with _client(api) as client:
+    async with aclient(api) as client:
         tools = [governed(send_email, session_id=session_id, aclient=client)]
         held = await _run(_script(("send_email", email)), tools)
         (output,) = _outputs(held)
@@ -207,9 +181,9 @@ async def test_a_held_call_shows_the_approval_id_and_runs_once_a_person_approves
 
 async def test_strict_mode_raises_haldirs_error_out_of_the_run(api: Api) -> None:
     await _admin(api, "/v1/proxy/policies", {"type": "deny", "tools": ["delete_file"]})
-    session_id = await _session(api)
+    session_id = await weather_session(api)
 
-    async with _client(api) as client:
+    async with aclient(api) as client:
         wrapped = governed(delete_file, session_id=session_id, aclient=client, strict=True)
         with pytest.raises(HaldirToolError, match=r"\(tool_denied\)") as raised:
             await _run(_script(("delete_file", {"path": "/tmp/x"})), [wrapped])
@@ -220,16 +194,16 @@ async def test_strict_mode_raises_haldirs_error_out_of_the_run(api: Api) -> None
 
 
 async def test_a_secret_is_injected_by_name_and_never_reaches_the_model(api: Api) -> None:
-    session_id = await _session(api)
+    session_id = await weather_session(api)
     model = _script(("forecast", {"city": "Oslo", "token": "{{secret:weather_token}}"}))
 
-    async with _client(api) as client:
+    async with aclient(api) as client:
         result = await _run(model, [governed(forecast, session_id=session_id, aclient=client)])
 
     assert RAN == [{"tool": "forecast", "city": "Oslo", "token": TOKEN}]
     assert _outputs(result) == ["Sunny in Oslo (asked with [secret:weather_token])"]
     assert TOKEN not in str([call.input for call in model.calls])
-    assert TOKEN not in str(await _calls(api, session_id))
+    assert TOKEN not in str(await governed_calls(api, session_id))
 
 
 async def test_a_tool_whose_input_is_not_a_json_object_gets_it_as_given_with_secrets_injected(
@@ -241,7 +215,7 @@ async def test_a_tool_whose_input_is_not_a_json_object_gets_it_as_given_with_sec
 
     schema = {"type": "object", "properties": {}, "required": [], "additionalProperties": False}
     echo_tool = FunctionTool(name="echo", description="Echo.", params_json_schema=schema, on_invoke_tool=echo)
-    session_id = await _session(api)
+    session_id = await weather_session(api)
     model = ScriptedModel(
         [
             [function_call("echo", "plain {{secret:weather_token}}", call_id="call-0")],
@@ -249,25 +223,25 @@ async def test_a_tool_whose_input_is_not_a_json_object_gets_it_as_given_with_sec
         ]
     )
 
-    async with _client(api) as client:
+    async with aclient(api) as client:
         result = await _run(model, [governed(echo_tool, session_id=session_id, aclient=client)])
 
     assert [ran["raw"] for ran in RAN] == [f"plain {TOKEN}"]
     assert _outputs(result) == ["echo plain [secret:weather_token]"]
-    assert [e["status"] for e in await _calls(api, session_id)] == ["ok", "ok"]
+    assert [e["status"] for e in await governed_calls(api, session_id)] == ["ok", "ok"]
 
 
 async def test_a_tool_that_raises_is_recorded_as_an_error_and_handled_as_the_sdk_does(api: Api) -> None:
-    session_id = await _session(api)
+    session_id = await weather_session(api)
 
-    async with _client(api) as client:
+    async with aclient(api) as client:
         wrapped = governed(flaky, session_id=session_id, aclient=client, cost_usd="0.30")
         result = await _run(_script(("flaky", {"city": "Oslo"})), [wrapped])
 
     assert _outputs(result) == ["An error occurred while running the tool. Please try again."]
-    finish = (await _calls(api, session_id))[-1]
+    finish = (await governed_calls(api, session_id))[-1]
     assert (finish["status"], finish["details"]["error"]) == ("error", "RuntimeError: no data for Oslo")
-    assert await _spent(api, session_id) == Decimal("0")
+    assert await spent(api, session_id) == Decimal("0")
 
 
 def _guarded(guard: HaldirGuardrails, tool: FunctionTool) -> FunctionTool:
@@ -282,10 +256,10 @@ def _guarded(guard: HaldirGuardrails, tool: FunctionTool) -> FunctionTool:
 
 async def test_guardrails_govern_a_tool_without_wrapping_it(api: Api) -> None:
     await _admin(api, "/v1/proxy/policies", {"type": "deny", "tools": ["delete_*"]})
-    session_id = await _session(api)
+    session_id = await weather_session(api)
     model = _script(("forecast", {"city": "Oslo", "token": ""}), ("delete_file", {"path": "/etc"}))
 
-    async with _client(api) as client:
+    async with aclient(api) as client:
         guard = HaldirGuardrails(client, session_id=session_id, cost_usd="0.05")
         result = await _run(model, [_guarded(guard, forecast), _guarded(guard, delete_file)])
 
@@ -295,45 +269,45 @@ async def test_guardrails_govern_a_tool_without_wrapping_it(api: Api) -> None:
     assert [t["tool"] for t in RAN] == ["forecast"]
     rejected = [r.output for r in result.tool_input_guardrail_results if r.output.behavior["type"] != "allow"]
     assert [type(output.output_info) for output in rejected] == [ToolDenied]  # a program can tell why
-    calls = await _calls(api, session_id)
+    calls = await governed_calls(api, session_id)
     assert [(e["tool"], e["details"].get("phase"), e["status"]) for e in calls] == [
         ("forecast", "admit", "ok"),
         ("forecast", "finish", "ok"),
         ("delete_file", None, "denied"),
     ]
-    assert await _spent(api, session_id) == Decimal("0.05")
+    assert await spent(api, session_id) == Decimal("0.05")
 
 
 async def test_guardrails_record_a_tool_that_raises_as_an_error(api: Api) -> None:
-    session_id = await _session(api)
+    session_id = await weather_session(api)
 
-    async with _client(api) as client:
+    async with aclient(api) as client:
         guard = HaldirGuardrails(client, session_id=session_id, cost_usd="0.30")
         result = await _run(_script(("flaky", {"city": "Oslo"})), [_guarded(guard, flaky)])
 
     assert _outputs(result) == ["An error occurred while running the tool. Please try again."]
-    finish = (await _calls(api, session_id))[-1]
+    finish = (await governed_calls(api, session_id))[-1]
     assert (finish["status"], finish["details"]["error"]) == ("error", "RuntimeError: no data for Oslo")
-    assert await _spent(api, session_id) == Decimal("0")
+    assert await spent(api, session_id) == Decimal("0")
 
 
 async def test_guardrails_reject_a_secret_reference_they_cannot_inject(api: Api) -> None:
-    session_id = await _session(api)
+    session_id = await weather_session(api)
     model = _script(("forecast", {"city": "Oslo", "token": "{{secret:weather_token}}"}))
 
-    async with _client(api) as client:
+    async with aclient(api) as client:
         result = await _run(model, [_guarded(HaldirGuardrails(client, session_id=session_id), forecast)])
 
     assert "cannot inject secrets through a tool guardrail" in _outputs(result)[0]
     assert RAN == []
-    assert await _calls(api, session_id) == []
+    assert await governed_calls(api, session_id) == []
 
 
 async def test_strict_guardrails_raise_haldirs_error_out_of_the_run(api: Api) -> None:
     await _admin(api, "/v1/proxy/policies", {"type": "deny", "tools": ["delete_file"]})
-    session_id = await _session(api)
+    session_id = await weather_session(api)
 
-    async with _client(api) as client:
+    async with aclient(api) as client:
         guard = HaldirGuardrails(client, session_id=session_id, strict=True)
         with pytest.raises(HaldirToolError) as raised:
             await _run(_script(("delete_file", {"path": "/tmp/x"})), [_guarded(guard, delete_file)])
