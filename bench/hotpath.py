@@ -184,15 +184,22 @@ def main() -> None:
         sys.exit("some requests failed (non-2xx or socket errors): see the table")
 
 
-def prepare(base: str, key: str) -> list[str]:
-    """Sessions with `read` and budget, and the secret the release scenario reads."""
+def prepare(base: str, key: str, *, ttl: int | None = None, spend_limit: str = "100.00") -> list[str]:
+    """Sessions with `read` and budget (and `ttl` seconds, else the default), and the secret the release
+    scenario reads."""
     headers = {"Authorization": f"Bearer {key}"}
     with httpx.Client(base_url=base, headers=headers, timeout=30, trust_env=False) as client:
         stored = client.post("/v1/secrets", json={"name": "stripe_key", "value": "sk_live_bench"})
         stored.raise_for_status()
         made = []
         for i in range(SESSIONS):
-            body = {"agent_id": f"agent-{i}", "scopes": ["read", "execute"], "spend_limit": "100.00"}
+            body: dict[str, object] = {
+                "agent_id": f"agent-{i}",
+                "scopes": ["read", "execute"],
+                "spend_limit": spend_limit,
+            }
+            if ttl is not None:
+                body["ttl"] = ttl
             response = client.post("/v1/sessions", json=body)
             response.raise_for_status()
             made.append(response.json()["session_id"])
