@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from haldir.core.checkpoints import CheckpointError, Signer, generate_signer
 from haldir.errors import ConfigurationError
+from haldir.keyfiles import create_private
 from haldir.settings import Settings
 
 KEY_FILE = "log-signing.key"
@@ -20,7 +18,8 @@ def load_log_signer(settings: Settings) -> tuple[Signer, bool]:
     if path.exists():
         return _parse(path.read_text().strip(), str(path), settings), False
     signer = generate_signer(settings.log_origin)
-    _write_private(path, signer.skey + "\n")
+    if not create_private(path, signer.skey + "\n"):  # another worker starting beside this one made it
+        return _parse(path.read_text().strip(), str(path), settings), False
     return signer, True
 
 
@@ -34,10 +33,3 @@ def _parse(text: str, where: str, settings: Settings) -> Signer:
             f"{where} is a key named {signer.name!r}, but HALDIR_LOG_ORIGIN is {settings.log_origin!r}"
         )
     return signer
-
-
-def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(text)

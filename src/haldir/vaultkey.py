@@ -9,6 +9,7 @@ from pathlib import Path
 from haldir.core.vault import MasterKey, generate_master_key, parse_keyring
 from haldir.errors import ConfigurationError
 from haldir.governor.keyring import MasterKeyring
+from haldir.keyfiles import create_private
 from haldir.settings import Settings
 
 KEY_FILE = "vault-master.key"
@@ -25,8 +26,8 @@ def load_master_keys(settings: Settings, *, generate: bool = True) -> tuple[Mast
     if not path.exists():
         if not generate:
             return None, False
-        write_key_file(path, [generate_master_key()], create=True)
-        generated = True
+        # False when another worker starting beside this one made it first: its key is the one
+        generated = create_private(path, generate_master_key().encode() + "\n")
     return MasterKeyring(_read(path), source=str(path), reload=lambda: _read(path)), generated
 
 
@@ -34,18 +35,17 @@ def key_file(settings: Settings) -> Path:
     return settings.data_dir / KEY_FILE
 
 
-def write_key_file(path: Path, keys: list[MasterKey], *, create: bool = False) -> None:
-    """Write the keyring to `path` (0600), atomically: readers see the old file or the new one."""
+def write_key_file(path: Path, keys: list[MasterKey]) -> None:
+    """Replace the keyring at `path` (0600), atomically: readers see the old file or the new one."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     text = "".join(f"{key.encode()}\n" for key in keys)
-    target = path if create else path.with_name(path.name + ".new")
+    target = path.with_name(path.name + ".new")
     descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w") as handle:
         handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
-    if not create:
-        os.replace(target, path)
+    os.replace(target, path)
 
 
 def _read(path: Path) -> tuple[MasterKey, ...]:

@@ -1,7 +1,10 @@
-"""The log signing key: generated once and private, or configured; pinned so no replica signs with another."""
+"""The log signing key: generated once and private (also when workers start together), or configured; pinned
+so no replica signs with another."""
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,6 +16,8 @@ from haldir.errors import ConfigurationError
 from haldir.http.app import create_app
 from haldir.logkey import KEY_FILE, load_log_signer
 from haldir.settings import Settings
+from haldir.vaultkey import KEY_FILE as VAULT_KEY_FILE
+from haldir.vaultkey import load_master_keys
 
 pytestmark = pytest.mark.anyio
 
@@ -62,3 +67,27 @@ async def test_a_server_with_another_log_key_refuses_to_start(tmp_path: Path, st
     twin = create_app(same)
     async with twin.router.lifespan_context(twin):
         assert twin.state.governor is not None
+
+
+def test_workers_starting_together_on_a_new_data_dir_all_load_the_one_key_generated(tmp_path: Path) -> None:
+    """`haldir serve --workers N` on a first start: every worker's lifespan loads both keys at once."""
+    rounds, workers = 20, 8
+    for round_ in range(rounds):
+        settings = Settings(data_dir=tmp_path / f"data-{round_}")
+        start = threading.Barrier(workers)
+
+        def load(settings: Settings = settings, start: threading.Barrier = start) -> tuple[str, bool, bool]:
+            start.wait()
+            signer, made_signer = load_log_signer(settings)
+            keyring, made_keyring = load_master_keys(settings)
+            assert keyring is not None
+            return signer.vkey + keyring.newest.encode(), made_signer, made_keyring
+
+        with ThreadPoolExecutor(workers) as pool:
+            loaded = list(pool.map(lambda _: load(), range(workers)))
+        assert len({keys for keys, _, _ in loaded}) == 1  # one signer and one master key, for all
+        assert sum(made for _, made, _ in loaded) == 1
+        assert sum(made for _, _, made in loaded) == 1
+        files = sorted(path.name for path in settings.data_dir.iterdir())
+        assert files == sorted([KEY_FILE, VAULT_KEY_FILE])  # no temporary file left behind
+        assert {(settings.data_dir / name).stat().st_mode & 0o777 for name in files} == {0o600}
