@@ -2,11 +2,12 @@
 
 wrk (`-t2 -c32` by default) drives one mixed script for `--minutes` back-to-back one-minute runs: ledger
 writes (`POST /v1/audit`), governed local calls (`POST /v1/tools/add/begin`, then its `finish` on the same
-wrk thread), session reads, secret releases under a session and audit pages, rotating over 64 sessions. After
-each minute it records the minute's rate, p50 and p99 latency and non-2xx answers (wrk's), and the server's
-resident memory and open file descriptors (all its processes, from /proc) and its data directory's size.
-At the end it fits a least-squares line to RSS, descriptors and p99 over the minutes after the first
-(warm-up) and prints each slope per minute and as a share of the mean, so that growth shows as a trend.
+wrk thread), session reads, secret releases under a session and audit pages, rotating over 64 sessions.
+After each minute it records the minute's rate, p50 and p99 latency and non-2xx answers (wrk's), and of
+the server (all its processes, from /proc) its resident memory, all of it and its anonymous part, its
+open file descriptors and its data directory's size. At the end it fits a least-squares line to each
+over the minutes after the first (warm-up) and prints each slope per minute and as a share of the mean,
+so that growth shows as a trend.
 
 Run `python bench/soak.py --help`; see bench/README.md for recorded results. Needs `wrk` (Debian package).
 """
@@ -84,6 +85,7 @@ class Minute:
     non_2xx: int
     socket_errors: int
     rss_mib: float
+    anon_mib: float
     fds: int
     data_mib: float
 
@@ -116,12 +118,14 @@ def tree(root: int) -> list[int]:
     return found
 
 
-def rss_mib(pids: list[int]) -> float:
+def rss_mib(pids: list[int], field: str = "VmRSS") -> float:
+    """The processes' resident memory (`VmRSS`), or a part of it (`RssAnon`: heap and stacks; the rest is
+    mostly file pages, such as SQLite's memory-mapped database, which grow with the file, not a leak)."""
     total = 0
     for pid in pids:
         try:
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
+                if line.startswith(f"{field}:"):
                     total += int(line.split()[1])
         except OSError:
             continue
@@ -154,19 +158,21 @@ def slope(values: list[float]) -> float:
 
 def report(minutes: list[Minute]) -> str:
     lines = [
-        "| minute | req/s | p50 ms | p99 ms | non-2xx | socket errors | RSS MiB | open fds | data MiB |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| minute | req/s | p50 ms | p99 ms | non-2xx | socket errors | RSS MiB | anon MiB | open fds "
+        "| data MiB |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for m in minutes:
         lines.append(
             f"| {m.minute} | {m.rate:.0f} | {m.p50_ms:.1f} | {m.p99_ms:.1f} | {m.non_2xx} | "
-            f"{m.socket_errors} | {m.rss_mib:.1f} | {m.fds} | {m.data_mib:.1f} |"
+            f"{m.socket_errors} | {m.rss_mib:.1f} | {m.anon_mib:.1f} | {m.fds} | {m.data_mib:.1f} |"
         )
     steady = minutes[1:] or minutes
     lines.append("")
     lines.append("Trend over minutes 2 onwards (least-squares slope):")
     for label, values in (
         ("RSS MiB", [m.rss_mib for m in steady]),
+        ("anonymous RSS MiB", [m.anon_mib for m in steady]),
         ("open fds", [float(m.fds) for m in steady]),
         ("p99 ms", [m.p99_ms for m in steady]),
         ("req/s", [m.rate for m in steady]),
@@ -213,6 +219,7 @@ def main() -> None:
                             non_2xx=measured.non_2xx,
                             socket_errors=measured.errors,
                             rss_mib=rss_mib(pids),
+                            anon_mib=rss_mib(pids, "RssAnon"),
                             fds=open_fds(pids),
                             data_mib=size_mib(data_dir),
                         )
