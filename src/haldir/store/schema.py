@@ -253,6 +253,7 @@ secret_versions = sa.Table(
 
 # Payment authorizations. `amount` is reserved in the session's `spent` while authorized; `captured` is
 # the final amount; `reported` is what audit entries matched to this authorization have claimed of it.
+# An authorization neither captured nor voided within its TTL is `expired`, released like a void.
 payments = sa.Table(
     "payments",
     metadata,
@@ -267,7 +268,7 @@ payments = sa.Table(
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("created_at", Micros(), nullable=False),
     sa.Column("updated_at", Micros(), nullable=False),
-    sa.CheckConstraint("status IN ('authorized', 'captured', 'voided')", name="status"),
+    sa.CheckConstraint("status IN ('authorized', 'captured', 'voided', 'expired')", name="status"),
     sa.CheckConstraint(
         "amount > 0 AND captured >= 0 AND captured <= amount AND reported >= 0 "
         "AND reported <= COALESCE(captured, amount)",
