@@ -144,12 +144,19 @@ class _Httpcore2Backend(httpcore2.AsyncNetworkBackend):
 
 
 class _PinnedHttpxTransport(httpx.AsyncHTTPTransport):
-    def __init__(self, pins: OutboundPins, *, verify: ssl.SSLContext | bool, limits: httpx.Limits) -> None:
+    def __init__(
+        self,
+        pins: OutboundPins,
+        *,
+        verify: ssl.SSLContext | bool,
+        limits: httpx.Limits,
+        env_certificates: bool,
+    ) -> None:
         super().__init__(verify=verify, limits=limits, trust_env=False)
         # httpx takes no network backend; its pool is rebuilt around the one that pins, so no connection
         # of this transport can bypass the check (tests/proxy/test_pinning.py proves it end to end).
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(verify=verify, trust_env=False),
+            ssl_context=httpx.create_ssl_context(verify=verify, trust_env=env_certificates),
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
@@ -158,10 +165,17 @@ class _PinnedHttpxTransport(httpx.AsyncHTTPTransport):
 
 
 class _PinnedHttpx2Transport(httpx2.AsyncHTTPTransport):
-    def __init__(self, pins: OutboundPins, *, verify: ssl.SSLContext | bool, limits: httpx2.Limits) -> None:
+    def __init__(
+        self,
+        pins: OutboundPins,
+        *,
+        verify: ssl.SSLContext | bool,
+        limits: httpx2.Limits,
+        env_certificates: bool,
+    ) -> None:
         super().__init__(verify=verify, limits=limits, trust_env=False)
         self._pool = httpcore2.AsyncConnectionPool(  # as in _PinnedHttpxTransport
-            ssl_context=httpx2.create_ssl_context(verify=verify, trust_env=False),
+            ssl_context=httpx2.create_ssl_context(verify=verify, trust_env=env_certificates),
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
@@ -170,14 +184,27 @@ class _PinnedHttpx2Transport(httpx2.AsyncHTTPTransport):
 
 
 def pinned_httpx_transport(
-    pins: OutboundPins, *, verify: ssl.SSLContext | bool = True, limits: httpx.Limits | None = None
+    pins: OutboundPins,
+    *,
+    verify: ssl.SSLContext | bool = True,
+    limits: httpx.Limits | None = None,
+    env_certificates: bool = False,
 ) -> httpx.AsyncHTTPTransport:
-    """An `httpx` transport (webhooks) whose connections go only where `pins` says."""
-    return _PinnedHttpxTransport(pins, verify=verify, limits=limits or httpx.Limits())
+    """An `httpx` transport (webhooks) whose connections go only where `pins` says. It never uses a proxy;
+    `env_certificates` trusts the CA certificates SSL_CERT_FILE or SSL_CERT_DIR name."""
+    return _PinnedHttpxTransport(
+        pins, verify=verify, limits=limits or httpx.Limits(), env_certificates=env_certificates
+    )
 
 
 def pinned_httpx2_transport(
-    pins: OutboundPins, *, verify: ssl.SSLContext | bool = True, limits: httpx2.Limits | None = None
+    pins: OutboundPins,
+    *,
+    verify: ssl.SSLContext | bool = True,
+    limits: httpx2.Limits | None = None,
+    env_certificates: bool = False,
 ) -> httpx2.AsyncHTTPTransport:
     """An `httpx2` transport (the MCP SDK's client, upstreams) whose connections go only where `pins` says."""
-    return _PinnedHttpx2Transport(pins, verify=verify, limits=limits or httpx2.Limits())
+    return _PinnedHttpx2Transport(
+        pins, verify=verify, limits=limits or httpx2.Limits(), env_certificates=env_certificates
+    )

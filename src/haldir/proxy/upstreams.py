@@ -354,7 +354,9 @@ class UpstreamPool:
             pins = OutboundPins(self._allow)
             await pins.pin(config.url)
             http = httpx2.AsyncClient(  # as the SDK's create_mcp_http_client, with the pinned transport
-                transport=pinned_httpx2_transport(pins),
+                # SSL_CERT_FILE / SSL_CERT_DIR still name the CAs upstreams are verified against, as
+                # with the SDK's client; an environment proxy is never used (it would connect for us).
+                transport=pinned_httpx2_transport(pins, env_certificates=True),
                 headers=dict(config.headers),
                 timeout=httpx2.Timeout(self._connect_timeout, read=MCP_DEFAULT_SSE_READ_TIMEOUT),
                 trust_env=False,  # never through a proxy from the environment
