@@ -12,6 +12,7 @@ import anyio
 import pytest
 import sqlalchemy as sa
 
+from haldir.core.checkpoints import generate_signer
 from haldir.core.keys import Principal
 from haldir.core.ledger import EntryFilter
 from haldir.errors import Conflict
@@ -289,3 +290,25 @@ async def test_two_sweepers_at_once_expire_each_payment_once(
     assert sorted(record["details"]["authorization_id"] for record in expiries) == sorted(payment_ids)
     assert await _spent(governor, session_id) == 0
     assert (await governor.ledger.verify_log(ACME)).ok
+
+
+async def test_compliance_evidence_counts_expired_payments_with_what_they_kept(
+    store: SqlStore, clock: FakeClock
+) -> None:
+    governor = wire(
+        store=store, clock=clock, log_signer=generate_signer("haldir.test"), log_origin="haldir.test"
+    )
+    since = clock.now()
+    session_id = await _session_id(governor)
+    released = await _authorize(governor, session_id, "4.00")
+    kept = await _authorize(governor, session_id, "3.00")
+    await governor.budgets.log_action(
+        ACME, session_id=session_id, tool="stripe", action="charge", cost_usd="1.25", authorization_id=kept
+    )
+    clock.advance(WEEK)
+    assert (await governor.retention.sweep()).payments_expired == 2
+    pack = await governor.evidence.compliance_evidence(ACME, since=since, until=clock.now())
+    (spend,) = [section["facts"] for section in pack["sections"] if section["id"] == "spend_governance"]
+    assert (spend["payments_expired"], spend["payments_expired_usd"]) == (2, "1.25")
+    assert spend["payments_authorized"] == 0
+    assert released != kept
