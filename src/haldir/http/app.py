@@ -77,6 +77,8 @@ async def sweep_retention(governor: Governor, *, every: float) -> None:
                 )
         except HaldirError as exc:
             log.warning("retention.sweep_failed", code=exc.code)
+        except Exception:  # a failed round must not end the sweeping: the next round tries again
+            log.exception("retention.sweep_failed")
         await asyncio.sleep(every)
 
 
