@@ -64,9 +64,11 @@ async def expire_approvals(governor: Governor, *, every: float = 30.0) -> None:
 
 async def sweep_retention(governor: Governor, *, every: float) -> None:
     """Run the retention sweep every `every` seconds until cancelled; when another process or replica
-    holds the sweep lock, this one only drops its own expired cached sessions."""
+    holds the sweep lock, this one only drops its own expired cached sessions. A round that lapses
+    nothing costs two indexed reads."""
     log = structlog.get_logger("haldir.retention")
     while True:
+        await asyncio.sleep(every)  # not at start: N processes starting at once would all try it
         try:
             swept = await governor.retention.sweep()
             if swept.idempotency_keys_deleted or swept.payments_expired:
@@ -79,7 +81,6 @@ async def sweep_retention(governor: Governor, *, every: float) -> None:
             log.warning("retention.sweep_failed", code=exc.code)
         except Exception:  # a failed round must not end the sweeping: the next round tries again
             log.exception("retention.sweep_failed")
-        await asyncio.sleep(every)
 
 
 def app_from_environment() -> FastAPI:

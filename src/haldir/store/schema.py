@@ -93,6 +93,7 @@ idempotency_keys = sa.Table(
     sa.Column("fingerprint", sa.String(64), nullable=False),
     sa.Column("resource_id", sa.String(255), nullable=False),
     sa.Column("created_at", Micros(), nullable=False),
+    sa.Index(None, "created_at"),  # the retention sweep deletes the oldest first
 )
 
 # The ledger. `record` holds the canonical JSON bytes of an entry (RFC 8785) exactly as hashed; the
@@ -276,6 +277,7 @@ payments = sa.Table(
     ),
     sa.Index(None, "tenant_id", "session_id", "created_at", "payment_id"),
     sa.Index(None, "tenant_id", "created_at", "payment_id"),
+    sa.Index(None, "status", "created_at"),  # the retention sweep finds lapsed authorizations
 )
 
 # The proxy. An upstream is an MCP server a tenant registered; header and env values may hold
