@@ -37,7 +37,7 @@ export interface PaymentAuthorization {
   authorization_id: string;
   amount: string;
   remaining_budget: string;
-  status: "authorized" | "captured" | "voided";
+  status: "authorized" | "captured" | "voided" | "expired";
 }
 
 export type EntryStatus = "ok" | "denied" | "error";

@@ -63,5 +63,12 @@ class Cache(Generic[K, V]):
     def drop(self, key: K) -> None:
         self._values.pop(key, None)
 
+    def drop_where(self, stale: Callable[[V], bool]) -> int:
+        """Drop every value `stale` is true of; how many."""
+        keys = [key for key, value in self._values.items() if stale(value)]
+        for key in keys:
+            del self._values[key]
+        return len(keys)
+
     def __len__(self) -> int:
         return len(self._values)

@@ -24,6 +24,7 @@ from haldir.governor.keys import Keys
 from haldir.governor.ledger import Ledger
 from haldir.governor.proxy import Proxy
 from haldir.governor.registry import Registry
+from haldir.governor.retention import Lifetimes, Retention
 from haldir.governor.rules import Rules
 from haldir.governor.sessions import Sessions
 from haldir.governor.usage import Usage
@@ -51,6 +52,7 @@ def wire(
     stdio_commands: Sequence[str] = (),
     approval_timeouts: Timeouts = Timeouts(),
     webhook_secret_grace: timedelta = DEFAULT_SECRET_GRACE,
+    lifetimes: Lifetimes = Lifetimes(),
 ) -> Governor:
     """The governor's services over `store`, each given only the ports, settings and services it uses,
     built in dependency order. `strict_scopes` limits session scopes to the built-in and `custom_scopes`
@@ -94,7 +96,12 @@ def wire(
         ledger=ledger,
         rules=Rules(ledger_store=store.ledger, changes=changes, clock=clock),
         budgets=Budgets(
-            payment_store=store, sessions=sessions, approvals=approvals, ledger=ledger, clock=clock
+            payment_store=store,
+            sessions=sessions,
+            approvals=approvals,
+            ledger=ledger,
+            clock=clock,
+            authorization_ttl=lifetimes.payment_authorization,
         ),
         vault=vault,
         registry=registry,
@@ -126,6 +133,14 @@ def wire(
         ),
         usage=Usage(
             usage_store=store.usage, health=store, ledger=ledger, clock=clock, schema_head=head_revision()
+        ),
+        retention=Retention(
+            retention_store=store.retention,
+            payment_store=store,
+            sessions=sessions,
+            ledger=ledger,
+            clock=clock,
+            lifetimes=lifetimes,
         ),
         clock=clock,
     )
@@ -185,6 +200,10 @@ async def open_runtime(
                 use=timedelta(seconds=settings.approval_use_seconds),
             ),
             webhook_secret_grace=timedelta(seconds=settings.webhook_secret_grace_seconds),
+            lifetimes=Lifetimes(
+                idempotency_key=timedelta(seconds=settings.idempotency_ttl_seconds),
+                payment_authorization=timedelta(seconds=settings.payment_authorization_ttl_seconds),
+            ),
         )
         if master_keys is not None:
             await governor.vault.verify_vault_keys()

@@ -143,6 +143,29 @@ class Settings(BaseSettings):
         "A delivery whose process died is sent again once its lease has run out.",
     )
 
+    idempotency_ttl_seconds: int = Field(
+        default=86400,
+        ge=60,
+        le=365 * 86400,
+        description="How long an Idempotency-Key is remembered: the same key within it replays the first "
+        "answer; the retention sweep deletes older keys, and the key may then be used anew.",
+    )
+    payment_authorization_ttl_seconds: int = Field(
+        default=7 * 86400,
+        ge=60,
+        le=365 * 86400,
+        description="How long a payment authorization may wait to be captured or voided. Older ones are "
+        "expired by the retention sweep: their amount goes back to the session's budget, with a ledger "
+        "entry.",
+    )
+    retention_sweep_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="How often each server process tries the retention sweep (expired Idempotency-Keys, "
+        "payment authorizations, cached sessions); one process of all replicas runs it at a time.",
+    )
+
     _split_lists = field_validator("outbound_allow", "custom_scopes", mode="before")(comma_list)
     _split_stdio = field_validator("stdio_tenants", "stdio_commands", mode="before")(comma_list)
 

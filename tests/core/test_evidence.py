@@ -88,6 +88,8 @@ def sample_evidence(*, entries: int = 3) -> facts.Evidence:
             Decimal("12.50"),
             1,
             Decimal("3.000001"),
+            1,
+            Decimal("0.50"),
             4,
         ),
         human_approvals=facts.HumanApprovals(

@@ -401,3 +401,19 @@ async def test_a_cost_logged_on_an_expired_session_is_kept_charged_and_flagged(a
     assert response.json()["flagged"] is True
     assert "expired" in response.json()["flag_reason"]
     assert await _spent(api, session_id) == "1.00"
+
+
+async def test_an_authorization_not_settled_within_its_ttl_expires_and_settling_it_is_a_409(api: Api) -> None:
+    session_id = await _session(api, ttl=30 * 86400)
+    authorization_id = await _authorized(api, session_id, "4.00")
+    api.clock.advance(7 * 86400)  # HALDIR_PAYMENT_AUTHORIZATION_TTL_SECONDS' default
+    refused = await _settle(api, authorization_id, "capture")
+    assert refused.status_code == 409
+    assert refused.json()["code"] == "conflict"
+    assert f"payment {authorization_id} expired" in refused.json()["error"]
+
+    assert (await api.governor.retention.sweep()).payments_expired == 1
+    shown = await api.client.get(f"/v1/payments/{authorization_id}", headers=api.auth(api.admin_key))
+    assert shown.json()["status"] == "expired"
+    assert await _spent(api, session_id) == "0.00"
+    assert (await _settle(api, authorization_id, "void")).status_code == 409

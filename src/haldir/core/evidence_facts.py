@@ -127,6 +127,8 @@ class SpendGovernance:
     payments_captured_usd: Decimal
     payments_voided: int
     payments_voided_usd: Decimal
+    payments_expired: int
+    payments_expired_usd: Decimal  # what they kept: costs reported against them before they expired
     budget_refusals_in_period: int
 
 

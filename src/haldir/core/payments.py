@@ -1,15 +1,18 @@
-"""Payment authorizations: an amount reserved against a session's budget, then captured or voided."""
+"""Payment authorizations: an amount reserved against a session's budget, then captured or voided, or
+expired when neither came within the authorization TTL."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Final
 
 AUTHORIZED: Final = "authorized"
 CAPTURED: Final = "captured"
 VOIDED: Final = "voided"
+EXPIRED: Final = "expired"  # not settled in time: what was reported against it stays, the rest is released
+RELEASED: Final = frozenset({VOIDED, EXPIRED})  # settled for good: no more costs are matched to it
 CURRENCY: Final = "USD"
 PAYMENTS_TOOL: Final = "payments"
 BUDGET_EXHAUSTED: Final = "budget.exhausted"
@@ -32,10 +35,14 @@ class Payment:
     @property
     def charged_micros(self) -> int:
         """What this payment holds of its session's budget now: the amount while authorized, the
-        captured amount once captured, nothing once voided."""
+        captured amount once captured (an expired one: what was reported against it), nothing once voided."""
         if self.status == VOIDED:
             return 0
         return self.amount_micros if self.captured_micros is None else self.captured_micros
+
+    def lapsed(self, now: datetime, ttl: timedelta) -> bool:
+        """Still authorized, and authorized longer than `ttl` ago: it may no longer be settled."""
+        return self.status == AUTHORIZED and self.created_at + ttl <= now
 
     @property
     def unreported_micros(self) -> int:

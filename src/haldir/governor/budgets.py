@@ -7,7 +7,7 @@ Every change to a session's `spent` commits in one transaction with the ledger e
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -24,6 +24,7 @@ from haldir.core.payments import (
     BUDGET_EXHAUSTED,
     CAPTURED,
     CURRENCY,
+    EXPIRED,
     PAYMENTS_TOOL,
     VOIDED,
     Payment,
@@ -47,6 +48,7 @@ from haldir.governor.sessions import Sessions
 from haldir.store.ports import PaymentStore, SpendTransaction
 
 MAX_DETAILS_BYTES = 64 * 1024
+DEFAULT_AUTHORIZATION_TTL = timedelta(days=7)  # HALDIR_PAYMENT_AUTHORIZATION_TTL_SECONDS
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,9 @@ class Budgets:
         approvals: Approvals,
         ledger: Ledger,
         clock: Clock,
+        authorization_ttl: timedelta = DEFAULT_AUTHORIZATION_TTL,
     ) -> None:
+        self._authorization_ttl = authorization_ttl
         self._payment_store = payment_store
         self._sessions = sessions
         self._approvals = approvals
@@ -314,6 +318,8 @@ class Budgets:
             payment = await tx.payment(payment_id)  # locked: one settlement wins
             if payment is None:
                 raise NotFound(f"no payment {payment_id!r} in this tenant")
+            if payment.status == EXPIRED or payment.lapsed(now, self._authorization_ttl):
+                raise _expired(payment, self._authorization_ttl)
             if payment.status != AUTHORIZED:
                 raise Conflict(
                     f"payment {payment_id} is {payment.status}; only an authorized payment can be settled"
@@ -448,6 +454,23 @@ def _uncovered_flag(session: Session, uncovered_micros: int, *, now: datetime) -
 def _denied(fields: dict[str, Any], reason: str) -> dict[str, Any]:
     """The ledger fields of a refusal: the request's own fields, status denied, and why."""
     return {**fields, "status": "denied", "details": {**fields["details"], "refused": reason}}
+
+
+def _expired(payment: Payment, ttl: timedelta) -> Conflict:
+    return Conflict(
+        f"payment {payment.payment_id} expired: it was authorized at {payment.created_at.isoformat()} and "
+        f"neither captured nor voided within {_duration(ttl)}; what it held beyond costs reported against "
+        "it goes back to the session's budget. Authorize again to spend it"
+    )
+
+
+def _duration(ttl: timedelta) -> str:
+    seconds = int(ttl.total_seconds())
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds % size == 0 and seconds >= size:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds} seconds"
 
 
 def _captured(payment: Payment, *, status: str, final: int | None) -> int | None:

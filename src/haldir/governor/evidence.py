@@ -18,6 +18,7 @@ from haldir.core.keys import Principal
 from haldir.core.ledger import StoredCheckpoint
 from haldir.core.money import from_micros
 from haldir.core.payments import AUTHORIZED, CAPTURED, CURRENCY, VOIDED
+from haldir.core.payments import EXPIRED as PAYMENT_EXPIRED
 from haldir.core.webhooks import Webhook
 from haldir.errors import ConfigurationError, EvidenceTampered, InvalidRequest
 from haldir.governor.ledger import Ledger
@@ -269,6 +270,8 @@ def _spend(
         payments_captured_usd=usd(CAPTURED),
         payments_voided=count(VOIDED),
         payments_voided_usd=usd(VOIDED),
+        payments_expired=count(PAYMENT_EXPIRED),
+        payments_expired_usd=usd(PAYMENT_EXPIRED),
         budget_refusals_in_period=period.budget_refusals,
     )
 

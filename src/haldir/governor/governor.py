@@ -14,6 +14,7 @@ from haldir.governor.keys import Keys
 from haldir.governor.ledger import Ledger
 from haldir.governor.proxy import Proxy
 from haldir.governor.registry import Registry
+from haldir.governor.retention import Retention
 from haldir.governor.rules import Rules
 from haldir.governor.sessions import Sessions
 from haldir.governor.usage import Usage
@@ -37,6 +38,7 @@ class Governor:
     webhooks: Webhooks
     evidence: Evidence
     usage: Usage
+    retention: Retention
     clock: Clock
 
     def now(self) -> datetime:

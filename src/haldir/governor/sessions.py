@@ -68,6 +68,12 @@ class Sessions:
             raise NotFound(f"no session {session_id!r} in this tenant")
         return session
 
+    def uncache_expired(self) -> int:
+        """Drop expired sessions from this process's cache (they are read again, from the store, if asked
+        for); how many. Expiry is checked on every use whether cached or not: this bounds the memory."""
+        now = self._clock.now()
+        return self._cache.drop_where(lambda session: now >= session.expires_at)
+
     async def create_session(
         self,
         principal: Principal,

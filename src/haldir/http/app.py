@@ -62,6 +62,27 @@ async def expire_approvals(governor: Governor, *, every: float = 30.0) -> None:
         await asyncio.sleep(every)
 
 
+async def sweep_retention(governor: Governor, *, every: float) -> None:
+    """Run the retention sweep every `every` seconds until cancelled; when another process or replica
+    holds the sweep lock, this one only drops its own expired cached sessions. A round with nothing
+    to do costs one indexed DELETE and one indexed SELECT."""
+    log = structlog.get_logger("haldir.retention")
+    while True:
+        await asyncio.sleep(every)  # not at start: N processes starting at once would all try it
+        try:
+            swept = await governor.retention.sweep()
+            if swept.idempotency_keys_deleted or swept.payments_expired:
+                log.info(
+                    "retention.swept",
+                    idempotency_keys_deleted=swept.idempotency_keys_deleted,
+                    payments_expired=swept.payments_expired,
+                )
+        except HaldirError as exc:
+            log.warning("retention.sweep_failed", code=exc.code)
+        except Exception:  # a failed round must not end the sweeping: the next round tries again
+            log.exception("retention.sweep_failed")
+
+
 def app_from_environment() -> FastAPI:
     """The app of one `haldir serve` worker process: settings from its HALDIR_* environment."""
     settings = Settings()
@@ -112,6 +133,10 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
                 asyncio.create_task(gateway.fanout.watch(runtime.store.changes.epoch), name="haldir-tools"),
                 asyncio.create_task(service.sweep(), name="haldir-sweep"),
                 asyncio.create_task(expire_approvals(runtime.governor), name="haldir-approvals"),
+                asyncio.create_task(
+                    sweep_retention(runtime.governor, every=settings.retention_sweep_seconds),
+                    name="haldir-retention",
+                ),
                 asyncio.create_task(deliveries.run(), name="haldir-webhooks"),
             ]
             # What start-up built lives as long as the process: the collector stops walking it, and walks

@@ -38,7 +38,7 @@ from mcp.client.client import Client
 from mcp.client.session import IncomingMessage
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import MCP_DEFAULT_SSE_READ_TIMEOUT, create_mcp_http_client
+from mcp.shared._httpx_utils import MCP_DEFAULT_SSE_READ_TIMEOUT
 from mcp.shared._stream_protocols import ReadStream
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
@@ -47,7 +47,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from haldir.core.status import UpstreamState
 from haldir.errors import HaldirError, InvalidRequest, UpstreamUnavailable
-from haldir.proxy.outbound import check_outbound_url
+from haldir.proxy.pinning import OutboundPins, pinned_httpx2_transport
 
 __all__ = ["ToolsChanged", "UpstreamConfig", "UpstreamPool"]
 
@@ -349,10 +349,17 @@ class UpstreamPool:
         if config.transport == "http":
             if not config.url:
                 raise InvalidRequest(f"http upstream {config.name!r} needs a url")
-            await check_outbound_url(config.url, self._allow)
-            http = create_mcp_http_client(
+            # Resolved and checked once per connection to the upstream: every HTTP connection the
+            # session opens (POSTs, the GET stream, reconnects) goes to these addresses.
+            pins = OutboundPins(self._allow)
+            await pins.pin(config.url)
+            http = httpx2.AsyncClient(  # as the SDK's create_mcp_http_client, with the pinned transport
+                # SSL_CERT_FILE / SSL_CERT_DIR still name the CAs upstreams are verified against, as
+                # with the SDK's client; an environment proxy is never used (it would connect for us).
+                transport=pinned_httpx2_transport(pins, env_certificates=True),
                 headers=dict(config.headers),
                 timeout=httpx2.Timeout(self._connect_timeout, read=MCP_DEFAULT_SSE_READ_TIMEOUT),
+                trust_env=False,  # never through a proxy from the environment
             )
             await stack.enter_async_context(http)
             transport = streamable_http_client(config.url, http_client=http)

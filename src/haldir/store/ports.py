@@ -508,6 +508,20 @@ class ChangeFeed(Protocol):
         ...
 
 
+class RetentionStore(Protocol):
+    """What the retention sweep removes; the ledger is never among it."""
+
+    def sweep_lock(self) -> AbstractAsyncContextManager[bool]:
+        """True while held; False, at once, when another process or replica holds it."""
+        ...
+
+    async def delete_idempotency_keys(self, *, created_until: datetime, limit: int) -> int: ...
+
+    async def lapsed_payments(self, *, created_until: datetime, limit: int) -> list[Payment]:
+        """Authorized payments of any tenant, authorized at or before `created_until`, oldest first."""
+        ...
+
+
 class Store(KeyStore, SessionStore, PaymentStore, HealthStore, Protocol):
     @property
     def changes(self) -> ChangeFeed: ...
@@ -532,5 +546,8 @@ class Store(KeyStore, SessionStore, PaymentStore, HealthStore, Protocol):
 
     @property
     def usage(self) -> UsageStore: ...
+
+    @property
+    def retention(self) -> RetentionStore: ...
 
     async def close(self) -> None: ...

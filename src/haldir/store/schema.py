@@ -93,6 +93,7 @@ idempotency_keys = sa.Table(
     sa.Column("fingerprint", sa.String(64), nullable=False),
     sa.Column("resource_id", sa.String(255), nullable=False),
     sa.Column("created_at", Micros(), nullable=False),
+    sa.Index(None, "created_at"),  # the retention sweep deletes the oldest first
 )
 
 # The ledger. `record` holds the canonical JSON bytes of an entry (RFC 8785) exactly as hashed; the
@@ -253,6 +254,7 @@ secret_versions = sa.Table(
 
 # Payment authorizations. `amount` is reserved in the session's `spent` while authorized; `captured` is
 # the final amount; `reported` is what audit entries matched to this authorization have claimed of it.
+# An authorization neither captured nor voided within its TTL is `expired`, released like a void.
 payments = sa.Table(
     "payments",
     metadata,
@@ -267,7 +269,7 @@ payments = sa.Table(
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("created_at", Micros(), nullable=False),
     sa.Column("updated_at", Micros(), nullable=False),
-    sa.CheckConstraint("status IN ('authorized', 'captured', 'voided')", name="status"),
+    sa.CheckConstraint("status IN ('authorized', 'captured', 'voided', 'expired')", name="status"),
     sa.CheckConstraint(
         "amount > 0 AND captured >= 0 AND captured <= amount AND reported >= 0 "
         "AND reported <= COALESCE(captured, amount)",
@@ -275,6 +277,7 @@ payments = sa.Table(
     ),
     sa.Index(None, "tenant_id", "session_id", "created_at", "payment_id"),
     sa.Index(None, "tenant_id", "created_at", "payment_id"),
+    sa.Index(None, "status", "created_at"),  # the retention sweep finds lapsed authorizations
 )
 
 # The proxy. An upstream is an MCP server a tenant registered; header and env values may hold

@@ -12,7 +12,7 @@ from haldir.core.approvals import Approval
 from haldir.core.idempotency import IdempotencyClaim
 from haldir.core.ledger import EntryDraft
 from haldir.core.pagination import Page, Position
-from haldir.core.payments import Payment
+from haldir.core.payments import RELEASED, Payment
 from haldir.core.sessions import Session
 from haldir.core.tools import OpenCall
 from haldir.store.approvals import consume
@@ -194,7 +194,7 @@ class SqlSpend:
             .where(
                 c.tenant_id == self._tenant_id,
                 c.session_id == session_id,
-                c.status != "voided",
+                c.status.not_in(RELEASED),
                 c.reported < sa.func.coalesce(c.captured, c.amount),
             )
             .order_by(c.created_at, c.payment_id)
@@ -226,7 +226,7 @@ class SqlSpend:
                 .where(
                     c.tenant_id == self._tenant_id,
                     c.payment_id == payment_id,
-                    c.status != "voided",
+                    c.status.not_in(RELEASED),
                     c.reported + micros <= sa.func.coalesce(c.captured, c.amount),
                 )
                 .values(reported=c.reported + micros, updated_at=now)

@@ -30,6 +30,7 @@ from haldir.store.inline import InlineConnection
 from haldir.store.ledger import SqlLedger
 from haldir.store.outbox import Outbox, record_event
 from haldir.store.proxy import SqlProxy
+from haldir.store.retention import SqlRetention
 from haldir.store.rows import key_from_row, key_row, session_from_row, session_row
 from haldir.store.schema import api_keys, epoch_micros, from_epoch_micros, idempotency_keys, sessions, tenants
 from haldir.store.spend import SqlSpend, get_payment, list_payments
@@ -53,6 +54,7 @@ class SqlStore:
         self.webhooks = SqlWebhooks(self)
         self.evidence = SqlEvidence(self)
         self.usage = SqlUsage(self)
+        self.retention = SqlRetention(self)
         self.outbox = Outbox()  # wakes this process's webhook delivery worker when events commit
         self.batch_listeners: list[Callable[[int], None]] = []  # told each group commit's size
         # SQLite: every write transaction of this process is a turn in one group commit.

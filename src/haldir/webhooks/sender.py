@@ -1,5 +1,6 @@
-"""One POST of a delivery: the SSRF check again (a name may resolve elsewhere since it was registered),
-a bounded timeout, no redirects, and an outcome that never carries the URL (it may hold a token)."""
+"""One POST of a delivery: the SSRF check again on the connection itself (a name may resolve elsewhere
+since it was registered; the connection goes to the address that passed), a bounded timeout, no
+redirects, and an outcome that never carries the URL (it may hold a token)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from ipaddress import IPv4Network, IPv6Network
 import httpx
 
 from haldir import __version__
+from haldir.core.outbound import outbound_target
 from haldir.errors import OutboundRefused
-from haldir.proxy.outbound import check_outbound_url
+from haldir.proxy.pinning import OutboundPins, pinned_httpx_transport
 
 DEFAULT_TIMEOUT = 10.0
 
@@ -30,18 +32,28 @@ class HttpSender:
     def __init__(
         self, *, outbound_allow: Sequence[IPv4Network | IPv6Network] = (), timeout: float = DEFAULT_TIMEOUT
     ) -> None:
-        self._allow = tuple(outbound_allow)
         self._timeout = timeout
-        self._client = httpx.AsyncClient(
-            timeout=timeout,
+        # Plain http may reach only HALDIR_OUTBOUND_ALLOW networks, so each scheme has its own client
+        # whose connections are checked accordingly; redirects are never followed, so a request
+        # never changes scheme (or host) after its client was chosen.
+        self._clients = {
+            scheme: self._client(OutboundPins(outbound_allow, plaintext=scheme == "http"))
+            for scheme in ("https", "http")
+        }
+
+    def _client(self, pins: OutboundPins) -> httpx.AsyncClient:
+        limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
+        return httpx.AsyncClient(
+            transport=pinned_httpx_transport(pins, limits=limits),
+            timeout=self._timeout,
             follow_redirects=False,
             trust_env=False,  # never through a proxy from the environment
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
             headers={"user-agent": f"Haldir-Webhooks/{__version__}", "content-type": "application/json"},
         )
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        for client in self._clients.values():
+            await client.aclose()
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Sent:
         started = time.monotonic()
@@ -50,9 +62,9 @@ class HttpSender:
             return Sent(status_code, int((time.monotonic() - started) * 1000), error)
 
         try:
-            await check_outbound_url(url, self._allow, https_unless_allowed=True)
-            request = self._client.build_request("POST", url, content=body, headers=dict(headers))
-            response = await self._client.send(request, stream=True)  # the answer's body is never read
+            client = self._clients[outbound_target(url).scheme]
+            request = client.build_request("POST", url, content=body, headers=dict(headers))
+            response = await client.send(request, stream=True)  # the answer's body is never read
             await response.aclose()
         except OutboundRefused as refused:
             return sent(None, refused.message)
