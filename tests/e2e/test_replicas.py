@@ -197,9 +197,12 @@ async def _leaf_indexes(client: httpx.AsyncClient) -> list[int]:
 
 async def _until(what: str, check: Callable[[], Awaitable[bool]], *, within: float = TIMEOUT_S) -> None:
     """Poll a real server (not making time pass) until `check` holds."""
-    with anyio.fail_after(within):
-        while not await check():  # noqa: ASYNC110 - the condition is another process's
-            await anyio.sleep(0.05)
+    try:
+        with anyio.fail_after(within):
+            while not await check():  # noqa: ASYNC110 - the condition is another process's
+                await anyio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"not within {within} s: {what}") from None
 
 
 # one server, spread over three processes
@@ -521,12 +524,14 @@ async def _gateway(server: Server, key: str, session_id: str) -> AsyncIterator[C
         yield client
 
 
-async def _quiet(events: AsyncIterator[ToolsListChanged], *, for_s: float) -> None:
-    """Let `for_s` seconds pass taking whatever was told meanwhile: a client that starts listening may be
-    told once of a change it cannot tell from its own start ("better once too often than never")."""
+async def _quiet(events: AsyncIterator[ToolsListChanged], *, for_s: float) -> int:
+    """How many times the client was told in the next `for_s` seconds."""
+    told = 0
     with anyio.move_on_after(for_s):
         while True:
             await anext(events)
+            told += 1
+    return told
 
 
 async def test_gateway_clients_on_every_replica_hear_a_tool_change_made_on_one(replicas: Replicas) -> None:
@@ -540,8 +545,8 @@ async def test_gateway_clients_on_every_replica_hear_a_tool_change_made_on_one(r
             client = await stack.enter_async_context(_gateway(server, key, session_id))
             listening = await stack.enter_async_context(client.listen(tools_list_changed=True))
             streams.append(aiter(listening))
-        for events in streams:
-            await _quiet(events, for_s=0.5)
+        for events in streams:  # a client that starts listening may be told once of a change it cannot
+            await _quiet(events, for_s=0.5)  # tell from its own start ("better once too often than never")
 
         async def told(what: str, change: Awaitable[httpx.Response]) -> None:
             assert (await change).status_code < 300
@@ -551,8 +556,7 @@ async def test_gateway_clients_on_every_replica_hear_a_tool_change_made_on_one(r
                     assert await anext(events) == ToolsListChanged()
                 delays.append(time.monotonic() - start)
             heard[what] = delays
-            for events in streams:  # no second telling of the same change
-                await _quiet(events, for_s=0.3)
+            assert [await _quiet(events, for_s=0.3) for events in streams] == [0] * REPLICAS, what
 
         await told(
             "upstream registered",
@@ -561,16 +565,15 @@ async def test_gateway_clients_on_every_replica_hear_a_tool_change_made_on_one(r
         _ok(await a.post("/v1/proxy/call", json=_call(session_id, "drift")))  # the upstream says nothing
         await told("upstream refreshed", a.post("/v1/proxy/upstreams/drifting/refresh"))
         await told("tool pin approved", a.post("/v1/proxy/tools/greet/approve"))
+        # The upstream itself tells the replica connected to it (a) that its tools changed.
+        announce = _call(session_id, "drift")
+        announce["arguments"] = {"announce": True}
+        await told("upstream announced a change", a.post("/v1/proxy/call", json=announce))
+        await told("changed tool pinned again", a.post("/v1/proxy/tools/greet/approve"))
         await told("upstream removed", a.delete("/v1/proxy/upstreams/drifting"))
 
-        names = {
-            tool.name
-            for tool in (
-                await (
-                    await stack.enter_async_context(_gateway(replicas.servers[2], key, session_id))
-                ).list_tools()
-            ).tools
-        }
+        on_c = await stack.enter_async_context(_gateway(replicas.servers[2], key, session_id))
+        names = {tool.name for tool in (await on_c.list_tools()).tools}
     assert "greet" not in names
     shown = {what: [f"{d * 1000:.0f} ms" for d in found] for what, found in heard.items()}
     print(f"\ntool-list changes heard by gateway clients of replicas a, b, c: {shown}")
