@@ -275,6 +275,12 @@ async def test_appends_through_every_replica_make_one_contiguous_verified_ledger
             }
         assert await _leaf_indexes(on[1]) == list(range(before + 300))
 
+        # Every replica signs the new size at once: one checkpoint, the same note from each.
+        signed = await _all([client.get("/v1/audit/checkpoint") for client in on for _ in range(3)])
+        assert _statuses(signed) == {200: 3 * REPLICAS}
+        assert len({response.text for response in signed}) == 1
+        assert signed[0].text.splitlines()[1] == str(before + 300)
+
 
 async def test_one_idempotency_key_sent_to_every_replica_runs_once(replicas: Replicas) -> None:
     [key] = replicas.new_tenant()
