@@ -8,6 +8,7 @@ import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,17 +101,34 @@ class ScratchDatabase:
     drop: Callable[[], None]
 
 
-@pytest.fixture
-def scratch_postgres() -> Iterator[ScratchDatabase]:
+@contextmanager
+def _scratch_database() -> Iterator[ScratchDatabase]:
+    """An empty database of its own, dropped afterwards; a PostgreSQL that is down fails, never skips."""
     base = _postgres_base()
     name = f"haldir_s_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(base, f'CREATE DATABASE "{name}"'))
+    try:
+        asyncio.run(_admin(base, f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.fail(f"PostgreSQL at {base} is not reachable: {exc}")
 
     def drop() -> None:
         asyncio.run(_admin(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
     yield ScratchDatabase(make_url(base).set(database=name).render_as_string(hide_password=False), drop)
     drop()
+
+
+@pytest.fixture
+def scratch_postgres() -> Iterator[ScratchDatabase]:
+    with _scratch_database() as database:
+        yield database
+
+
+@pytest.fixture(scope="module")
+def module_postgres() -> Iterator[ScratchDatabase]:
+    """A scratch database shared by one test module's tests (real servers started once for them all)."""
+    with _scratch_database() as database:
+        yield database
 
 
 @pytest.fixture

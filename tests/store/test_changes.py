@@ -13,7 +13,7 @@ import pytest
 from anyio.abc import TaskGroup
 
 from haldir.cache import Cache
-from haldir.store.changes import ChangeCounter, Changes, counter_path
+from haldir.store.changes import ChangeCounter, Changes, LocalCounter, counter_path
 from haldir.store.sql import SqlStore
 
 WAIT_S = 10  # a bound on every wait for a listener to connect or notice a loss
@@ -234,4 +234,19 @@ async def test_a_change_announced_on_one_replica_moves_the_counter_of_another(
 
         heard = lambda: second.changes.epoch() != seen  # noqa: E731
         await _until(heard, "the other replica heard the change", within=DELIVERY_S)
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_a_listening_process_forgets_what_it_cached_now_and_then_in_case_a_notify_was_lost(
+    postgres_url: str,
+) -> None:
+    changes = Changes(LocalCounter(), listen_url=postgres_url, forget_every=0.05)
+    async with anyio.create_task_group() as tg:
+        await _listening(tg, changes)
+        cache: Cache[str, str] = Cache(changes.epoch, maxsize=8)
+        cache.put("key", "revoked elsewhere, unannounced", cache.token())
+
+        await _until(lambda: cache.get("key") is None, "the cache was emptied with nothing announced")
+        assert changes.epoch() is not None  # still listening all along
         tg.cancel_scope.cancel()

@@ -92,6 +92,9 @@ class LocalCounter:
 
 CHANNEL = "haldir_changes"
 RECONNECT_S = (0.1, 0.5, 1.0, 2.0)  # waits between attempts to listen again; the last one repeats
+# While listening, caches are also emptied this often: a change whose NOTIFY was lost (its replica died
+# between its commit and its NOTIFY, or the NOTIFY failed) is in force everywhere this late at worst.
+FORGET_S = 30.0
 Counter = ChangeCounter | LocalCounter
 
 
@@ -101,15 +104,22 @@ class Changes:
     On SQLite the counter file is the whole story: every process using the database is on this machine.
     On PostgreSQL other replicas learn of a change by NOTIFY on `haldir_changes`, which `listen` turns into
     a bump of this machine's counter. While `listen` is not connected (not started, or reconnecting),
-    `epoch` is None: a change could go unheard, so nothing may be served from a cache.
+    `epoch` is None: a change could go unheard, so nothing may be served from a cache. While it is, it
+    also bumps the counter every `forget_every` seconds, which bounds how long a lost NOTIFY is unheard.
     """
 
     def __init__(
-        self, counter: Counter, *, notify: Notify | None = None, listen_url: str | None = None
+        self,
+        counter: Counter,
+        *,
+        notify: Notify | None = None,
+        listen_url: str | None = None,
+        forget_every: float = FORGET_S,
     ) -> None:
         self._counter = counter
         self._notify = notify
         self._listen_url = listen_url
+        self._forget_every = forget_every
         self._listening = listen_url is None
         # Who announced: a random name, not a pid (replicas in containers all run as the same pid), so a
         # process skips only its own announcements, which already moved its counter.
@@ -164,7 +174,11 @@ class Changes:
         await conn.add_listener(CHANNEL, heard)
         self._counter.bump()  # what changed while nobody listened is unknown: start afresh
         self._listening = True
-        await lost.wait()
+        while not lost.is_set():
+            try:
+                await asyncio.wait_for(lost.wait(), timeout=self._forget_every)
+            except TimeoutError:  # a NOTIFY may have been lost: what is cached may be that old
+                self._counter.bump()
 
     def close(self) -> None:
         self._counter.close()
