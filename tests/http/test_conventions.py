@@ -60,6 +60,26 @@ async def test_bad_input_gets_a_400_envelope_never_a_500(api: Api, raw: bytes, c
     _assert_envelope(response, 400, code)
 
 
+async def test_a_body_that_is_not_utf8_is_malformed_json(api: Api) -> None:
+    # Found by the schema fuzzer: FastAPI's own "error parsing the body" answered `http_error`.
+    headers = {**api.auth(api.admin_key), "Content-Type": "application/json"}
+    response = await api.client.post("/v1/sessions", content=b'{"agent_id": "\xca"}', headers=headers)
+    _assert_envelope(response, 400, "malformed_json")
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"\xca", b'{"agent_id": 5}'])
+async def test_a_bad_body_without_a_key_gets_401_not_400(api: Api, raw: bytes) -> None:
+    # Found by the schema fuzzer: the body was read and refused before the key was asked for.
+    response = await api.client.post(
+        "/v1/sessions", content=raw, headers={"Content-Type": "application/json"}
+    )
+    _assert_envelope(response, 401, "unauthenticated")
+    wrong = await api.client.post(
+        "/v1/sessions", content=raw, headers={**api.auth("hld_nope"), "Content-Type": "application/json"}
+    )
+    _assert_envelope(wrong, 401, "invalid_api_key")
+
+
 async def test_bodies_over_one_mebibyte_get_413(api: Api) -> None:
     big = b'{"agent_id": "' + b"a" * MAX_BODY_BYTES + b'"}'
     headers = {**api.auth(api.admin_key), "Content-Type": "application/json"}
