@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, PlainSerializer
+from pydantic.config import JsonDict
 
 from haldir.core.clock import isoformat
 
@@ -33,3 +35,9 @@ Timestamp = Annotated[datetime, PlainSerializer(isoformat, return_type=str)]
 OptionalTimestamp = Annotated[
     datetime | None, PlainSerializer(lambda v: None if v is None else isoformat(v), return_type=str | None)
 ]
+
+
+def documented_pattern(regex: re.Pattern[str]) -> JsonDict:
+    """A name's shape for the OpenAPI document (`json_schema_extra`), anchored as `fullmatch` reads it.
+    Documented, not enforced by pydantic: the domain refuses a bad name with its own message and field."""
+    return {"pattern": f"^(?:{regex.pattern})$"}

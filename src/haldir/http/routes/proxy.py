@@ -14,14 +14,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from haldir.core.policies import Policy
 from haldir.core.tools import Upstream
 from haldir.governor.registry import ProxyTool, ToolSync
+from haldir.governor.upstreams import UPSTREAM_NAME
 from haldir.http.auth import GovernorDep, PrincipalDep
 from haldir.http.errors import APPROVAL_RESPONSE, ERROR_RESPONSES
-from haldir.http.schemas import Timestamp
+from haldir.http.schemas import Timestamp, documented_pattern
 from haldir.proxy.service import ProxyService
 
 router = APIRouter(prefix="/v1/proxy", tags=["proxy"], responses=ERROR_RESPONSES)
 
-UpstreamName = Annotated[str, Path(max_length=64)]
+UpstreamName = Annotated[str, Path(max_length=64, json_schema_extra=documented_pattern(UPSTREAM_NAME))]
 ToolName = Annotated[str, Path(max_length=64)]
 PolicyId = Annotated[str, Path(max_length=100)]
 
@@ -33,7 +34,11 @@ def _service(request: Request) -> ProxyService:
 
 class UpstreamCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(max_length=64, description="1 to 32 of a-z, 0-9, '_' or '-'; no '__'.")
+    name: str = Field(
+        max_length=64,
+        description="1 to 32 of a-z, 0-9, '_' or '-'; no '__'.",
+        json_schema_extra=documented_pattern(UPSTREAM_NAME),
+    )
     url: str | None = Field(default=None, max_length=2048, description="A Streamable HTTP MCP endpoint.")
     headers: dict[str, str] | None = Field(
         default=None, description="Sent to a URL upstream; values may be `{{secret:NAME}}`."
