@@ -10,6 +10,8 @@ import httpx
 import pytest
 from jsonschema import Draft202012Validator
 
+from haldir.core.anomalies import RULE_TYPES
+from haldir.core.policies import POLICY_TYPES
 from haldir.errors import error_classes
 from haldir.http.app import create_app
 from haldir.http.discovery import CARD_PATH, LLMS_PATH, PLUGIN_PATH
@@ -155,6 +157,21 @@ def test_names_document_the_shape_the_server_accepts(
     for schema in (in_path["schema"], in_body):
         assert all(re.search(schema["pattern"], name) for name in good), schema
         assert not any(re.search(schema["pattern"], name) for name in bad), schema
+
+
+def test_rule_and_policy_types_and_local_tool_names_are_documented() -> None:
+    # Found by fuzzing from the document: any `type` and any tool name were documented as acceptable.
+    spec = _spec()
+    schemas = spec["components"]["schemas"]
+    assert schemas["haldir__http__routes__audit_rules__RuleCreate"]["properties"]["type"]["enum"] == sorted(
+        RULE_TYPES
+    )
+    policy = spec["paths"]["/v1/proxy/policies"]["post"]["requestBody"]["content"]["application/json"]
+    assert policy["schema"]["required"] == ["type"]
+    assert policy["schema"]["properties"]["type"]["enum"] == sorted(POLICY_TYPES)
+    tool = spec["paths"]["/v1/tools/{tool}/begin"]["post"]["parameters"][0]["schema"]["pattern"]
+    assert re.search(tool, "lookup.v2")
+    assert not re.search(tool, "a/b")
 
 
 def _body(response: httpx.Response) -> Any:
