@@ -75,8 +75,8 @@ class Fuzz:
     statuses: Counter[int] = field(default_factory=Counter)
 
 
-async def _seed(client: httpx.AsyncClient, key: str, tag: str) -> dict[str, str]:
-    """One of each resource an id names, owned by `key`'s tenant; `tag` makes its names its own."""
+async def _seed(client: httpx.AsyncClient, key: str, tenant: str) -> dict[str, str]:
+    """One of each resource an id names, owned by `tenant` (whose key `key` is), named after it."""
     headers = {"Authorization": f"Bearer {key}"}
 
     async def post(path: str, body: object | None = None, status: int = 201) -> dict[str, Any]:
@@ -86,26 +86,28 @@ async def _seed(client: httpx.AsyncClient, key: str, tag: str) -> dict[str, str]
         return found
 
     spender = await post(
-        "/v1/sessions", {"agent_id": f"agent-{tag}", "scopes": ["spend"], "spend_limit": "10"}
+        "/v1/sessions", {"agent_id": f"agent-{tenant}", "scopes": ["spend"], "spend_limit": "10"}
     )
-    executor = await post("/v1/sessions", {"agent_id": f"agent-{tag}", "scopes": ["execute"]})
-    secret = f"secret-{tag}"
-    await post("/v1/secrets", {"name": secret, "value": f"value-{tag}"})
+    executor = await post("/v1/sessions", {"agent_id": f"agent-{tenant}", "scopes": ["execute"]})
+    secret = f"secret-{tenant}"
+    await post("/v1/secrets", {"name": secret, "value": f"value-{tenant}"})
     authorization = await post("/v1/payments/authorize", {"session_id": spender["session_id"], "amount": "1"})
     entry = await post(
-        "/v1/audit", {"session_id": spender["session_id"], "tool": f"tool-{tag}", "action": "a"}
+        "/v1/audit", {"session_id": spender["session_id"], "tool": f"tool-{tenant}", "action": "a"}
     )
-    audit_rule = await post("/v1/audit/rules", {"type": "tool_match", "pattern": f"t-{tag}-*"})
-    policy = await post("/v1/proxy/policies", {"type": "deny", "tools": [f"t-{tag}"]})
+    audit_rule = await post("/v1/audit/rules", {"type": "tool_match", "pattern": f"t-{tenant}-*"})
+    policy = await post("/v1/proxy/policies", {"type": "deny", "tools": [f"t-{tenant}"]})
     approval_rule = await post("/v1/approvals/rules", {"type": "spend_over", "threshold": "1000"})
     approval = await post(
         "/v1/approvals/request",
-        {"session_id": spender["session_id"], "tool": f"wire-{tag}", "amount": "2"},
+        {"session_id": spender["session_id"], "tool": f"wire-{tenant}", "amount": "2"},
     )
-    call = await post(f"/v1/tools/local-{tag}/begin", {"session_id": executor["session_id"], "arguments": {}})
+    call = await post(
+        f"/v1/tools/local-{tenant}/begin", {"session_id": executor["session_id"], "arguments": {}}
+    )
     hook = await post("/v1/webhooks", {"url": WALKER_HOOK_URL, "events": ["budget.threshold"]})
     delivery = await post(f"/v1/webhooks/{hook['webhook_id']}/test", status=202)
-    made = await post("/v1/keys", {"name": f"key-{tag}", "scopes": ["audit:read"]})
+    made = await post("/v1/keys", {"name": f"key-{tenant}", "scopes": ["audit:read"]})
     return {
         "session_id": spender["session_id"],
         "execute_session_id": executor["session_id"],
@@ -117,10 +119,17 @@ async def _seed(client: httpx.AsyncClient, key: str, tag: str) -> dict[str, str]
         "approval_rule_id": approval_rule["rule_id"],
         "approval_id": approval["approval_id"],
         "call_id": call["call_id"],
-        "tool": f"local-{tag}",
+        "tool": f"local-{tenant}",
         "webhook_id": hook["webhook_id"],
         "delivery_id": delivery["delivery_id"],
         "prefix": made["prefix"],
+        # Not path parameters; what else of the tenant's must never reach another tenant.
+        "tenant_id": tenant,
+        "agent_id": f"agent-{tenant}",
+        "audited_tool": f"tool-{tenant}",
+        "secret_value": f"value-{tenant}",
+        "webhook_secret": hook["secret"],
+        "key_value": key,
     }
 
 
@@ -221,10 +230,10 @@ def _caller_rule(caller: str, route: tuple[str, str]) -> Callable[[int], bool]:
     return lambda status: True
 
 
-def _leaks(response: httpx.Response, sent: requests.PreparedRequest, ids_b: Mapping[str, str]) -> list[str]:
-    """Tenant B's ids in an answer to tenant A that the request did not name itself."""
+def _leaks(response: httpx.Response, sent: requests.PreparedRequest, others: Mapping[str, str]) -> list[str]:
+    """Ids of other tenants in an answer that the request did not name itself."""
     request_text = (sent.url or "") + str(sent.body or "")
-    return [v for v in ids_b.values() if v in response.text and v not in request_text]
+    return [v for v in others.values() if v in response.text and v not in request_text]
 
 
 async def _send(fuzz: Fuzz, caller: str, case: Case) -> list[str]:
@@ -248,12 +257,12 @@ async def _send(fuzz: Fuzz, caller: str, case: Case) -> list[str]:
     route = (case.operation.method.upper(), case.operation.path)
     if not _caller_rule(caller, route)(response.status_code):
         problems.append(f"{label}: a status this caller must never get: {response.text[:200]}")
-    if caller != "no key":
-        problems += [
-            f"{label}: names tenant B's {leak!r}" for leak in _leaks(response, sent, fuzz.ids[TENANT_B])
-        ]
+    # The keys are tenant A's: nothing of tenant B's reaches them, and nothing of either reaches no key.
+    others = fuzz.ids[TENANT_B] if caller != "no key" else {**fuzz.ids[TENANT_A], **fuzz.ids[TENANT_B]}
+    problems += [f"{label}: names another tenant's {leak!r}" for leak in _leaks(response, sent, others)]
     if problems:
-        problems.append(f"    reproduce: {case.as_curl_command(base_url=BASE_URL)}")
+        key = {"Authorization": f"Bearer <the {caller} key>"} if fuzz.keys[caller] else {}
+        problems.append(f"    reproduce: {case.as_curl_command(headers=key, base_url=BASE_URL)}")
     return problems
 
 
