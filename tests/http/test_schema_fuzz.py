@@ -62,7 +62,8 @@ TENANT_A, TENANT_B = "fuzz-tenant-a", "fuzz-tenant-b"
 TENANTS = (TENANT_A, TENANT_B)
 PLACEHOLDER = "@fuzz-id:"  # a path parameter that a seeded id replaces when the case is sent
 NARROW_SCOPE = "audit:read"
-CALLERS = ("every scope", "narrow", "no key")
+CALLERS = ("every scope", "narrow", "no key", "made-up key")
+UNKEYED = ("no key", "made-up key")
 KEY_HEADERS = ("authorization", "x-api-key")
 
 
@@ -139,6 +140,7 @@ async def fuzz(api: Api) -> AsyncIterator[Fuzz]:
         "every scope": await api.key("*", tenant=TENANT_A),
         "narrow": await api.key(NARROW_SCOPE, tenant=TENANT_A),
         "no key": None,
+        "made-up key": None,  # the credentials schemathesis makes from the security schemes
     }
     ids = {tenant: await _seed(api.client, await api.key("*", tenant=tenant), tenant) for tenant in TENANTS}
     fuzzed = Fuzz(api=api, keys=keys, ids=ids)
@@ -193,10 +195,16 @@ def _fill(case: Case, ids: Mapping[str, Mapping[str, str]]) -> None:
             case.path_parameters[name] = ids[tenant][what]  # type: ignore[index]
 
 
-def _prepare(case: Case, key: str | None) -> requests.PreparedRequest:
+def _prepare(case: Case, caller: str, key: str | None) -> requests.PreparedRequest:
     """The request exactly as schemathesis serializes it, with the caller's key in place of any it made."""
     sent = case.as_transport_kwargs(base_url=BASE_URL)
-    headers = {k: v for k, v in (sent.pop("headers") or {}).items() if k.lower() not in KEY_HEADERS}
+    headers = {
+        k: v
+        for k, v in (sent.pop("headers") or {}).items()
+        if k.lower() not in KEY_HEADERS or caller == "made-up key"
+    }
+    if caller == "made-up key" and not any(k.lower() in KEY_HEADERS for k in headers):
+        headers["X-API-Key"] = "hld_made_up"
     if key is not None:
         headers["Authorization"] = f"Bearer {key}"
     return requests.Request(headers=headers, **sent).prepare()  # type: ignore[no-untyped-call]
@@ -223,7 +231,7 @@ def _caller_rule(caller: str, route: tuple[str, str]) -> Callable[[int], bool]:
     """Which statuses the caller may get from a route, whatever it sends."""
     if route in PUBLIC:
         return lambda status: True
-    if caller == "no key":
+    if caller in UNKEYED:
         return lambda status: status == 401
     if caller == "narrow" and route not in AUTHENTICATED and NARROW_SCOPE not in SAMPLES[route][0].split():
         return lambda status: status in (400, 403)  # input may be refused before the scope is checked
@@ -239,7 +247,7 @@ def _leaks(response: httpx.Response, sent: requests.PreparedRequest, others: Map
 async def _send(fuzz: Fuzz, caller: str, case: Case) -> list[str]:
     """Send one case as `caller`; what went wrong, one line each."""
     _fill(case, fuzz.ids)
-    sent = _prepare(case, fuzz.keys[caller])
+    sent = _prepare(case, caller, fuzz.keys[caller])
     response = await fuzz.api.client.request(
         sent.method or "GET", sent.url or "", headers=dict(sent.headers), content=sent.body
     )
@@ -257,8 +265,8 @@ async def _send(fuzz: Fuzz, caller: str, case: Case) -> list[str]:
     route = (case.operation.method.upper(), case.operation.path)
     if not _caller_rule(caller, route)(response.status_code):
         problems.append(f"{label}: a status this caller must never get: {response.text[:200]}")
-    # The keys are tenant A's: nothing of tenant B's reaches them, and nothing of either reaches no key.
-    others = fuzz.ids[TENANT_B] if caller != "no key" else {**fuzz.ids[TENANT_A], **fuzz.ids[TENANT_B]}
+    # The keys are tenant A's: nothing of tenant B's reaches them, and nothing of either reaches the others.
+    others = fuzz.ids[TENANT_B] if caller not in UNKEYED else {**fuzz.ids[TENANT_A], **fuzz.ids[TENANT_B]}
     problems += [f"{label}: names another tenant's {leak!r}" for leak in _leaks(response, sent, others)]
     if problems:
         key = {"Authorization": f"Bearer <the {caller} key>"} if fuzz.keys[caller] else {}
