@@ -119,6 +119,14 @@ async def test_unknown_routes_and_methods_use_the_envelope(api: Api) -> None:
     )
 
 
+async def test_a_405_names_every_method_of_its_path_in_allow(api: Api) -> None:
+    # Found by the schema fuzz: the 405 carried no Allow (the envelope dropped it), then only the methods
+    # of the first route of the path (GET and POST /v1/keys are two routes).
+    response = await api.client.put("/v1/keys", headers=api.auth(api.admin_key))
+    _assert_envelope(response, 405, "method_not_allowed")
+    assert response.headers["Allow"] == "GET, POST"
+
+
 async def test_every_response_carries_a_request_id_and_security_headers(api: Api) -> None:
     for response in (
         await api.client.get("/livez"),

@@ -6,6 +6,7 @@ names an id of tenant B's that the request did not name itself."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -280,4 +281,24 @@ async def test_every_operation_answers_as_documented(fuzz: Fuzz, case: Case) -> 
     problems: list[str] = []
     for caller in CALLERS:
         problems += await _send(fuzz, caller, case)
+    assert not problems, "\n".join(problems)
+
+
+async def test_every_path_answers_an_undocumented_method_with_405(fuzz: Fuzz) -> None:
+    # What schemathesis's `unsupported_method` check asks, for every path and method at once.
+    problems = []
+    paths: dict[str, set[str]] = {}
+    for operation in _operations():
+        paths.setdefault(operation.path, set()).add(operation.method.upper())
+    templates = {path: re.compile(re.sub(r"\{[^}]+\}", "[^/]+", path)) for path in paths}
+    for path in paths:
+        url = re.sub(r"\{[^}]+\}", "x", path)
+        # The methods of every template the URL matches: DELETE /v1/keys/{prefix} takes /v1/keys/current.
+        documented = set().union(*(paths[other] for other, rx in templates.items() if rx.fullmatch(url)))
+        for method in sorted({"GET", "POST", "PUT", "PATCH", "DELETE"} - documented):
+            response = await fuzz.api.client.request(method, url, headers={"Authorization": "Bearer x"})
+            wrong = _envelope(response, codes_by_status())
+            allowed = set(response.headers.get("allow", "").replace(" ", "").split(","))
+            if response.status_code != 405 or wrong or not documented <= allowed:
+                problems.append(f"{method} {url} -> {response.status_code} {wrong or ''} allow={allowed}")
     assert not problems, "\n".join(problems)

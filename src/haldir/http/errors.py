@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 
 from haldir.errors import HaldirError
 from haldir.http.auth import require_key
@@ -86,7 +87,11 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 400:  # FastAPI's own: a body it could not read (not UTF-8, not a form)
             return await _without_key(request) or _malformed_json(request)
         code = _STATUS_CODES.get(exc.status_code, "http_error")
-        return error_response(request, status=exc.status_code, code=code, message=str(exc.detail))
+        response = error_response(request, status=exc.status_code, code=code, message=str(exc.detail))
+        response.headers.update(exc.headers or {})
+        if exc.status_code == 405:
+            response.headers["Allow"] = ", ".join(allowed_methods(request))
+        return response
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -120,6 +125,16 @@ def _malformed_json(request: Request) -> JSONResponse:
     return error_response(
         request, status=400, code="malformed_json", message="the request body is not valid JSON (UTF-8)"
     )
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method the request's path answers to. Starlette's 405 names those of the first route that
+    matched the path alone, and a path's methods are often routes of their own (GET and POST /v1/keys)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods and route.matches(request.scope)[0] != Match.NONE:
+            methods |= route.methods
+    return sorted(methods)
 
 
 def _describe(error: Any) -> str:
