@@ -1,8 +1,8 @@
-"""The API fuzzed from its own OpenAPI document (schemathesis), in-process, as three callers: a key with every
-scope, a key with `audit:read` only, and no key. Whatever they send, no answer is a 5xx; every answer has a
-documented status, media type, schema and headers, an error is the envelope with a code its status documents;
-a caller without a key gets 401 and a narrow key never gets past the scope it lacks; and no answer to tenant A
-names an id of tenant B's that the request did not name itself."""
+"""The API fuzzed from its own OpenAPI document (schemathesis), in-process, as four callers: a key with every
+scope, a key with `audit:read` only, no key, and made-up credentials. Whatever they send, no answer is a 5xx;
+every answer has a documented status, media type, schema and headers; an error is the envelope with a code its
+status documents; a caller without a valid key gets 401 and a narrow key never gets past the scope it lacks;
+no answer names another tenant's ids that the request did not name itself; an undocumented method gets 405."""
 
 from __future__ import annotations
 
@@ -40,8 +40,8 @@ from tests.http.routes import AUTHENTICATED, PUBLIC, SAMPLES, WALKER_HOOK_URL
 
 pytestmark = pytest.mark.anyio
 
-# Each example is one request, sent as each caller: 600 is about 8 per operation (72), per store, and about
-# 30 s a store on a loaded 2-core machine.
+# Each example is one request, sent as each caller: 600 is about 8 per operation (72), per store, and takes
+# 9 to 30 s a store on a 2-core machine, by its load (bench/README.md).
 FUZZ = settings(
     max_examples=600,
     derandomize=True,  # the same requests on every run, so CI is reproducible
