@@ -47,7 +47,13 @@ FUZZ = settings(
     derandomize=True,  # the same requests on every run, so CI is reproducible
     deadline=None,
     phases=[Phase.explicit, Phase.generate],  # no shrinking: a failure's report holds its curl command
-    suppress_health_check=list(HealthCheck),  # one app per test, shared by its examples, on purpose
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,  # one app per test, shared by its examples, on purpose
+        HealthCheck.too_slow,  # each example is a request, on a shared machine
+        HealthCheck.data_too_large,  # schemathesis's cases are large
+        HealthCheck.filter_too_much,  # ... and its negative cases filter
+        HealthCheck.large_base_example,
+    ],
     database=None,
 )
 CHECKS = [
