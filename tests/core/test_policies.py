@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from haldir.core.policies import (
+    POLICY_TYPES,
     Policy,
     RateLimit,
     SpendLimit,
@@ -349,3 +350,18 @@ def test_rate_windows_align_to_the_epoch_and_retry_after_counts_to_the_next() ->
     assert window_start(moment, 3600) == datetime(2026, 4, 6, 12, 0, tzinfo=UTC)
     assert retry_after(moment, 3600) == 1504  # 25 min 3.5 s, rounded up
     assert retry_after(datetime(2026, 4, 6, 12, 59, 59, 999999, tzinfo=UTC), 3600) == 1
+
+
+@pytest.mark.parametrize("kind", POLICY_TYPES)
+def test_every_documented_policy_type_is_one_the_parser_reads(kind: str) -> None:
+    # POLICY_TYPES is what the OpenAPI document lists: an empty spec of a listed type fails on another field.
+    with pytest.raises(InvalidRequest) as refused:
+        parse_policy({"type": kind})
+    assert refused.value.details.get("field") != "type", refused.value.message
+
+
+def test_an_undocumented_policy_type_is_refused_by_its_type() -> None:
+    with pytest.raises(InvalidRequest) as refused:
+        parse_policy({"type": "nope"})
+    assert refused.value.details.get("field") == "type"
+    assert str(list(POLICY_TYPES)) in refused.value.message  # sorted already, as the message lists them

@@ -60,6 +60,26 @@ async def test_bad_input_gets_a_400_envelope_never_a_500(api: Api, raw: bytes, c
     _assert_envelope(response, 400, code)
 
 
+async def test_a_body_that_is_not_utf8_is_malformed_json(api: Api) -> None:
+    # Found by the schema fuzzer: FastAPI's own "error parsing the body" answered `http_error`.
+    headers = {**api.auth(api.admin_key), "Content-Type": "application/json"}
+    response = await api.client.post("/v1/sessions", content=b'{"agent_id": "\xca"}', headers=headers)
+    _assert_envelope(response, 400, "malformed_json")
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"\xca", b'{"agent_id": 5}'])
+async def test_a_bad_body_without_a_key_gets_401_not_400(api: Api, raw: bytes) -> None:
+    # Found by the schema fuzzer: the body was read and refused before the key was asked for.
+    response = await api.client.post(
+        "/v1/sessions", content=raw, headers={"Content-Type": "application/json"}
+    )
+    _assert_envelope(response, 401, "unauthenticated")
+    wrong = await api.client.post(
+        "/v1/sessions", content=raw, headers={**api.auth("hld_nope"), "Content-Type": "application/json"}
+    )
+    _assert_envelope(wrong, 401, "invalid_api_key")
+
+
 async def test_bodies_over_one_mebibyte_get_413(api: Api) -> None:
     big = b'{"agent_id": "' + b"a" * MAX_BODY_BYTES + b'"}'
     headers = {**api.auth(api.admin_key), "Content-Type": "application/json"}
@@ -97,6 +117,14 @@ async def test_unknown_routes_and_methods_use_the_envelope(api: Api) -> None:
     _assert_envelope(
         await api.client.put("/v1/sessions", headers=api.auth(api.admin_key)), 405, "method_not_allowed"
     )
+
+
+async def test_a_405_names_every_method_of_its_path_in_allow(api: Api) -> None:
+    # Found by the schema fuzz: the 405 carried no Allow (the envelope dropped it), then only the methods
+    # of the first route of the path (GET and POST /v1/keys are two routes).
+    response = await api.client.put("/v1/keys", headers=api.auth(api.admin_key))
+    _assert_envelope(response, 405, "method_not_allowed")
+    assert response.headers["Allow"] == "GET, POST"
 
 
 async def test_every_response_carries_a_request_id_and_security_headers(api: Api) -> None:

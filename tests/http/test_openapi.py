@@ -3,12 +3,15 @@ error status it can answer with the envelope, and real answers match what it doc
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
 import pytest
 from jsonschema import Draft202012Validator
 
+from haldir.core.anomalies import RULE_TYPES
+from haldir.core.policies import POLICY_TYPES
 from haldir.errors import error_classes
 from haldir.http.app import create_app
 from haldir.http.discovery import CARD_PATH, LLMS_PATH, PLUGIN_PATH
@@ -130,6 +133,45 @@ class Documented:
         ]
         assert errors == [], f"{method} {path} {status}: {errors}"
         self.checked.append(f"{method} {path} {status}")
+
+
+@pytest.mark.parametrize(
+    ("path", "body_schema", "good", "bad"),
+    [
+        ("/v1/secrets/{name}", "SecretCreate", ["a", "A.b_c-9", "x" * 128], ["", "-a", "a/b", "x" * 129]),
+        (
+            "/v1/proxy/upstreams/{name}",
+            "UpstreamCreate",
+            ["a", "git-hub_2", "x" * 32],
+            ["", "A", "-a", "x" * 33],
+        ),
+    ],
+)
+def test_names_document_the_shape_the_server_accepts(
+    path: str, body_schema: str, good: list[str], bad: list[str]
+) -> None:
+    # Found by fuzzing from the document: any text was documented, so valid-looking requests got 400.
+    spec = _spec()
+    in_path = next(p for p in spec["paths"][path]["delete"]["parameters"] if p["name"] == "name")
+    in_body = spec["components"]["schemas"][body_schema]["properties"]["name"]
+    for schema in (in_path["schema"], in_body):
+        assert all(re.search(schema["pattern"], name) for name in good), schema
+        assert not any(re.search(schema["pattern"], name) for name in bad), schema
+
+
+def test_rule_and_policy_types_and_local_tool_names_are_documented() -> None:
+    # Found by fuzzing from the document: any `type` and any tool name were documented as acceptable.
+    spec = _spec()
+    schemas = spec["components"]["schemas"]
+    assert schemas["haldir__http__routes__audit_rules__RuleCreate"]["properties"]["type"]["enum"] == sorted(
+        RULE_TYPES
+    )
+    policy = spec["paths"]["/v1/proxy/policies"]["post"]["requestBody"]["content"]["application/json"]
+    assert policy["schema"]["required"] == ["type"]
+    assert policy["schema"]["properties"]["type"]["enum"] == sorted(POLICY_TYPES)
+    tool = spec["paths"]["/v1/tools/{tool}/begin"]["post"]["parameters"][0]["schema"]["pattern"]
+    assert re.search(tool, "lookup.v2")
+    assert not re.search(tool, "a/b")
 
 
 def _body(response: httpx.Response) -> Any:

@@ -318,6 +318,9 @@ class CallLimits:
 
 # parsing
 
+# The policy types `parse_policy` reads (its parsers' keys), for the documents that describe them.
+POLICY_TYPES = ("allow", "arguments", "deny", "rate_limit", "spend_limit", "time_window", "tool_cost")
+
 
 def parse_policy(spec: Any) -> Rule:
     """The rule of a policy spec; anything malformed raises `InvalidRequest` naming the field."""

@@ -9,12 +9,12 @@ from datetime import datetime
 from haldir.errors import InvalidRequest
 
 VAULT_TOOL = "vault"
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+SECRET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
 def secret_name(name: str) -> str:
     """`name` if it can name a secret (it appears in URL paths and `{{secret:NAME}}` references)."""
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
+    if not isinstance(name, str) or not SECRET_NAME.fullmatch(name):
         raise InvalidRequest(
             "a secret name is 1 to 128 letters, digits, '_', '.' or '-', starting with a letter or digit",
             field="name",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeGuard
 
 import structlog
 from fastapi import Depends, FastAPI, Request
@@ -69,12 +69,25 @@ def document_security(app: FastAPI) -> None:
             }
             requirement: list[dict[str, list[str]]] = [{scheme.scheme_name: []} for scheme in SCHEMES]
             for route in app.routes:
-                if isinstance(route, APIRoute) and principal in _calls(route.dependant):
+                if authenticates(route):
                     for method in route.methods or ():
                         schema["paths"][route.path_format][method.lower()]["security"] = requirement
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def authenticates(route: object) -> TypeGuard[APIRoute]:
+    """Whether a route asks for a key (depends on `principal`)."""
+    return isinstance(route, APIRoute) and principal in _calls(route.dependant)
+
+
+async def require_key(request: Request) -> None:
+    """Raise as `principal` would when the request's route asks for a key and the request has no valid
+    one: for errors found before the route's dependencies ran (its body), so that a caller without a key
+    learns only that it needs one."""
+    if authenticates(request.scope.get("route")):
+        await app_governor(request).keys.authenticate(presented_key(request))
 
 
 def _calls(dependant: Dependant) -> Iterator[object]:

@@ -10,8 +10,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 
 from haldir.errors import HaldirError
+from haldir.http.auth import require_key
 
 log = structlog.get_logger("haldir.http")
 
@@ -65,30 +67,31 @@ def request_id(request: Request) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HaldirError)
     async def _haldir(request: Request, exc: HaldirError) -> JSONResponse:
-        if exc.http_status >= 500:
-            log.error("request_failed", code=exc.code, error=exc.message)
-        response = error_response(
-            request, status=exc.http_status, code=exc.code, message=exc.message, **exc.details
-        )
-        if "retry_after" in exc.details:
-            response.headers["Retry-After"] = str(exc.details["retry_after"])
-        return response
+        return haldir_response(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI reads and validates the body before the route's dependencies run: the key comes first.
+        refused = await _without_key(request)
+        if refused is not None:
+            return refused
         problems = [_describe(error) for error in exc.errors()]
         if any(error.get("type") == "json_invalid" for error in exc.errors()):
-            return error_response(
-                request, status=400, code="malformed_json", message="the request body is not valid JSON"
-            )
+            return _malformed_json(request)
         return error_response(
             request, status=400, code="invalid_request", message="; ".join(problems), problems=problems
         )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI's own: a body it could not read (not UTF-8, not a form)
+            return await _without_key(request) or _malformed_json(request)
         code = _STATUS_CODES.get(exc.status_code, "http_error")
-        return error_response(request, status=exc.status_code, code=code, message=str(exc.detail))
+        response = error_response(request, status=exc.status_code, code=code, message=str(exc.detail))
+        response.headers.update(exc.headers or {})
+        if exc.status_code == 405:
+            response.headers["Allow"] = ", ".join(allowed_methods(request))
+        return response
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -96,6 +99,42 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(
             request, status=500, code="internal_error", message="internal error; quote the request_id"
         )
+
+
+def haldir_response(request: Request, exc: HaldirError) -> JSONResponse:
+    if exc.http_status >= 500:
+        log.error("request_failed", code=exc.code, error=exc.message)
+    response = error_response(
+        request, status=exc.http_status, code=exc.code, message=exc.message, **exc.details
+    )
+    if "retry_after" in exc.details:
+        response.headers["Retry-After"] = str(exc.details["retry_after"])
+    return response
+
+
+async def _without_key(request: Request) -> JSONResponse | None:
+    """The 401 (or 503) of a request to an authenticated route that has no valid key; None when it has."""
+    try:
+        await require_key(request)
+    except HaldirError as exc:
+        return haldir_response(request, exc)
+    return None
+
+
+def _malformed_json(request: Request) -> JSONResponse:
+    return error_response(
+        request, status=400, code="malformed_json", message="the request body is not valid JSON (UTF-8)"
+    )
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method the request's path answers to. Starlette's 405 names those of the first route that
+    matched the path alone, and a path's methods are often routes of their own (GET and POST /v1/keys)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods and route.matches(request.scope)[0] != Match.NONE:
+            methods |= route.methods
+    return sorted(methods)
 
 
 def _describe(error: Any) -> str:

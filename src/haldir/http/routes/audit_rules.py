@@ -5,17 +5,21 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from haldir.core.anomalies import Rule
+from haldir.core.anomalies import RULE_TYPES, Rule
 from haldir.http.auth import GovernorDep, PrincipalDep
 from haldir.http.errors import ERROR_RESPONSES
-from haldir.http.schemas import Money, Timestamp
+from haldir.http.schemas import Money, Timestamp, documented_enum
 
 router = APIRouter(prefix="/v1/audit/rules", tags=["audit"], responses=ERROR_RESPONSES)
 
 
 class RuleCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    type: str = Field(max_length=32, description="`cost_over`, `rate_over` or `tool_match`.")
+    type: str = Field(
+        max_length=32,
+        description="`cost_over`, `rate_over` or `tool_match`.",
+        json_schema_extra=documented_enum(RULE_TYPES),
+    )
     max_usd: Money | None = Field(default=None, description="cost_over: flag entries that cost more.")
     max_calls: StrictInt | None = Field(
         default=None, description="rate_over: flag a session's actions beyond this many per window."

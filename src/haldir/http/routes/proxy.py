@@ -8,22 +8,34 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import mcp_types
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Body, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from haldir.core.policies import Policy
+from haldir.core.policies import POLICY_TYPES, Policy
 from haldir.core.tools import Upstream
 from haldir.governor.registry import ProxyTool, ToolSync
+from haldir.governor.upstreams import UPSTREAM_NAME
 from haldir.http.auth import GovernorDep, PrincipalDep
 from haldir.http.errors import APPROVAL_RESPONSE, ERROR_RESPONSES
-from haldir.http.schemas import Timestamp
+from haldir.http.schemas import Timestamp, documented_enum, documented_pattern
 from haldir.proxy.service import ProxyService
 
 router = APIRouter(prefix="/v1/proxy", tags=["proxy"], responses=ERROR_RESPONSES)
 
-UpstreamName = Annotated[str, Path(max_length=64)]
+UpstreamName = Annotated[str, Path(max_length=64, json_schema_extra=documented_pattern(UPSTREAM_NAME))]
 ToolName = Annotated[str, Path(max_length=64)]
 PolicyId = Annotated[str, Path(max_length=100)]
+# A policy is read by the domain (`parse_policy`), which names the field it refuses; the document says
+# what every policy has.
+PolicySpec = Annotated[
+    dict[str, Any],
+    Body(
+        json_schema_extra={
+            "required": ["type"],
+            "properties": {"type": {"type": "string", **documented_enum(POLICY_TYPES)}},
+        }
+    ),
+]
 
 
 def _service(request: Request) -> ProxyService:
@@ -33,7 +45,11 @@ def _service(request: Request) -> ProxyService:
 
 class UpstreamCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(max_length=64, description="1 to 32 of a-z, 0-9, '_' or '-'; no '__'.")
+    name: str = Field(
+        max_length=64,
+        description="1 to 32 of a-z, 0-9, '_' or '-'; no '__'.",
+        json_schema_extra=documented_pattern(UPSTREAM_NAME),
+    )
     url: str | None = Field(default=None, max_length=2048, description="A Streamable HTTP MCP endpoint.")
     headers: dict[str, str] | None = Field(
         default=None, description="Sent to a URL upstream; values may be `{{secret:NAME}}`."
@@ -203,7 +219,7 @@ async def approve_tool(
 
 
 @router.post("/policies", status_code=201, response_model=PolicyOut)
-async def create_policy(body: dict[str, Any], gov: GovernorDep, who: PrincipalDep) -> PolicyOut:
+async def create_policy(body: PolicySpec, gov: GovernorDep, who: PrincipalDep) -> PolicyOut:
     return PolicyOut.of(await gov.registry.create_policy(who, body))
 
 

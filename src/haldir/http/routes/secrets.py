@@ -8,17 +8,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from haldir.core.pagination import MAX_PAGE, encode_cursor
-from haldir.core.secrets import SecretInfo, SecretVersion
+from haldir.core.secrets import SECRET_NAME, SecretInfo, SecretVersion
 from haldir.errors import InvalidRequest
 from haldir.governor.vault import ReleasedSecret
 from haldir.http.auth import GovernorDep, PrincipalDep
 from haldir.http.errors import ERROR_RESPONSES
 from haldir.http.routes.keys import IdempotencyKey
-from haldir.http.schemas import OptionalTimestamp, Timestamp
+from haldir.http.schemas import OptionalTimestamp, Timestamp, documented_pattern
 
 router = APIRouter(prefix="/v1/secrets", tags=["secrets"], responses=ERROR_RESPONSES)
 
@@ -32,11 +32,15 @@ SessionHeader = Annotated[
 ]
 
 
+NAME_DESCRIPTION = "1 to 128 letters, digits, '_', '.' or '-', starting with a letter or digit."
+SecretName = Annotated[
+    str, Path(description=NAME_DESCRIPTION, json_schema_extra=documented_pattern(SECRET_NAME))
+]
+
+
 class SecretCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(
-        description="1 to 128 letters, digits, '_', '.' or '-', starting with a letter or digit."
-    )
+    name: str = Field(description=NAME_DESCRIPTION, json_schema_extra=documented_pattern(SECRET_NAME))
     value: str = Field(description="Non-empty text, at most 64 KiB as UTF-8. Never returned by this route.")
     scope_required: str = Field(
         default="read", max_length=200, description="The session scope a release needs."
@@ -144,7 +148,7 @@ async def list_secrets(
 
 @router.get("/{name}", response_model=SecretValue | SecretOut)
 async def get_secret(
-    name: str,
+    name: SecretName,
     gov: GovernorDep,
     who: PrincipalDep,
     response: Response,
@@ -163,6 +167,6 @@ async def get_secret(
 
 
 @router.delete("/{name}", response_model=SecretDeleted)
-async def delete_secret(name: str, gov: GovernorDep, who: PrincipalDep) -> SecretDeleted:
+async def delete_secret(name: SecretName, gov: GovernorDep, who: PrincipalDep) -> SecretDeleted:
     deleted = await gov.vault.delete_secret(who, name)
     return SecretDeleted(name=name, deleted_versions=deleted)

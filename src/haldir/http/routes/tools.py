@@ -10,14 +10,15 @@ from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from haldir.core.money import format_micros, to_micros
+from haldir.governor.proxy import LOCAL_TOOL_NAME
 from haldir.http.auth import GovernorDep, PrincipalDep
 from haldir.http.errors import APPROVAL_RESPONSE, ERROR_RESPONSES
-from haldir.http.schemas import Money
+from haldir.http.schemas import Money, documented_pattern
 from haldir.proxy.service import ProxyService
 
 router = APIRouter(prefix="/v1/tools", tags=["tools"], responses=ERROR_RESPONSES)
 
-ToolName = Annotated[str, Path(max_length=64)]
+ToolName = Annotated[str, Path(max_length=64, json_schema_extra=documented_pattern(LOCAL_TOOL_NAME))]
 CallId = Annotated[str, Path(max_length=100)]
 
 
