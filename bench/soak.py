@@ -97,6 +97,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--minutes", type=int, default=30, help="one-minute wrk runs, sampled after each")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (-c)")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (-t)")
+    parser.add_argument(
+        "--timeout",
+        type=int,
+        default=30,
+        help="wrk's timeout per request, seconds (a timeout is a socket error)",
+    )
     parser.add_argument("--database-url", default=None, help="a PostgreSQL server for a scratch database")
     return parser.parse_args()
 
@@ -206,7 +212,16 @@ def main() -> None:
             with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
                 script.write(LUA % {"sessions": ", ".join(f'"{s}"' for s in sessions), "key": key})
             try:
-                command = ["wrk", f"-t{args.threads}", f"-c{args.connections}", "-d60s", "-s", script.name]
+                command = [
+                    "wrk",
+                    f"-t{args.threads}",
+                    f"-c{args.connections}",
+                    "-d60s",
+                    "--timeout",
+                    f"{args.timeout}s",
+                    "-s",
+                    script.name,
+                ]
                 for minute in range(1, args.minutes + 1):
                     measured = parse_wrk(MIX, run_wrk([*command, "--latency", base]), 0.0)
                     pids = tree(proc.pid)
