@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -46,9 +47,26 @@ def presented_key(request: Request) -> str | None:
 async def principal(request: Request) -> Principal:
     # The headers are read here rather than through the two schemes as sub-dependencies: FastAPI solves
     # each dependency per request, and two more cost a tenth of a cached governed request.
-    found = await app_governor(request).keys.authenticate(presented_key(request))
+    gov = app_governor(request)
+    found = await gov.keys.authenticate(presented_key(request))
     structlog.contextvars.bind_contextvars(tenant_id=found.tenant_id, key=found.key_prefix)
+    await gov.limits.admit_request(found.tenant_id, records=records_actions(request.method, request.url.path))
     return found
+
+
+# Requests the actions quota lets through here: those that settle what was already admitted (a local
+# call's outcome, a payment's capture or void, an approval's decision), so nothing admitted is left
+# half-recorded; and a governed call's begin, which the proxy checks itself (as for MCP calls).
+_SETTLES = re.compile(
+    r"/v1/(tools/calls/[^/]+/finish|tools/[^/]+/begin|payments/[^/]+/(capture|void)|approvals/[^/]+/(approve|deny))"
+)
+
+
+def records_actions(method: str, path: str) -> bool:
+    """Whether a request would record new actions in the ledger, which the actions quota refuses once
+    it is used up: a POST, PUT or PATCH, unless it settles something already admitted. Reads (GET) and
+    deletions and revocations (DELETE, which shrink what the tenant holds) always go through."""
+    return method in ("POST", "PUT", "PATCH") and _SETTLES.fullmatch(path) is None
 
 
 GovernorDep = Annotated[Governor, Depends(governor)]

@@ -15,7 +15,7 @@ router = APIRouter(prefix="/v1/audit/rules", tags=["audit"], responses=ERROR_RES
 
 class RuleCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    type: str = Field(max_length=32, description="`cost_over`, `rate_over` or `tool_match`.")
+    type: str = Field(max_length=32, description="`cost_over`, `rate_over`, `tool_match` or `outside_hours`.")
     max_usd: Money | None = Field(default=None, description="cost_over: flag entries that cost more.")
     max_calls: StrictInt | None = Field(
         default=None, description="rate_over: flag a session's actions beyond this many per window."
@@ -23,6 +23,19 @@ class RuleCreate(BaseModel):
     window_seconds: StrictInt | None = Field(default=None, description="rate_over: the window, in seconds.")
     pattern: str | None = Field(
         default=None, max_length=200, description="tool_match: a tool name or a glob such as `delete_*`."
+    )
+    timezone: str | None = Field(
+        default=None, max_length=64, description="outside_hours: an IANA time zone, e.g. `Europe/Berlin`."
+    )
+    start: str | None = Field(default=None, description="outside_hours: normal hours begin, local `HH:MM`.")
+    end: str | None = Field(
+        default=None, description="outside_hours: normal hours end, local `HH:MM` (before start: overnight)."
+    )
+    days: list[str] | None = Field(
+        default=None, description="outside_hours: the days with normal hours, `mon`..`sun` (default all)."
+    )
+    tools: str | None = Field(
+        default=None, max_length=200, description="outside_hours: judge only tools matching this glob."
     )
 
 
@@ -33,6 +46,11 @@ class RuleOut(BaseModel):
     max_calls: int | None = None
     window_seconds: int | None = None
     pattern: str | None = None
+    timezone: str | None = None
+    start: str | None = None
+    end: str | None = None
+    days: list[str] | None = None
+    tools: str | None = None
     created_at: Timestamp
 
     @classmethod
