@@ -9,6 +9,8 @@ for a tenth of a second's requests.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -36,6 +38,7 @@ from haldir.governor.ledger import Ledger
 from haldir.store.ports import ChangeFeed, LimitsStore
 
 CACHED_TENANTS = 100_000
+Release = Callable[[], None]
 
 
 @dataclass
@@ -56,6 +59,7 @@ class Limits:
         self._clock = clock
         self._quotas: Cache[str, Quota] = Cache(changes.epoch, maxsize=CACHED_TENANTS)
         self._leases: dict[str, _Lease] = {}
+        self._held: dict[str, int] = {}  # new actions admitted here, per tenant, not yet recorded
 
     async def quota(self, tenant_id: str) -> Quota:
         """The tenant's quota (`UNLIMITED` without one), from memory while no change was announced."""
@@ -119,28 +123,41 @@ class Limits:
 
     # enforcement
 
-    async def admit_request(self, tenant_id: str, *, records: bool) -> None:
+    async def admit_request(self, tenant_id: str, *, records: bool) -> Release | None:
         """Refuse (`QuotaExceeded`, with `retry_after`) a request of the tenant's API keys over its
-        requests-per-second limit, or, when it `records` new actions, over its actions this month."""
+        requests-per-second limit, or, when it `records` new actions, over its actions this month. An
+        admitted request that records holds a place until the caller calls the release it returns."""
         quota = await self.quota(tenant_id)
         if quota.unlimited:
-            return
+            return None
         if quota.requests_per_second is not None:
             await self._take_request(tenant_id, quota.requests_per_second)
         if records and quota.actions_per_month is not None:
-            await self._require_actions(tenant_id, quota.actions_per_month)
+            return await self._hold_action(tenant_id, quota.actions_per_month)
+        return None
 
-    async def require_actions(self, tenant_id: str) -> None:
-        """Refuse (`QuotaExceeded`) new actions of a tenant that used its actions this month: the check
-        of every governed call, whichever adapter it came through."""
+    @asynccontextmanager
+    async def action(self, tenant_id: str) -> AsyncIterator[None]:
+        """Hold a place for one new action of the tenant while the block records it, refusing it
+        (`QuotaExceeded`) when the tenant used its actions this month: the check of every governed
+        call, whichever adapter it came through."""
         quota = await self.quota(tenant_id)
+        release = None
         if quota.actions_per_month is not None:
-            await self._require_actions(tenant_id, quota.actions_per_month)
+            release = await self._hold_action(tenant_id, quota.actions_per_month)
+        try:
+            yield
+        finally:
+            if release is not None:
+                release()
 
-    async def _require_actions(self, tenant_id: str, limit: int) -> None:
+    async def _hold_action(self, tenant_id: str, limit: int) -> Release:
+        """Count the month's actions from the counters, plus the actions this process admitted and has
+        not finished recording: so concurrent requests of one process never pass the quota together."""
         now = self._clock.now()
         used = await self._store.actions(tenant_id, first=day_number(month_start(now)), last=day_number(now))
-        if used >= limit:
+        held = self._held.get(tenant_id, 0)
+        if used + held >= limit:
             raise QuotaExceeded(
                 f"tenant '{tenant_id}' used its {limit:,} actions this month ({used:,} recorded); reads "
                 "still work, new actions resume when the next UTC month begins or the operator raises "
@@ -150,6 +167,16 @@ class Limits:
                 used=used,
                 retry_after=seconds_to_next_month(now),
             )
+        self._held[tenant_id] = held + 1
+
+        def release() -> None:
+            left = self._held.get(tenant_id, 1) - 1
+            if left > 0:
+                self._held[tenant_id] = left
+            else:
+                self._held.pop(tenant_id, None)
+
+        return release
 
     async def require_agent_room(self, tenant_id: str, agent_id: str) -> None:
         """Refuse a session for a new agent when the tenant's agents with sessions in force are at its

@@ -134,7 +134,7 @@ class Proxy:
         payment_store: PaymentStore,
         proxy_store: ProxyStore,
         clock: Clock,
-        limits: Limits | None = None,
+        limits: Limits,
     ) -> None:
         self._registry = registry
         self._proxy_store = proxy_store  # its admitted calls without an outcome
@@ -196,10 +196,30 @@ class Proxy:
         principal.require("proxy:write")
         if not isinstance(arguments, dict):
             raise InvalidRequest("arguments must be a JSON object", field="arguments")
-        if self._limits is not None:
-            await self._limits.require_actions(principal.tenant_id)
         digest = _sha256(arguments)
         session = await self._sessions.require_session(principal, session_id)
+        async with self._limits.action(principal.tenant_id):  # the actions quota, before any decision
+            return await self._decide(
+                principal,
+                session,
+                tool=tool,
+                arguments=arguments,
+                digest=digest,
+                local=local,
+                declared_micros=declared_micros,
+            )
+
+    async def _decide(
+        self,
+        principal: Principal,
+        session: Session,
+        *,
+        tool: str,
+        arguments: dict[str, Any],
+        digest: str,
+        local: bool,
+        declared_micros: int,
+    ) -> Admission:
         try:
             return await self._admit(
                 session,

@@ -17,6 +17,7 @@ from fastapi.security.utils import get_authorization_scheme_param
 
 from haldir.core.keys import Principal
 from haldir.governor import Governor
+from haldir.http.middleware import AFTER_RESPONSE
 
 # The two ways to present a key, as the OpenAPI document declares them (see `document_security`).
 SCHEMES: tuple[SecurityBase, ...] = (
@@ -50,7 +51,11 @@ async def principal(request: Request) -> Principal:
     gov = app_governor(request)
     found = await gov.keys.authenticate(presented_key(request))
     structlog.contextvars.bind_contextvars(tenant_id=found.tenant_id, key=found.key_prefix)
-    await gov.limits.admit_request(found.tenant_id, records=records_actions(request.method, request.url.path))
+    release = await gov.limits.admit_request(
+        found.tenant_id, records=records_actions(request.method, request.url.path)
+    )
+    if release is not None:  # the edge middleware releases the action's place once the response is sent
+        request.scope.setdefault("state", {}).setdefault(AFTER_RESPONSE, []).append(release)
     return found
 
 
