@@ -291,10 +291,10 @@ async def test_an_outside_hours_rule_flags_entries_outside_the_tenants_normal_ho
 
 
 async def test_a_tenants_burst_threshold_replaces_the_default_for_it_alone(api: Api) -> None:
-    default = await api.client.get("/v1/anomalies/settings", headers=api.auth(api.admin_key))
+    default = await api.client.get("/v1/audit/anomaly-settings", headers=api.auth(api.admin_key))
     assert default.json() == {"burst_enabled": True, "burst_max_actions": 60, "burst_window_seconds": 20}
     changed = await api.client.put(
-        "/v1/anomalies/settings",
+        "/v1/audit/anomaly-settings",
         json={"burst_max_actions": 3, "burst_window_seconds": 60},
         headers=api.auth(api.admin_key),
     )
@@ -307,7 +307,7 @@ async def test_a_tenants_burst_threshold_replaces_the_default_for_it_alone(api: 
         assert (await _log(api, theirs, other_key))["flagged"] is False
     assert (await _log(api, mine))["flag_reason"] == "burst: 4 actions in 60 s by this session"
     assert (await _log(api, theirs, other_key))["flagged"] is False  # globex keeps the default
-    theirs_now = await api.client.get("/v1/anomalies/settings", headers=api.auth(other_key))
+    theirs_now = await api.client.get("/v1/audit/anomaly-settings", headers=api.auth(other_key))
     assert theirs_now.json()["burst_max_actions"] == 60
     audit = await api.client.get("/v1/audit", params={"tool": "limits"}, headers=api.auth(api.admin_key))
     assert [e["action"] for e in audit.json()["entries"]] == ["anomaly.settings.set"]
@@ -315,7 +315,7 @@ async def test_a_tenants_burst_threshold_replaces_the_default_for_it_alone(api: 
 
 async def test_the_burst_detector_can_be_turned_off(api: Api) -> None:
     off = await api.client.put(
-        "/v1/anomalies/settings", json={"burst_enabled": False}, headers=api.auth(api.admin_key)
+        "/v1/audit/anomaly-settings", json={"burst_enabled": False}, headers=api.auth(api.admin_key)
     )
     assert off.json() == {"burst_enabled": False, "burst_max_actions": None, "burst_window_seconds": 20}
     session_id = await _session(api)
@@ -335,7 +335,7 @@ async def test_the_burst_detector_can_be_turned_off(api: Api) -> None:
 async def test_invalid_anomaly_settings_are_refused_with_400(
     api: Api, body: dict[str, Any], field: str | None
 ) -> None:
-    response = await api.client.put("/v1/anomalies/settings", json=body, headers=api.auth(api.admin_key))
+    response = await api.client.put("/v1/audit/anomaly-settings", json=body, headers=api.auth(api.admin_key))
     assert response.status_code == 400, response.text
     if field is not None:
         assert response.json()["field"] == field
@@ -343,6 +343,6 @@ async def test_invalid_anomaly_settings_are_refused_with_400(
 
 async def test_anomaly_settings_need_audit_scopes(api: Api) -> None:
     reader = await api.key("audit:read")
-    assert (await api.client.get("/v1/anomalies/settings", headers=api.auth(reader))).status_code == 200
-    refused = await api.client.put("/v1/anomalies/settings", json={}, headers=api.auth(reader))
+    assert (await api.client.get("/v1/audit/anomaly-settings", headers=api.auth(reader))).status_code == 200
+    refused = await api.client.put("/v1/audit/anomaly-settings", json={}, headers=api.auth(reader))
     assert refused.status_code == 403

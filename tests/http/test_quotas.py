@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
@@ -62,8 +63,9 @@ async def test_new_actions_over_the_monthly_quota_are_refused_until_the_next_mon
     size = await _size(api)
     refused = _refused(await _log(api, session_id), "actions_per_month")
     assert refused["retry_after"] == 3600 == seconds_to_next_month(api.clock.now())
-    assert refused["limit"] == size and refused["used"] == size
-    assert "used its" in refused["error"] and "next UTC month" in refused["error"]
+    assert refused["limit"] == refused["used"] == size
+    assert "used its" in refused["error"]
+    assert "next UTC month" in refused["error"]
     assert await _size(api) == size  # nothing of the refused request was recorded
     # Reads go on; so do revocations.
     reads = await api.client.get("/v1/audit", headers=api.auth(api.admin_key))
@@ -127,7 +129,7 @@ async def test_a_new_agent_over_the_agents_quota_is_refused(api: Api) -> None:
         ),
         "agents",
     )
-    assert body["limit"] == 2 and body["used"] == 2
+    assert body["limit"] == body["used"] == 2
     assert "carol" in body["error"]
     again = await _session(api, "alice")  # an agent with a session in force may open more
     await api.client.delete(f"/v1/sessions/{first}", headers=api.auth(api.admin_key))
@@ -171,9 +173,9 @@ async def second(api: Api, store_url: str, tmp_path: Path) -> AsyncIterator[http
 
 
 async def _listening(api: Api) -> None:
-    async with asyncio.timeout(10):
-        while api.app.state.store.changes.epoch() is None:
-            await asyncio.sleep(0.01)  # the PostgreSQL listener connecting, not time passing
+    with anyio.fail_after(10):
+        while api.app.state.store.changes.epoch() is None:  # noqa: ASYNC110 - polling the listener task
+            await anyio.sleep(0.01)  # the PostgreSQL listener connecting, not time passing
 
 
 async def test_a_quota_set_through_one_process_is_enforced_by_another_at_its_next_request(
@@ -217,7 +219,8 @@ async def test_usage_and_metrics_report_use_against_each_quota(api: Api) -> None
     assert metrics["requests_per_second_quota"] == 100
     unlimited = await api.key("*", tenant="globex")
     theirs = (await api.client.get("/v1/usage", headers=api.auth(unlimited))).json()["quota"]
-    assert theirs["actions_per_month"] is None and theirs["agents"] is None
+    assert theirs["actions_per_month"] is None
+    assert theirs["agents"] is None
 
 
 async def test_setting_a_quota_is_recorded_in_the_ledger(api: Api) -> None:

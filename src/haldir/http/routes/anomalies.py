@@ -9,7 +9,7 @@ from haldir.core.anomalies import AnomalySettings
 from haldir.http.auth import GovernorDep, PrincipalDep
 from haldir.http.errors import ERROR_RESPONSES
 
-router = APIRouter(prefix="/v1/anomalies", tags=["audit"], responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/v1/audit/anomaly-settings", tags=["audit"], responses=ERROR_RESPONSES)
 
 
 class SettingsIn(BaseModel):
@@ -37,13 +37,13 @@ class SettingsOut(BaseModel):
         )
 
 
-@router.get("/settings", response_model=SettingsOut)
+@router.get("", response_model=SettingsOut)
 async def get_settings(gov: GovernorDep, who: PrincipalDep) -> SettingsOut:
     """The tenant's settings of the built-in anomaly detectors (the defaults until it sets its own)."""
     return SettingsOut.of(await gov.rules.anomaly_settings(who))
 
 
-@router.put("/settings", response_model=SettingsOut)
+@router.put("", response_model=SettingsOut)
 async def put_settings(body: SettingsIn, gov: GovernorDep, who: PrincipalDep) -> SettingsOut:
     """Replace the settings (fields left out take the defaults); every process judges new entries by
     them from its next append."""
