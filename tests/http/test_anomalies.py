@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import anyio
+import httpx
 import pytest
 import sqlalchemy as sa
 
 from haldir.core.keys import Principal
 from haldir.errors import Conflict
 from haldir.governor.rules import MAX_RULES
+from haldir.http.app import create_app
+from haldir.settings import Settings
 from haldir.store.schema import events
 from tests.conftest import Api
 
@@ -346,3 +352,44 @@ async def test_anomaly_settings_need_audit_scopes(api: Api) -> None:
     assert (await api.client.get("/v1/audit/anomaly-settings", headers=api.auth(reader))).status_code == 200
     refused = await api.client.put("/v1/audit/anomaly-settings", json={}, headers=api.auth(reader))
     assert refused.status_code == 403
+
+
+@pytest.fixture
+async def second(api: Api, store_url: str, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """Another server process on the same store and machine, with caches of its own."""
+    settings = Settings(
+        data_dir=tmp_path, database_url=store_url, custom_scopes=("stripe",), stdio_tenants=("acme",)
+    )
+    app = create_app(settings, clock=api.clock)
+    async with app.router.lifespan_context(app):
+        with anyio.fail_after(10):
+            while app.state.store.changes.epoch() is None:  # noqa: ASYNC110 - the PostgreSQL listener
+                await anyio.sleep(0.01)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://haldir.test") as client:
+            yield client
+
+
+async def test_settings_changed_through_one_process_judge_the_next_append_on_another(
+    api: Api, second: httpx.AsyncClient
+) -> None:
+    session_id = await _session(api)
+
+    async def log_on_second() -> dict[str, Any]:
+        body = {"session_id": session_id, "tool": "stripe", "action": "charge"}
+        response = await second.post("/v1/audit", json=body, headers=api.auth(api.admin_key))
+        assert response.status_code == 201, response.text
+        return dict(response.json())
+
+    for _ in range(3):
+        assert (await log_on_second())["flagged"] is False  # `second` judges by the cached defaults
+    changed = await api.client.put(
+        "/v1/audit/anomaly-settings", json={"burst_max_actions": 3}, headers=api.auth(api.admin_key)
+    )
+    assert changed.status_code == 200, changed.text
+    # The settings change itself is an entry of no session; the session's 4th entry is over 3 in 20 s.
+    assert (await log_on_second())["flag_reason"] == "burst: 4 actions in 20 s by this session"
+    await api.client.put(
+        "/v1/audit/anomaly-settings", json={"burst_enabled": False}, headers=api.auth(api.admin_key)
+    )
+    assert (await log_on_second())["flagged"] is False
