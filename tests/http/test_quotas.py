@@ -17,6 +17,7 @@ import pytest
 from haldir.core.keys import Principal
 from haldir.core.quotas import seconds_to_next_month
 from haldir.http.app import create_app
+from haldir.http.auth import records_actions
 from haldir.settings import Settings
 from tests.conftest import Api
 
@@ -229,3 +230,26 @@ async def test_setting_a_quota_is_recorded_in_the_ledger(api: Api) -> None:
     found = await api.client.get("/v1/audit", params={"tool": "limits"}, headers=api.auth(api.admin_key))
     details = [entry["details"] for entry in found.json()["entries"]]
     assert [(d["actions_per_month"], d["agents"]) for d in details] == [(100, 3), (None, 3)]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "records"),
+    [
+        ("POST", "/v1/audit", True),
+        ("POST", "/v1/sessions", True),
+        ("PUT", "/v1/audit/anomaly-settings", True),
+        ("POST", "/v1/payments/authorize", True),
+        ("POST", "/v1/approvals/request", True),
+        ("GET", "/v1/audit", False),
+        ("DELETE", "/v1/sessions/ses_1", False),
+        ("POST", "/v1/tools/calls/call_1/finish", False),  # settles an admitted call
+        ("POST", "/v1/payments/pay_1/capture", False),
+        ("POST", "/v1/payments/pay_1/void", False),
+        ("POST", "/v1/approvals/apr_1/approve", False),
+        ("POST", "/v1/approvals/apr_1/deny", False),
+        ("POST", "/v1/tools/lookup/begin", False),  # the proxy checks governed calls itself
+        ("POST", "/v1/proxy/call", False),
+    ],
+)
+def test_which_requests_the_actions_quota_judges(method: str, path: str, records: bool) -> None:
+    assert records_actions(method, path) is records

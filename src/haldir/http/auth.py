@@ -61,9 +61,11 @@ async def principal(request: Request) -> Principal:
 
 # Requests the actions quota lets through here: those that settle what was already admitted (a local
 # call's outcome, a payment's capture or void, an approval's decision), so nothing admitted is left
-# half-recorded; and a governed call's begin, which the proxy checks itself (as for MCP calls).
+# half-recorded; and governed calls (a local call's begin, a proxied call), which the proxy checks itself
+# as it does for MCP calls: checking here too would count each of them twice.
 _SETTLES = re.compile(
-    r"/v1/(tools/calls/[^/]+/finish|tools/[^/]+/begin|payments/[^/]+/(capture|void)|approvals/[^/]+/(approve|deny))"
+    r"/v1/(tools/calls/[^/]+/finish|tools/[^/]+/begin|proxy/call"
+    r"|payments/[^/]+/(capture|void)|approvals/[^/]+/(approve|deny))"
 )
 
 
