@@ -31,7 +31,7 @@ async def measure(url: str | None, requests: int) -> None:
         await store.close()
     async with open_runtime(settings) as runtime:
         listening = asyncio.create_task(runtime.store.changes.listen())  # as a server does (PostgreSQL)
-        while runtime.store.changes.epoch() is None:
+        while runtime.store.changes.epoch() is None:  # noqa: ASYNC110 - polling the listener task
             await asyncio.sleep(0.01)
         limits = runtime.governor.limits
         operator = Principal.operator("acme")
