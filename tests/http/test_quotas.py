@@ -253,3 +253,13 @@ async def test_setting_a_quota_is_recorded_in_the_ledger(api: Api) -> None:
 )
 def test_which_requests_the_actions_quota_judges(method: str, path: str, records: bool) -> None:
     assert records_actions(method, path) is records
+
+
+async def test_a_per_second_limit_lowered_within_the_second_grants_nothing_more(api: Api) -> None:
+    limits = api.app.state.store.limits
+    await api.governor.limits.set_quota(ACME, requests_per_second=10)  # creates the tenant's row
+    assert await limits.lease("acme", window=100, wanted=8, limit=10) == 8
+    assert await limits.lease("acme", window=100, wanted=8, limit=10) == 2  # what is left of the second
+    assert await limits.lease("acme", window=100, wanted=1, limit=5) == 0  # lowered: none, not minus 5
+    assert await limits.lease("acme", window=100, wanted=1, limit=10) == 0  # and the count did not drop
+    assert await limits.lease("acme", window=101, wanted=3, limit=5) == 3  # the next second starts afresh

@@ -91,8 +91,8 @@ class SqlLimits:
             window = sa.bindparam("p_window", type_=sa.BigInteger())
             wanted = sa.bindparam("p_wanted", type_=sa.Integer())
             limit = sa.bindparam("p_limit", type_=sa.Integer())
-            left = limit - r.used
-            same = sa.case((left < wanted, left), else_=wanted)
+            left = limit - r.used  # below zero once the limit was lowered within the second
+            same = sa.case((left <= 0, 0), (left < wanted, left), else_=wanted)
             grant = sa.case((r.window == window, same), else_=wanted)
             self._lease = (
                 insert.values(tenant_id=sa.bindparam("p_tenant"), window=window, used=wanted, granted=wanted)
