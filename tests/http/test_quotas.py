@@ -263,3 +263,18 @@ async def test_a_per_second_limit_lowered_within_the_second_grants_nothing_more(
     assert await limits.lease("acme", window=100, wanted=1, limit=5) == 0  # lowered: none, not minus 5
     assert await limits.lease("acme", window=100, wanted=1, limit=10) == 0  # and the count did not drop
     assert await limits.lease("acme", window=101, wanted=3, limit=5) == 3  # the next second starts afresh
+
+
+async def test_concurrent_sessions_for_new_agents_never_pass_the_agents_quota(api: Api) -> None:
+    await api.governor.limits.set_quota(ACME, agents=3)
+
+    async def create(agent: str) -> int:
+        made = await api.client.post(
+            "/v1/sessions", json={"agent_id": agent, "scopes": ["read"]}, headers=api.auth(api.admin_key)
+        )
+        return made.status_code
+
+    answers = await asyncio.gather(*(create(f"agent-{n}") for n in range(12)))
+    assert sorted(answers) == [201] * 3 + [429] * 9
+    usage = (await api.client.get("/v1/usage", headers=api.auth(api.admin_key))).json()
+    assert usage["quota"]["agents_active"] == 3

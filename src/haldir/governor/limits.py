@@ -9,6 +9,7 @@ for a tenth of a second's requests.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -60,6 +61,7 @@ class Limits:
         self._quotas: Cache[str, Quota] = Cache(changes.epoch, maxsize=CACHED_TENANTS)
         self._leases: dict[str, _Lease] = {}
         self._held: dict[str, int] = {}  # new actions admitted here, per tenant, not yet recorded
+        self._agent_locks: dict[str, asyncio.Lock] = {}  # session creations of limited tenants, in turn
 
     async def quota(self, tenant_id: str) -> Quota:
         """The tenant's quota (`UNLIMITED` without one), from memory while no change was announced."""
@@ -178,21 +180,30 @@ class Limits:
 
         return release
 
-    async def require_agent_room(self, tenant_id: str, agent_id: str) -> None:
+    @asynccontextmanager
+    async def agent_room(self, tenant_id: str, agent_id: str) -> AsyncIterator[None]:
         """Refuse a session for a new agent when the tenant's agents with sessions in force are at its
-        limit; an agent that already has one may always open more."""
+        limit (an agent that already has one may always open more); else hold the tenant's turn while the
+        block creates the session, so that this process's concurrent creations are counted one by one."""
         quota = await self.quota(tenant_id)
         if quota.agents is None:
+            yield
             return
+        lock = self._agent_locks.setdefault(tenant_id, asyncio.Lock())
+        async with lock:  # one lock per tenant with an agents quota, kept: a few bytes each
+            await self._require_agent_room(tenant_id, agent_id, quota.agents)
+            yield
+
+    async def _require_agent_room(self, tenant_id: str, agent_id: str, limit: int) -> None:
         count, present = await self._store.agents(tenant_id, now=self._clock.now(), agent_id=agent_id)
-        if present or count < quota.agents:
+        if present or count < limit:
             return
         raise QuotaExceeded(
-            f"tenant '{tenant_id}' has {count} agents with sessions in force, its limit is {quota.agents}: "
+            f"tenant '{tenant_id}' has {count} agents with sessions in force, its limit is {limit}: "
             f"agent {agent_id!r} can open a session when one of theirs expires or is revoked, "
             "or the operator raises the quota",
             quota="agents",
-            limit=quota.agents,
+            limit=limit,
             used=count,
             retry_after=60,
         )

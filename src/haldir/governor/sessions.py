@@ -111,9 +111,10 @@ class Sessions:
             ttl=ttl,
             created_at=self._clock.now(),
         )
-        if self._limits is not None:
-            await self._limits.require_agent_room(principal.tenant_id, agent_id)
-        return await self._session_store.insert_session(session, idempotency=request)
+        if self._limits is None:
+            return await self._session_store.insert_session(session, idempotency=request)
+        async with self._limits.agent_room(principal.tenant_id, agent_id):
+            return await self._session_store.insert_session(session, idempotency=request)
 
     async def get_session(self, principal: Principal, session_id: str) -> Session:
         principal.require("sessions:read")
