@@ -128,6 +128,15 @@ class RateLimited(CallDenied):
     http_status = 429
 
 
+class QuotaExceeded(HaldirError):
+    """A tenant's quota, set by the operator, is used up; `retry_after` (seconds) says when it resets,
+    `quota` which one (`actions_per_month`, `agents`, `requests_per_second`)."""
+
+    code = "quota_exceeded"
+    http_status = 429
+    exit_code = 4
+
+
 class ToolDefinitionChanged(CallDenied):
     """The upstream changed the tool's definition since it was pinned; an operator must approve it."""
 

@@ -22,6 +22,7 @@ from haldir.governor.evidence import Evidence
 from haldir.governor.keyring import MasterKeyring
 from haldir.governor.keys import Keys
 from haldir.governor.ledger import Ledger
+from haldir.governor.limits import Limits
 from haldir.governor.proxy import Proxy
 from haldir.governor.registry import Registry
 from haldir.governor.retention import Lifetimes, Retention
@@ -60,8 +61,14 @@ def wire(
     known_scopes = BUILTIN_SCOPES | custom_scopes if strict_scopes else None
     ledger = Ledger(ledger_store=store.ledger, clock=clock, log_signer=log_signer, log_origin=log_origin)
     changes = store.changes
+    limits = Limits(limits_store=store.limits, changes=changes, ledger=ledger, clock=clock)
     sessions = Sessions(
-        session_store=store, changes=changes, clock=clock, known_scopes=known_scopes, max_ttl=max_ttl
+        session_store=store,
+        changes=changes,
+        clock=clock,
+        known_scopes=known_scopes,
+        max_ttl=max_ttl,
+        limits=limits,
     )
     vault = Vault(
         vault_store=store.vault,
@@ -94,7 +101,10 @@ def wire(
         approvals=approvals,
         sessions=sessions,
         ledger=ledger,
-        rules=Rules(ledger_store=store.ledger, changes=changes, clock=clock),
+        rules=Rules(
+            ledger_store=store.ledger, limits_store=store.limits, changes=changes, ledger=ledger, clock=clock
+        ),
+        limits=limits,
         budgets=Budgets(
             payment_store=store,
             sessions=sessions,
@@ -114,6 +124,7 @@ def wire(
             payment_store=store,
             proxy_store=store.proxy,
             clock=clock,
+            limits=limits,
         ),
         webhooks=Webhooks(
             webhook_store=store.webhooks,
@@ -132,7 +143,12 @@ def wire(
             log_signer=log_signer,
         ),
         usage=Usage(
-            usage_store=store.usage, health=store, ledger=ledger, clock=clock, schema_head=head_revision()
+            usage_store=store.usage,
+            health=store,
+            ledger=ledger,
+            limits=limits,
+            clock=clock,
+            schema_head=head_revision(),
         ),
         retention=Retention(
             retention_store=store.retention,

@@ -114,3 +114,41 @@ def test_an_unreachable_store_is_one_line_and_exit_code_7(
         assert result.exit_code == 7, (command, result.output)
         assert "the store did not answer" in result.output
         assert "Traceback" not in result.output
+
+
+def test_tenants_set_quota_show_and_list(data_dir: Path) -> None:
+    _ok("migrate", "up")
+    out = _ok("tenants", "set-quota", "acme", "--actions-per-month", "50,000", "--agents", "10", "--json")
+    assert json.loads(out) == {
+        "tenant_id": "acme",
+        "actions_per_month": 50_000,
+        "agents": 10,
+        "requests_per_second": None,
+        "actions_this_month": 1,  # the quota change is recorded in the tenant's ledger
+        "agents_active": 0,
+    }
+    _ok("tenants", "set-quota", "acme", "--agents", "none", "--requests-per-second", "20")
+    shown = _ok("tenants", "show", "acme")
+    assert "2 / 50,000" in shown
+    assert "0 / unlimited" in shown
+    assert "requests / second   20" in shown
+    listed = json.loads(_ok("tenants", "list", "--json"))
+    assert [
+        (t["tenant_id"], t["actions_per_month"], t["agents"], t["requests_per_second"]) for t in listed
+    ] == [("acme", 50_000, None, 20)]
+    assert "acme" in _ok("tenants", "list")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--agents", "ten"], "agents must be a whole number, 0 or 'none'"),
+        (["--agents", "-3"], "agents must be a whole number from 1"),
+        ([], "give at least one of"),
+    ],
+)
+def test_tenants_set_quota_refuses_bad_values(data_dir: Path, args: list[str], message: str) -> None:
+    _ok("migrate", "up")
+    result = runner.invoke(app, ["tenants", "set-quota", "acme", *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output

@@ -7,6 +7,7 @@ from decimal import Decimal
 from fractions import Fraction
 from statistics import median
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given
@@ -18,7 +19,9 @@ from haldir.core.anomalies import (
     MAX_RULE_CALLS,
     SPIKE_BASELINE_ENTRIES,
     Candidate,
+    Condition,
     CostOver,
+    OutsideHours,
     RateOver,
     RecentEntry,
     Rule,
@@ -27,12 +30,16 @@ from haldir.core.anomalies import (
     flagged_event,
     lookback,
     parse_condition,
+    parse_settings,
 )
 from haldir.core.money import format_micros
 from haldir.errors import InvalidRequest
 
 NOW = datetime(2026, 4, 5, 19, 0, tzinfo=UTC)
 USD = 1_000_000
+
+
+HOURS = {"timezone": "Europe/Berlin", "start": "08:00", "end": "18:00"}
 
 
 def candidate(
@@ -54,7 +61,7 @@ def costs(*amounts: int) -> list[RecentEntry]:
     return [past(3600 + i, cost=amount) for i, amount in enumerate(amounts)]
 
 
-def rule(condition: CostOver | RateOver | ToolMatch, rule_id: str = "rul_1") -> Rule:
+def rule(condition: Condition, rule_id: str = "rul_1") -> Rule:
     return Rule(rule_id=rule_id, condition=condition, created_at=NOW)
 
 
@@ -126,30 +133,37 @@ def test_a_higher_cost_is_flagged_whenever_a_lower_one_is(history: list[int], co
 # built-in: burst
 
 
-def test_the_thirty_first_action_within_a_minute_is_a_burst() -> None:
-    thirty = [past(i) for i in range(BURST_MAX_ACTIONS)]
-    assert detect(candidate(), thirty[:-1], [], NOW) is None
-    assert detect(candidate(), thirty, [], NOW) == "burst: 31 actions in 60 s by this session"
+def test_the_sixty_first_action_within_twenty_seconds_is_a_burst() -> None:
+    sixty = [past(i / 4) for i in range(BURST_MAX_ACTIONS)]
+    assert detect(candidate(), sixty[:-1], [], NOW) is None
+    assert detect(candidate(), sixty, [], NOW) == "burst: 61 actions in 20 s by this session"
 
 
-def test_an_action_exactly_sixty_seconds_ago_is_outside_the_burst_window() -> None:
-    recent = [*(past(i) for i in range(29)), past(60)]
+def test_one_governed_call_a_second_is_not_a_burst() -> None:
+    # Each call appends its admission and its outcome: two entries a second, sustained for minutes.
+    steady = [past(0), *(past(1 + i // 2) for i in range(2 * 300))]
+    assert detect(candidate(), steady, [], NOW) is None
+    assert detect(candidate(), [past(0.5 * i // 2) for i in range(100)], [], NOW) is not None  # twice that
+
+
+def test_an_action_exactly_twenty_seconds_ago_is_outside_the_burst_window() -> None:
+    recent = [*(past(i / 3) for i in range(59)), past(20)]
     assert detect(candidate(), recent, [], NOW) is None
-    recent = [*(past(i) for i in range(29)), past(59.999999)]
+    recent = [*(past(i / 3) for i in range(59)), past(19.999999)]
     assert detect(candidate(), recent, [], NOW) is not None
 
 
 def test_a_burst_beyond_the_entries_looked_at_is_reported_as_a_lower_bound() -> None:
     recent = [past(i / 10) for i in range(lookback([]))]
-    assert detect(candidate(), recent, [], NOW) == "burst: at least 32 actions in 60 s by this session"
+    assert detect(candidate(), recent, [], NOW) == "burst: at least 62 actions in 20 s by this session"
 
 
-@given(ages=st.lists(st.integers(min_value=0, max_value=120), max_size=30))
+@given(ages=st.lists(st.integers(min_value=0, max_value=120), max_size=60))
 def test_a_burst_is_counted_exactly_from_a_short_history(ages: list[int]) -> None:
-    recent = [past(age) for age in sorted(ages)]
-    actions = 1 + sum(1 for age in ages if age < 60)
+    recent = [past(age / 4) for age in sorted(ages)]
+    actions = 1 + sum(1 for age in ages if age / 4 < 20)
     reason = detect(candidate(), recent, [], NOW)
-    assert reason == (f"burst: {actions} actions in 60 s by this session" if actions > 30 else None)
+    assert reason == (f"burst: {actions} actions in 20 s by this session" if actions > 60 else None)
 
 
 # built-in: repeated denials
@@ -268,7 +282,11 @@ def test_valid_rule_parameters_parse(rule_type: str, params: dict[str, Any], exp
 @pytest.mark.parametrize(
     ("rule_type", "params", "message"),
     [
-        ("nope", {}, "rule type must be one of ['cost_over', 'rate_over', 'tool_match'], got 'nope'"),
+        (
+            "nope",
+            {},
+            "rule type must be one of ['cost_over', 'outside_hours', 'rate_over', 'tool_match'], got 'nope'",
+        ),
         ("cost_over", {}, "a cost_over rule takes max_usd; missing max_usd"),
         ("cost_over", {"max_usd": None}, "missing max_usd"),
         ("cost_over", {"max_usd": "1", "pattern": "x"}, "a cost_over rule takes max_usd; unknown pattern"),
@@ -299,6 +317,17 @@ def test_valid_rule_parameters_parse(rule_type: str, params: dict[str, Any], exp
         ("tool_match", {"pattern": "x" * 201}, "1 to 200 characters"),
         ("tool_match", {"pattern": ["x"]}, "pattern must be a tool name or a glob"),
         ("tool_match", {"pattern": "a\nb"}, "pattern must be printable"),
+        ("outside_hours", {"timezone": "Europe/Berlin", "start": "08:00"}, "missing end"),
+        ("outside_hours", {**HOURS, "timezone": "Mars/Olympus"}, "IANA time zone"),
+        ("outside_hours", {**HOURS, "timezone": "../../etc/passwd"}, "IANA time zone"),
+        ("outside_hours", {**HOURS, "timezone": 5}, "IANA time zone"),
+        ("outside_hours", {**HOURS, "start": "8:00"}, "start must be a local time HH:MM"),
+        ("outside_hours", {**HOURS, "end": "24:00"}, "end must be a local time HH:MM"),
+        ("outside_hours", {**HOURS, "end": "08:00"}, "start and end must differ"),
+        ("outside_hours", {**HOURS, "days": ["monday"]}, "days must be a non-empty list"),
+        ("outside_hours", {**HOURS, "days": []}, "days must be a non-empty list"),
+        ("outside_hours", {**HOURS, "tools": ""}, "tools must be a tool name or a glob"),
+        ("outside_hours", {**HOURS, "hours": 3}, "unknown hours"),
     ],
 )
 def test_invalid_rule_parameters_are_refused_with_a_clear_message(
@@ -354,3 +383,125 @@ def test_the_flagged_event_carries_what_a_webhook_receiver_needs() -> None:
         "leaf_index": 7,
         "timestamp": "2026-04-05T19:00:00.000000Z",
     }
+
+
+# outside_hours
+
+
+def _at(text: str, zone: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=ZoneInfo(zone)).astimezone(UTC)
+
+
+def _judged(condition: Condition, moment: datetime, tool: str = "stripe") -> str | None:
+    entry = Candidate("ses_1", tool, "call", "ok", 0, moment)
+    return detect(entry, [], [rule(condition)], moment)
+
+
+def test_an_entry_outside_the_tenants_hours_in_its_time_zone_is_flagged() -> None:
+    office = parse_condition("outside_hours", {**HOURS, "days": ["mon", "tue", "wed", "thu", "fri"]})
+    assert _judged(office, _at("2026-04-07T09:30", "Europe/Berlin")) is None  # a Tuesday morning
+    assert _judged(office, _at("2026-04-07T07:59", "Europe/Berlin")) == (
+        "rule rul_1: tool 'stripe' used at Tue 07:59 Europe/Berlin, outside normal hours 08:00-18:00 "
+        "mon,tue,wed,thu,fri"
+    )
+    assert _judged(office, _at("2026-04-07T18:00", "Europe/Berlin")) is not None  # the end is excluded
+    assert _judged(office, _at("2026-04-11T10:00", "Europe/Berlin")) is not None  # a Saturday
+    # 07:30 UTC is 09:30 in Berlin (summer time): inside, though outside 08:00-18:00 UTC would say so too.
+    assert _judged(office, datetime(2026, 4, 7, 6, 30, tzinfo=UTC)) is None
+
+
+def test_an_overnight_window_belongs_to_the_day_it_starts() -> None:
+    night = parse_condition(
+        "outside_hours", {"timezone": "Asia/Tokyo", "start": "22:00", "end": "06:00", "days": ["fri"]}
+    )
+    assert _judged(night, _at("2026-04-10T23:00", "Asia/Tokyo")) is None  # Friday night
+    assert _judged(night, _at("2026-04-11T05:59", "Asia/Tokyo")) is None  # Saturday, before 06:00
+    assert _judged(night, _at("2026-04-11T06:00", "Asia/Tokyo")) is not None
+    assert _judged(night, _at("2026-04-11T23:00", "Asia/Tokyo")) is not None  # Saturday night
+    assert _judged(night, _at("2026-04-10T03:00", "Asia/Tokyo")) is not None  # Thursday's night
+
+
+def test_a_tools_glob_limits_what_the_hours_judge() -> None:
+    rule_ = parse_condition("outside_hours", {**HOURS, "tools": "payments_*"})
+    late = _at("2026-04-07T23:00", "Europe/Berlin")
+    assert _judged(rule_, late, tool="search") is None
+    assert _judged(rule_, late, tool="payments_refund") is not None
+
+
+def test_the_hours_follow_the_zone_across_daylight_saving_changes() -> None:
+    office = parse_condition(
+        "outside_hours", {"timezone": "America/New_York", "start": "09:00", "end": "17:00"}
+    )
+    # 13:30 UTC is 08:30 EST (outside) before the change on 2026-03-08, 09:30 EDT (inside) after it.
+    assert _judged(office, datetime(2026, 3, 6, 13, 30, tzinfo=UTC)) is not None
+    assert _judged(office, datetime(2026, 3, 9, 13, 30, tzinfo=UTC)) is None
+    # The change itself happens at 02:00 local, outside the hours: the hour that does not exist is outside.
+    assert _judged(office, datetime(2026, 3, 8, 7, 30, tzinfo=UTC)) is not None
+
+
+@given(
+    moment=st.datetimes(
+        min_value=datetime(2000, 1, 1), max_value=datetime(2040, 1, 1), timezones=st.just(UTC)
+    ),
+    zone=st.sampled_from(["Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata"]),
+    start=st.integers(min_value=0, max_value=23 * 60 + 59),
+    end=st.integers(min_value=0, max_value=23 * 60 + 59),
+)
+def test_an_entry_is_inside_exactly_when_its_local_wall_clock_is(
+    moment: datetime, zone: str, start: int, end: int
+) -> None:
+    if start == end:
+        return
+    params = {
+        "timezone": zone,
+        "start": f"{start // 60:02}:{start % 60:02}",
+        "end": f"{end // 60:02}:{end % 60:02}",
+    }
+    condition = parse_condition("outside_hours", params)
+    assert isinstance(condition, OutsideHours)
+    local = moment.astimezone(ZoneInfo(zone))
+    minute = local.hour * 60 + local.minute
+    inside = start <= minute < end if start < end else minute >= start or minute < end
+    assert condition.inside(moment) == inside
+    assert (_judged(condition, moment) is None) == inside
+
+
+def test_outside_hours_parameters_round_trip() -> None:
+    condition = parse_condition("outside_hours", {**HOURS, "days": ["fri", "mon"], "tools": "x*"})
+    assert condition.params() == {**HOURS, "days": ["mon", "fri"], "tools": "x*"}
+    assert parse_condition("outside_hours", condition.params()) == condition
+
+
+# settings of the built-in detectors
+
+
+def test_a_tenants_burst_threshold_replaces_the_default() -> None:
+    settings = parse_settings({"burst_max_actions": 5, "burst_window_seconds": 10})
+    five = [past(i) for i in range(5)]
+    assert detect(candidate(), five[:-1], [], NOW, settings) is None
+    assert detect(candidate(), five, [], NOW, settings) == "burst: 6 actions in 10 s by this session"
+    assert lookback([], parse_settings({"burst_max_actions": 500})) == 501
+
+
+def test_the_burst_detector_can_be_turned_off() -> None:
+    off = parse_settings({"burst_enabled": False})
+    assert off.burst_max_actions is None
+    many = [past(i / 100) for i in range(200)]
+    assert detect(candidate(), many, [], NOW, off) is None
+    assert detect(candidate(), many, [], NOW) is not None
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"burst_max_actions": 0}, "burst_max_actions must be a whole number from 1 to 1000"),
+        ({"burst_max_actions": 1001}, "from 1 to 1000"),
+        ({"burst_window_seconds": 0}, "burst_window_seconds must be"),
+        ({"burst_enabled": "no"}, "burst_enabled must be true or false"),
+        ({"burst": 3}, "unknown anomaly settings: burst"),
+    ],
+)
+def test_invalid_anomaly_settings_are_refused(params: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        parse_settings(params)
+    assert message in caught.value.message

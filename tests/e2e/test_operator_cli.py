@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import select
 import signal
 import stat
@@ -129,6 +130,24 @@ def test_overview_draws_the_tenant_panel(server: tuple[Server, dict[str, str], s
         assert line in text, text
     assert "1 secrets" in text
     assert "chain ✓" in text
+
+
+def test_overview_shows_use_against_the_quota_an_operator_set(
+    server: tuple[Server, dict[str, str], str], tmp_path: Path
+) -> None:
+    env = _logged_in(server, tmp_path)
+    quota = haldir(
+        "tenants", "set-quota", "default", "--actions-per-month", "50000", "--agents", "10", env=env
+    )
+    assert quota.returncode == 0, quota.stderr
+
+    shown = haldir("overview", env=env)  # the running server sees the new quota at its next request
+
+    assert shown.returncode == 0, shown.stderr
+    assert re.search(r"Actions\s+\d+ / 50,000\s+░+\s+0\.\d%", shown.stdout), shown.stdout
+    assert re.search(r"active  ·  \d+/10 agents", shown.stdout), shown.stdout
+    cleared = haldir("tenants", "set-quota", "default", "--actions-per-month", "0", "--agents", "0", env=env)
+    assert cleared.returncode == 0, cleared.stderr
 
 
 def test_overview_watch_redraws_in_a_terminal_and_exits_cleanly_on_ctrl_c(

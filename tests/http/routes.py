@@ -62,6 +62,8 @@ SAMPLES: dict[tuple[str, str], tuple[str, Any]] = {
     ("POST", "/v1/audit/rules"): ("audit:write", {"type": "tool_match", "pattern": "delete_*"}),
     ("GET", "/v1/audit/rules"): ("audit:read", None),
     ("DELETE", "/v1/audit/rules/{rule_id}"): ("audit:write", None),
+    ("GET", "/v1/audit/anomaly-settings"): ("audit:read", None),
+    ("PUT", "/v1/audit/anomaly-settings"): ("audit:write", {"burst_max_actions": 100}),
     ("POST", "/v1/proxy/upstreams"): (  # a stdio upstream runs a command on the server: admin only
         "proxy:write admin:write",
         {"name": "walker-new", "command": TIME_COMMAND},

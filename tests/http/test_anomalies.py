@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import anyio
+import httpx
 import pytest
 import sqlalchemy as sa
 
 from haldir.core.keys import Principal
 from haldir.errors import Conflict
 from haldir.governor.rules import MAX_RULES
+from haldir.http.app import create_app
+from haldir.settings import Settings
 from haldir.store.schema import events
 from tests.conftest import Api
 
@@ -65,17 +72,17 @@ async def test_a_cost_spike_is_flagged_with_a_readable_reason(api: Api) -> None:
     assert verified.json()["ok"] is True
 
 
-async def test_the_thirty_first_action_in_a_minute_is_flagged_as_a_burst(api: Api) -> None:
+async def test_the_sixty_first_action_in_twenty_seconds_is_flagged_as_a_burst(api: Api) -> None:
     session_id = await _session(api)
     other = await _session(api)
-    for _ in range(30):
+    for _ in range(60):
         assert (await _log(api, session_id))["flagged"] is False
         await _log(api, other)  # another session's actions do not count
-        api.clock.advance(1)
+        api.clock.advance(0.25)
     burst = await _log(api, session_id)
     assert burst["flagged"] is True
-    assert burst["flag_reason"] == "burst: 31 actions in 60 s by this session"
-    api.clock.advance(61)
+    assert burst["flag_reason"] == "burst: 61 actions in 20 s by this session"
+    api.clock.advance(21)
     assert (await _log(api, session_id))["flagged"] is False
 
 
@@ -216,6 +223,19 @@ async def test_a_deleted_rule_flags_nothing_more(api: Api) -> None:
         ({"type": "tool_match"}, "missing pattern"),
         ({"type": "tool_match", "pattern": " "}, "pattern must be"),
         ({"type": "tool_match", "pattern": 7}, "pattern"),
+        ({"type": "outside_hours", "timezone": "Nowhere/City", "start": "08:00", "end": "18:00"}, "timezone"),
+        ({"type": "outside_hours", "timezone": "UTC", "start": "8am", "end": "18:00"}, "start must be"),
+        ({"type": "outside_hours", "timezone": "UTC", "start": "08:00"}, "missing end"),
+        (
+            {
+                "type": "outside_hours",
+                "timezone": "UTC",
+                "start": "08:00",
+                "end": "18:00",
+                "days": ["sun", "x"],
+            },
+            "days must be",
+        ),
     ],
 )
 async def test_invalid_rules_are_refused_with_400(api: Api, body: dict[str, Any], message: str) -> None:
@@ -223,6 +243,8 @@ async def test_invalid_rules_are_refused_with_400(api: Api, body: dict[str, Any]
     assert response.status_code == 400, response.text
     assert response.json()["code"] in ("invalid_request", "invalid_amount")
     assert message in response.json()["error"]
+    if body.get("type") == "outside_hours":
+        assert response.json()["field"] in ("timezone", "start", "end", "days")
     assert (await api.client.get("/v1/audit/rules", headers=api.auth(api.admin_key))).json()["rules"] == []
 
 
@@ -243,3 +265,131 @@ async def test_a_tenant_has_a_bounded_number_of_rules(api: Api) -> None:
         await api.governor.rules.create_rule(operator, type="tool_match", params={"pattern": f"tool_{n}"})
     with pytest.raises(Conflict, match="delete one"):
         await api.governor.rules.create_rule(operator, type="tool_match", params={"pattern": "one_more"})
+
+
+# outside_hours rules and the tenant's anomaly settings
+
+
+async def test_an_outside_hours_rule_flags_entries_outside_the_tenants_normal_hours(api: Api) -> None:
+    created = await _rule(
+        api,
+        type="outside_hours",
+        timezone="America/New_York",
+        start="09:00",
+        end="17:00",
+        days=["mon", "tue"],
+    )
+    assert {k: created[k] for k in ("timezone", "start", "end", "days")} == {
+        "timezone": "America/New_York",
+        "start": "09:00",
+        "end": "17:00",
+        "days": ["mon", "tue"],
+    }
+    session_id = await _session(api)
+    api.clock.moment = datetime(2026, 4, 6, 14, 0, tzinfo=UTC)  # Monday 10:00 in New York
+    assert (await _log(api, session_id))["flagged"] is False
+    api.clock.moment = datetime(2026, 4, 6, 23, 30, tzinfo=UTC)  # Monday 19:30 in New York
+    late = await _log(api, session_id)
+    assert late["flagged"] is True
+    assert (
+        "used at Mon 19:30 America/New_York, outside normal hours 09:00-17:00 mon,tue" in late["flag_reason"]
+    )
+
+
+async def test_a_tenants_burst_threshold_replaces_the_default_for_it_alone(api: Api) -> None:
+    default = await api.client.get("/v1/audit/anomaly-settings", headers=api.auth(api.admin_key))
+    assert default.json() == {"burst_enabled": True, "burst_max_actions": 60, "burst_window_seconds": 20}
+    changed = await api.client.put(
+        "/v1/audit/anomaly-settings",
+        json={"burst_max_actions": 3, "burst_window_seconds": 60},
+        headers=api.auth(api.admin_key),
+    )
+    assert changed.status_code == 200, changed.text
+    assert changed.json() == {"burst_enabled": True, "burst_max_actions": 3, "burst_window_seconds": 60}
+    other_key = await api.key("*", tenant="globex")
+    mine, theirs = await _session(api), await _session(api, other_key)
+    for _ in range(3):
+        assert (await _log(api, mine))["flagged"] is False
+        assert (await _log(api, theirs, other_key))["flagged"] is False
+    assert (await _log(api, mine))["flag_reason"] == "burst: 4 actions in 60 s by this session"
+    assert (await _log(api, theirs, other_key))["flagged"] is False  # globex keeps the default
+    theirs_now = await api.client.get("/v1/audit/anomaly-settings", headers=api.auth(other_key))
+    assert theirs_now.json()["burst_max_actions"] == 60
+    audit = await api.client.get("/v1/audit", params={"tool": "limits"}, headers=api.auth(api.admin_key))
+    assert [e["action"] for e in audit.json()["entries"]] == ["anomaly.settings.set"]
+
+
+async def test_the_burst_detector_can_be_turned_off(api: Api) -> None:
+    off = await api.client.put(
+        "/v1/audit/anomaly-settings", json={"burst_enabled": False}, headers=api.auth(api.admin_key)
+    )
+    assert off.json() == {"burst_enabled": False, "burst_max_actions": None, "burst_window_seconds": 20}
+    session_id = await _session(api)
+    for _ in range(80):
+        assert (await _log(api, session_id))["flagged"] is False
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"burst_max_actions": 0}, "burst_max_actions"),
+        ({"burst_window_seconds": 10**9}, "burst_window_seconds"),
+        ({"burst_max_actions": "5"}, None),
+        ({"colour": "red"}, None),
+    ],
+)
+async def test_invalid_anomaly_settings_are_refused_with_400(
+    api: Api, body: dict[str, Any], field: str | None
+) -> None:
+    response = await api.client.put("/v1/audit/anomaly-settings", json=body, headers=api.auth(api.admin_key))
+    assert response.status_code == 400, response.text
+    if field is not None:
+        assert response.json()["field"] == field
+
+
+async def test_anomaly_settings_need_audit_scopes(api: Api) -> None:
+    reader = await api.key("audit:read")
+    assert (await api.client.get("/v1/audit/anomaly-settings", headers=api.auth(reader))).status_code == 200
+    refused = await api.client.put("/v1/audit/anomaly-settings", json={}, headers=api.auth(reader))
+    assert refused.status_code == 403
+
+
+@pytest.fixture
+async def second(api: Api, store_url: str, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """Another server process on the same store and machine, with caches of its own."""
+    settings = Settings(
+        data_dir=tmp_path, database_url=store_url, custom_scopes=("stripe",), stdio_tenants=("acme",)
+    )
+    app = create_app(settings, clock=api.clock)
+    async with app.router.lifespan_context(app):
+        with anyio.fail_after(10):
+            while app.state.store.changes.epoch() is None:  # noqa: ASYNC110 - the PostgreSQL listener
+                await anyio.sleep(0.01)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://haldir.test") as client:
+            yield client
+
+
+async def test_settings_changed_through_one_process_judge_the_next_append_on_another(
+    api: Api, second: httpx.AsyncClient
+) -> None:
+    session_id = await _session(api)
+
+    async def log_on_second() -> dict[str, Any]:
+        body = {"session_id": session_id, "tool": "stripe", "action": "charge"}
+        response = await second.post("/v1/audit", json=body, headers=api.auth(api.admin_key))
+        assert response.status_code == 201, response.text
+        return dict(response.json())
+
+    for _ in range(3):
+        assert (await log_on_second())["flagged"] is False  # `second` judges by the cached defaults
+    changed = await api.client.put(
+        "/v1/audit/anomaly-settings", json={"burst_max_actions": 3}, headers=api.auth(api.admin_key)
+    )
+    assert changed.status_code == 200, changed.text
+    # The settings change itself is an entry of no session; the session's 4th entry is over 3 in 20 s.
+    assert (await log_on_second())["flag_reason"] == "burst: 4 actions in 20 s by this session"
+    await api.client.put(
+        "/v1/audit/anomaly-settings", json={"burst_enabled": False}, headers=api.auth(api.admin_key)
+    )
+    assert (await log_on_second())["flagged"] is False

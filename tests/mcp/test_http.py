@@ -8,6 +8,7 @@ import httpx
 import httpx2
 import pytest
 
+from haldir.core.keys import Principal
 from tests.conftest import Api
 from tests.mcp.conftest import Running
 from tests.mcp.support import TOOL_NAMES, call, http_client, prompt_text, refused
@@ -95,3 +96,19 @@ async def test_a_real_server_serves_mcp_at_slash_mcp(running: Running) -> None:
     async with httpx.AsyncClient(base_url=running.url, timeout=30) as rest:
         listed = await rest.get(f"/v1/audit?session_id={sid}", headers={"X-API-Key": running.admin_key})
     assert json.loads(listed.text) == trail
+
+
+async def test_mcp_tools_that_record_new_actions_keep_to_the_tenants_actions_quota(api: Api) -> None:
+    async with http_client(
+        "http://haldir.test/mcp", api.auth(api.admin_key), transport=_in_process(api)
+    ) as client:
+        sid = (await call(client, "createSession", agent_id="a", scopes=["read"]))["session_id"]
+        size = await api.app.state.store.ledger.size("acme")
+        await api.governor.limits.set_quota(Principal.operator("acme"), actions_per_month=size + 2)
+        await call(client, "logAction", session_id=sid, tool="search", action="query")  # the last one allowed
+        body = await refused(client, "logAction", session_id=sid, tool="search", action="query")
+        assert body["code"] == "quota_exceeded"
+        assert body["quota"] == "actions_per_month"
+        assert await api.app.state.store.ledger.size("acme") == size + 2
+        trail = await call(client, "getAuditTrail", session_id=sid)  # reads go on
+        assert len(trail["entries"]) == 1

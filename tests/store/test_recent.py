@@ -25,7 +25,7 @@ SESSION = "ses_burst"
 
 
 def _entry(n: int) -> EntryDraft:
-    """The session's n-th action, a second after the one before: all within the burst window of 60 s."""
+    """The session's n-th action, a quarter second after the one before: all within the burst window."""
     return draft_entry(
         entry_id=f"aud_{n}",
         tenant_id=TENANT,
@@ -36,7 +36,7 @@ def _entry(n: int) -> EntryDraft:
         status="ok",
         cost_usd="0",
         details={"n": n},
-        timestamp=T0 + timedelta(seconds=n),
+        timestamp=T0 + timedelta(seconds=n / 4),
     )
 
 
@@ -66,16 +66,19 @@ async def test_the_burst_detector_counts_the_entries_another_process_appended(
     appended = [await stores[n % 2].ledger.append(_entry(n)) for n in range(BURST_MAX_ACTIONS + 1)]
 
     assert [entry.leaf_index for entry in appended] == list(range(BURST_MAX_ACTIONS + 1))
-    # Each store appended 15 or 16 of them: only counting the other's too makes the 31st a burst.
+    # Each store appended half of them: only counting the other's too makes the 61st a burst.
     assert _burst_flags(appended) == [BURST_MAX_ACTIONS]
-    assert appended[BURST_MAX_ACTIONS].record["flag_reason"] == "burst: 31 actions in 60 s by this session"
+    assert (
+        appended[BURST_MAX_ACTIONS].record["flag_reason"]
+        == f"burst: {BURST_MAX_ACTIONS + 1} actions in 20 s by this session"
+    )
 
 
 async def test_a_process_reads_what_others_appended_since_it_last_looked(
     stores: tuple[SqlStore, SqlStore],
 ) -> None:
     first, second = stores
-    # `first` remembers the session after its one entry; `second` then appends 29 it has not seen.
+    # `first` remembers the session after its one entry; `second` then appends 59 it has not seen.
     appended = [await first.ledger.append(_entry(0))]
     appended += [await second.ledger.append(_entry(n)) for n in range(1, BURST_MAX_ACTIONS)]
     assert _burst_flags(appended) == []

@@ -23,6 +23,7 @@ from haldir.cli import (
     overview,
     proxy,
     serve,
+    tenants,
     vault,
     webhooks,
 )
@@ -72,6 +73,7 @@ app.add_typer(vault.app, name="vault")
 app.add_typer(approvals.app, name="approvals")
 app.add_typer(webhooks.app, name="webhooks")
 app.add_typer(compliance.app, name="compliance")
+app.add_typer(tenants.app, name="tenants")
 
 
 @app.callback()

@@ -66,7 +66,7 @@ def panel(m: dict[str, Any]) -> Group:
     lines.add_row("Status", status)
     lines.add_row("Actions", _actions(m["actions_this_month"], m["actions_quota"]))
     lines.add_row("Spend", f"$ {Decimal(m['spend_this_month_usd']):,.2f} this month")
-    lines.add_row("Sessions", f"{m['sessions_active']:>8,} active  ·  {m['agents_active']:,} agents")
+    lines.add_row("Sessions", f"{m['sessions_active']:>8,} active  ·  {_agents(m)}")
     lines.add_row(
         "Vault", f"{m['secrets']:>8,} secrets  ·  {m['secret_accesses_this_month']:,} accesses this month"
     )
@@ -84,6 +84,11 @@ def _actions(used: int, quota: int | None) -> str:
     share = used / quota if quota else 1.0
     filled = min(BAR, round(share * BAR))
     return f"{used:>8,} / {quota:,}   {'█' * filled}{'░' * (BAR - filled)}   {share:6.1%}"
+
+
+def _agents(m: dict[str, Any]) -> str:
+    quota = m.get("agents_quota")
+    return f"{m['agents_active']:,} agents" if quota is None else f"{m['agents_active']:,}/{quota:,} agents"
 
 
 def _audit(m: dict[str, Any]) -> Text:

@@ -21,7 +21,14 @@ from typing import Any
 import orjson
 import rfc8785
 
-from haldir.core.anomalies import Candidate, RecentEntry, Rule, detect
+from haldir.core.anomalies import (
+    DEFAULT_SETTINGS,
+    AnomalySettings,
+    Candidate,
+    RecentEntry,
+    Rule,
+    detect,
+)
 from haldir.core.clock import utc
 from haldir.core.money import format_micros, format_signed_micros, signed_micros, to_micros
 from haldir.errors import InvalidRequest
@@ -343,11 +350,16 @@ class EntryDraft:
         candidate = self.candidate
         return RecentEntry(candidate.timestamp, candidate.cost_micros, candidate.status, candidate.tool)
 
-    def build(self, recent: Sequence[RecentEntry], rules: Sequence[Rule]) -> NewEntry:
+    def build(
+        self,
+        recent: Sequence[RecentEntry],
+        rules: Sequence[Rule],
+        settings: AnomalySettings = DEFAULT_SETTINGS,
+    ) -> NewEntry:
         """The entry, flagged when the detectors or the tenant's rules say so (see `detect`)."""
         flag_reason = self.flag_reason
         if flag_reason is None:
-            flag_reason = detect(self.candidate, recent, rules, self.candidate.timestamp)
+            flag_reason = detect(self.candidate, recent, rules, self.candidate.timestamp, settings)
         record = {**self.record, "flagged": flag_reason is not None, "flag_reason": flag_reason}
         return NewEntry(tenant_id=self.tenant_id, record=record, canonical=canonical_bytes(record))
 

@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from haldir.core.money import from_micros
+from haldir.core.quotas import QuotaUsage
 from haldir.core.secrets import VAULT_TOOL
 
 _EPOCH = date(1970, 1, 1)
@@ -119,6 +120,7 @@ class UsageReport:
     total: Tally
     days: list[DayUsage]
     agents: list[AgentUsage]
+    quota: QuotaUsage | None = None  # the tenant's quota and what it used of it, now
 
 
 def usage_report(since: date, until: date, rows: Iterable[tuple[int, str, Tally]]) -> UsageReport:
@@ -186,6 +188,8 @@ class Overview:
     checkpoint_size: int | None  # the latest signed checkpoint's tree size; None before the first
     chain_verified: bool | None  # that checkpoint verifies against the stored tree; None: no checkpoint
     actions_quota: int | None = None  # set by an operator's tenant quota; None: unlimited
+    agents_quota: int | None = None  # agents with sessions in force; None: unlimited
+    requests_per_second_quota: int | None = None
     problems: list[str] = field(default_factory=list)  # why the status is not "ok"
 
     @property

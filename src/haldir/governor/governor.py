@@ -12,6 +12,7 @@ from haldir.governor.budgets import Budgets
 from haldir.governor.evidence import Evidence
 from haldir.governor.keys import Keys
 from haldir.governor.ledger import Ledger
+from haldir.governor.limits import Limits
 from haldir.governor.proxy import Proxy
 from haldir.governor.registry import Registry
 from haldir.governor.retention import Retention
@@ -31,6 +32,7 @@ class Governor:
     sessions: Sessions
     ledger: Ledger
     rules: Rules
+    limits: Limits
     budgets: Budgets
     vault: Vault
     registry: Registry

@@ -51,6 +51,7 @@ from haldir.governor.approvals import Approvals, Held, Unapproved
 from haldir.governor.budgets import record_exhausted
 from haldir.governor.fields import text_field
 from haldir.governor.ledger import Ledger
+from haldir.governor.limits import Limits
 from haldir.governor.registry import Registry, governance_fields, secret_details, tool_scope
 from haldir.governor.sessions import Sessions
 from haldir.governor.vault import Vault
@@ -133,6 +134,7 @@ class Proxy:
         payment_store: PaymentStore,
         proxy_store: ProxyStore,
         clock: Clock,
+        limits: Limits,
     ) -> None:
         self._registry = registry
         self._proxy_store = proxy_store  # its admitted calls without an outcome
@@ -142,6 +144,7 @@ class Proxy:
         self._ledger = ledger
         self._payment_store = payment_store  # its spend transaction counts, charges and records a call
         self._clock = clock
+        self._limits = limits  # the tenant's actions quota
 
     async def admit_call(
         self, principal: Principal, *, session_id: str, tool: str, arguments: dict[str, Any]
@@ -195,6 +198,28 @@ class Proxy:
             raise InvalidRequest("arguments must be a JSON object", field="arguments")
         digest = _sha256(arguments)
         session = await self._sessions.require_session(principal, session_id)
+        async with self._limits.action(principal.tenant_id):  # the actions quota, before any decision
+            return await self._decide(
+                principal,
+                session,
+                tool=tool,
+                arguments=arguments,
+                digest=digest,
+                local=local,
+                declared_micros=declared_micros,
+            )
+
+    async def _decide(
+        self,
+        principal: Principal,
+        session: Session,
+        *,
+        tool: str,
+        arguments: dict[str, Any],
+        digest: str,
+        local: bool,
+        declared_micros: int,
+    ) -> Admission:
         try:
             return await self._admit(
                 session,

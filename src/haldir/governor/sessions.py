@@ -16,6 +16,7 @@ from haldir.core.scopes import SPEND, Scope, parse_scope, parse_session_scopes
 from haldir.core.sessions import Decision, Session, check_scope
 from haldir.errors import InvalidRequest, NotFound
 from haldir.governor.fields import text_field
+from haldir.governor.limits import Limits
 from haldir.store.ports import ChangeFeed, SessionStore
 
 DEFAULT_TTL = 3600
@@ -40,8 +41,10 @@ class Sessions:
         clock: Clock,
         known_scopes: frozenset[str] | None,
         max_ttl: int,
+        limits: Limits | None = None,
     ) -> None:
         self._session_store = session_store
+        self._limits = limits  # the tenant's agents quota
         self._changes = changes
         self._clock = clock
         self._known_scopes = known_scopes  # None: any well-formed scope name; else only these (a typo guard)
@@ -114,7 +117,10 @@ class Sessions:
             ttl=ttl,
             created_at=self._clock.now(),
         )
-        return await self._session_store.insert_session(session, idempotency=request)
+        if self._limits is None:
+            return await self._session_store.insert_session(session, idempotency=request)
+        async with self._limits.agent_room(principal.tenant_id, agent_id):
+            return await self._session_store.insert_session(session, idempotency=request)
 
     async def get_session(self, principal: Principal, session_id: str) -> Session:
         principal.require("sessions:read")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import date, timedelta
 
 from haldir.core.clock import Clock
@@ -20,6 +21,7 @@ from haldir.core.status import (
 from haldir.core.usage import MAX_DAYS, Overview, UsageReport, day_number, month_start, usage_report
 from haldir.errors import ConfigurationError, HaldirError, InvalidRequest, LedgerTampered
 from haldir.governor.ledger import Ledger
+from haldir.governor.limits import Limits
 from haldir.store.ports import HealthStore, UsageStore
 
 FLAGGED_DAYS = 7
@@ -27,9 +29,17 @@ FLAGGED_DAYS = 7
 
 class Usage:
     def __init__(
-        self, *, usage_store: UsageStore, health: HealthStore, ledger: Ledger, clock: Clock, schema_head: str
+        self,
+        *,
+        usage_store: UsageStore,
+        health: HealthStore,
+        ledger: Ledger,
+        limits: Limits,
+        clock: Clock,
+        schema_head: str,
     ) -> None:
         self._store = usage_store
+        self._limits = limits
         self._health = health
         self._ledger = ledger
         self._clock = clock
@@ -37,7 +47,7 @@ class Usage:
 
     async def usage(self, principal: Principal, *, since: date | None, until: date | None) -> UsageReport:
         """The tenant's counters from `since` to `until` (UTC days, both included; by default this
-        month up to today), by day and by agent."""
+        month up to today), by day and by agent; and what it used of its quota now."""
         principal.require("audit:read")
         now = self._clock.now()
         since = since or month_start(now)
@@ -47,7 +57,8 @@ class Usage:
         if (until - since).days >= MAX_DAYS:
             raise InvalidRequest(f"a usage window covers at most {MAX_DAYS} days, got {since}..{until}")
         rows = await self._store.days(principal.tenant_id, first=day_number(since), last=day_number(until))
-        return usage_report(since, until, rows)
+        report = usage_report(since, until, rows)
+        return replace(report, quota=await self._limits.quota_usage(principal))
 
     async def overview(self, principal: Principal) -> Overview:
         """The tenant panel: this month's counters, what the tenant holds now, flags of the last 7 days,
@@ -60,6 +71,7 @@ class Usage:
         rows = await self._store.days(principal.tenant_id, first=day_number(first), last=day_number(today))
         tenant = await self._store.tenant(principal.tenant_id, now=now)
         size, verified, problem = await self._checkpoint(principal)
+        quota = await self._limits.quota(principal.tenant_id)
         return Overview(
             tenant_id=principal.tenant_id,
             at=now,
@@ -69,6 +81,9 @@ class Usage:
             checkpoint_size=size,
             chain_verified=verified,
             problems=[f"ledger: {problem}"] if verified is False else [],
+            actions_quota=quota.actions_per_month,
+            agents_quota=quota.agents,
+            requests_per_second_quota=quota.requests_per_second,
         )
 
     async def status(self, principal: Principal, *, upstreams: Sequence[UpstreamState] | None) -> Status:

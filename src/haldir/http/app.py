@@ -21,6 +21,7 @@ from haldir.http.metrics import Metrics, MetricsMiddleware, metrics_endpoint
 from haldir.http.middleware import EdgeMiddleware
 from haldir.http.openapi import document_errors
 from haldir.http.routes import (
+    anomalies,
     approvals,
     audit,
     audit_rules,
@@ -173,6 +174,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         secrets,
         payments,
         audit_rules,
+        anomalies,
         audit,
         proxy,
         tools,

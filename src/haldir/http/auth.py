@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Annotated, Any, TypeGuard
 
@@ -16,6 +17,7 @@ from fastapi.security.utils import get_authorization_scheme_param
 
 from haldir.core.keys import Principal
 from haldir.governor import Governor
+from haldir.http.middleware import AFTER_RESPONSE
 
 # The two ways to present a key, as the OpenAPI document declares them (see `document_security`).
 SCHEMES: tuple[SecurityBase, ...] = (
@@ -46,9 +48,32 @@ def presented_key(request: Request) -> str | None:
 async def principal(request: Request) -> Principal:
     # The headers are read here rather than through the two schemes as sub-dependencies: FastAPI solves
     # each dependency per request, and two more cost a tenth of a cached governed request.
-    found = await app_governor(request).keys.authenticate(presented_key(request))
+    gov = app_governor(request)
+    found = await gov.keys.authenticate(presented_key(request))
     structlog.contextvars.bind_contextvars(tenant_id=found.tenant_id, key=found.key_prefix)
+    release = await gov.limits.admit_request(
+        found.tenant_id, records=records_actions(request.method, request.url.path)
+    )
+    if release is not None:  # the edge middleware releases the action's place once the response is sent
+        request.scope.setdefault("state", {}).setdefault(AFTER_RESPONSE, []).append(release)
     return found
+
+
+# Requests the actions quota lets through here: those that settle what was already admitted (a local
+# call's outcome, a payment's capture or void, an approval's decision), so nothing admitted is left
+# half-recorded; and governed calls (a local call's begin, a proxied call), which the proxy checks itself
+# as it does for MCP calls: checking here too would count each of them twice.
+_SETTLES = re.compile(
+    r"/v1/(tools/calls/[^/]+/finish|tools/[^/]+/begin|proxy/call"
+    r"|payments/[^/]+/(capture|void)|approvals/[^/]+/(approve|deny))"
+)
+
+
+def records_actions(method: str, path: str) -> bool:
+    """Whether a request would record new actions in the ledger, which the actions quota refuses once
+    it is used up: a POST, PUT or PATCH, unless it settles something already admitted. Reads (GET) and
+    deletions and revocations (DELETE, which shrink what the tenant holds) always go through."""
+    return method in ("POST", "PUT", "PATCH") and _SETTLES.fullmatch(path) is None
 
 
 GovernorDep = Annotated[Governor, Depends(governor)]

@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from haldir.core.ids import random_token
 
 MAX_BODY_BYTES = 1024 * 1024
+AFTER_RESPONSE = "haldir.after_response"  # scope state: callables to run once the request is over
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -88,6 +89,8 @@ class EdgeMiddleware:
                 send_with_headers, request_id, status=413, code="payload_too_large", message=message
             )
         finally:
+            for after in scope["state"].pop(AFTER_RESPONSE, ()):
+                after()
             log.info(
                 "request",
                 method=scope["method"],

@@ -8,6 +8,7 @@ same response models as the routes, so a tool's structured result is the body th
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal, Protocol, cast
@@ -127,12 +128,17 @@ class LocalBackend:
         self._gov = governor
         self._who = principal
 
+    def _new_action(self) -> AbstractAsyncContextManager[None]:
+        """The tenant's actions quota, as `POST` routes of the REST API apply it."""
+        return self._gov.limits.action(self._who.tenant_id)
+
     async def create_session(
         self, *, agent_id: str, scopes: list[str], ttl: int | None = None, spend_limit: Decimal | None = None
     ) -> Json:
-        outcome = await self._gov.sessions.create_session(
-            self._who, agent_id=agent_id, scopes=scopes, ttl=ttl, spend_limit=spend_limit
-        )
+        async with self._new_action():
+            outcome = await self._gov.sessions.create_session(
+                self._who, agent_id=agent_id, scopes=scopes, ttl=ttl, spend_limit=spend_limit
+            )
         return _body(SessionOut.of(outcome.value))
 
     async def get_session(self, session_id: str) -> Json:
@@ -149,9 +155,10 @@ class LocalBackend:
         return _body(CheckResult.of(await self._gov.sessions.check_permission(self._who, session_id, scope)))
 
     async def store_secret(self, *, name: str, value: str, scope_required: str = "read") -> Json:
-        outcome = await self._gov.vault.store_secret(
-            self._who, name=name, value=value, scope_required=scope_required
-        )
+        async with self._new_action():
+            outcome = await self._gov.vault.store_secret(
+                self._who, name=name, value=value, scope_required=scope_required
+            )
         return _body(SecretStored.of(outcome.value))
 
     async def get_secret(self, name: str, *, session_id: str, version: int | None = None) -> Json:
@@ -161,9 +168,10 @@ class LocalBackend:
     async def authorize_payment(
         self, *, session_id: str, amount: Decimal, currency: str = "USD", description: str = ""
     ) -> Json:
-        outcome = await self._gov.budgets.authorize_payment(
-            self._who, session_id=session_id, amount=amount, currency=currency, description=description
-        )
+        async with self._new_action():
+            outcome = await self._gov.budgets.authorize_payment(
+                self._who, session_id=session_id, amount=amount, currency=currency, description=description
+            )
         return _body(Authorized.of(outcome.value))
 
     async def log_action(
@@ -177,16 +185,17 @@ class LocalBackend:
         status: str = "ok",
         authorization_id: str | None = None,
     ) -> Json:
-        entry = await self._gov.budgets.log_action(
-            self._who,
-            session_id=session_id,
-            tool=tool,
-            action=action,
-            cost_usd=cost_usd,
-            details=details,
-            status=status,
-            authorization_id=authorization_id,
-        )
+        async with self._new_action():
+            entry = await self._gov.budgets.log_action(
+                self._who,
+                session_id=session_id,
+                tool=tool,
+                action=action,
+                cost_usd=cost_usd,
+                details=details,
+                status=status,
+                authorization_id=authorization_id,
+            )
         return _body(EntryCreated.of(entry))
 
     async def list_entries(
@@ -231,14 +240,15 @@ class LocalBackend:
         reason: str = "",
         arguments_sha256: str | None = None,
     ) -> Json:
-        approval = await self._gov.approvals.request_approval(
-            self._who,
-            session_id=session_id,
-            tool=tool,
-            amount=amount,
-            reason=reason,
-            arguments_sha256=arguments_sha256,
-        )
+        async with self._new_action():
+            approval = await self._gov.approvals.request_approval(
+                self._who,
+                session_id=session_id,
+                tool=tool,
+                amount=amount,
+                reason=reason,
+                arguments_sha256=arguments_sha256,
+            )
         return _body(ApprovalOut.at(approval, self._gov.now()))
 
     async def get_approval(self, approval_id: str) -> Json:

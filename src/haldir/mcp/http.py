@@ -73,6 +73,8 @@ class McpEndpoint:
         try:
             gov = app_governor(request)
             principal = await gov.keys.authenticate(_presented_key(request))
+            # The per-second limit holds for every request; governed calls check the actions quota.
+            await gov.limits.admit_request(principal.tenant_id, records=False)
             self.admit(request)
         except HaldirError as exc:
             response = error_response(

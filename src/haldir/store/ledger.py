@@ -14,7 +14,9 @@ import sqlalchemy as sa
 from haldir.cache import Cache
 from haldir.core import merkle, usage
 from haldir.core.anomalies import (
+    DEFAULT_SETTINGS,
     FLAGGED_EVENT,
+    AnomalySettings,
     Rule,
     flagged_event,
     lookback,
@@ -63,6 +65,10 @@ class SqlLedger:
         self._heads: set[str] = set()  # tenants whose head row exists (committed)
         # Each tenant's anomaly rules, for judging appends, until a change is announced (a rule change is).
         self._rules_cache: Cache[str, list[Rule]] = Cache(store.changes.epoch, maxsize=CACHED_RULE_TENANTS)
+        # And their anomaly settings, likewise (changing them announces it).
+        self._settings_cache: Cache[str, AnomalySettings] = Cache(
+            store.changes.epoch, maxsize=CACHED_RULE_TENANTS
+        )
 
     async def aclose(self) -> None:
         await self._writer.aclose()
@@ -191,14 +197,15 @@ class SqlLedger:
         (newest first, the batch's earlier drafts before what is stored); and each session's newest
         entries afterwards, for this process to remember once they committed (leaves from `first`)."""
         rules = await self._judging_rules(conn, tenant_id)
-        depth = lookback(rules)
+        settings = await self._judging_settings(conn, tenant_id)
+        depth = lookback(rules, settings)
         sessions = {draft.session_id for draft in drafts if draft.session_id is not None}
         history = await self._recent.read(conn, tenant_id, sessions, depth=depth) if sessions else {}
         entries, last = [], {}
         for offset, draft in enumerate(drafts):
             session = draft.session_id
             recent = history.get(session, []) if session is not None else []
-            entries.append(draft.build(recent[:depth], rules))
+            entries.append(draft.build(recent[:depth], rules, settings))
             if session is not None:
                 history[session] = [draft.as_recent(), *recent[: depth - 1]]
                 last[session] = first + offset
@@ -318,6 +325,16 @@ class SqlLedger:
         rules = await self._rules_cache.read_through(tenant_id, lambda: self._rules(conn, tenant_id))
         assert rules is not None  # a tenant without rules has an empty list
         return rules
+
+    async def _judging_settings(self, conn: Executes, tenant_id: str) -> AnomalySettings:
+        """The tenant's anomaly settings for judging a batch, cached as its rules are."""
+
+        async def load() -> AnomalySettings:
+            return await self._store.limits.anomaly_settings(conn, tenant_id) or DEFAULT_SETTINGS
+
+        found = await self._settings_cache.read_through(tenant_id, load)
+        assert found is not None
+        return found
 
     async def _rules(self, conn: Executes, tenant_id: str) -> list[Rule]:
         rows = await conn.execute(_TENANT_RULES, {"p_tenant": tenant_id})

@@ -7,7 +7,7 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, Protocol
 
-from haldir.core.anomalies import Rule
+from haldir.core.anomalies import AnomalySettings, Rule
 from haldir.core.approvals import Approval, ApprovalRule
 from haldir.core.evidence_facts import DeliveryTotals, LedgerPeriod, PaymentTotals, SessionTotals, VaultKeys
 from haldir.core.idempotency import IdempotencyClaim, Outcome
@@ -17,6 +17,7 @@ from haldir.core.merkle import NodeId
 from haldir.core.pagination import Page, Position
 from haldir.core.payments import Payment
 from haldir.core.policies import Policy
+from haldir.core.quotas import Quota
 from haldir.core.secrets import SecretInfo, SecretVersion, WrappedDataKey
 from haldir.core.sessions import Session
 from haldir.core.tools import OpenCall, SeenTool, ToolChanges, ToolPin, Upstream
@@ -484,6 +485,34 @@ class UsageStore(Protocol):
         ...
 
 
+class LimitsStore(Protocol):
+    """A tenant's operator-set limits: quotas, the per-second request window, anomaly settings."""
+
+    async def quota(self, tenant_id: str) -> Quota | None: ...
+
+    async def quotas(self) -> list[tuple[str, Quota, datetime]]: ...
+
+    async def set_quota(self, tenant_id: str, quota: Quota, *, at: datetime, entry: EntryDraft) -> None: ...
+
+    async def actions(self, tenant_id: str, *, first: int, last: int) -> int:
+        """Ledger entries appended on days `first`..`last`, from the daily counters."""
+        ...
+
+    async def agents(self, tenant_id: str, *, now: datetime, agent_id: str) -> tuple[int, bool]:
+        """(distinct agents with a session in force, whether `agent_id` is one of them)."""
+        ...
+
+    async def lease(self, tenant_id: str, *, window: int, wanted: int, limit: int) -> int:
+        """Up to `wanted` of second `window`'s `limit` requests for this process; how many it got."""
+        ...
+
+    async def read_anomaly_settings(self, tenant_id: str) -> AnomalySettings | None: ...
+
+    async def set_anomaly_settings(
+        self, tenant_id: str, settings: AnomalySettings, *, at: datetime, entry: EntryDraft
+    ) -> None: ...
+
+
 class HealthStore(Protocol):
     @property
     def backend(self) -> str: ...
@@ -549,5 +578,8 @@ class Store(KeyStore, SessionStore, PaymentStore, HealthStore, Protocol):
 
     @property
     def retention(self) -> RetentionStore: ...
+
+    @property
+    def limits(self) -> LimitsStore: ...
 
     async def close(self) -> None: ...

@@ -1,10 +1,11 @@
 """Each session's latest ledger entries, remembered by this process between appends.
 
-Anomaly detection looks back on a session's latest entries (`lookback(rules)` of them, 31 by default)
-for every entry it judges; reading them afresh for every batch costs more than the append itself. So this
-process remembers them, and inside the appending transaction (which holds the tenant's ledger head, so no
-one appends meanwhile) reads only what was appended since, by any process. It is exact, not a cache with
-a staleness bound: what is remembered is updated only after the transaction that appended it committed.
+Anomaly detection looks back on a session's latest entries (`lookback(rules, settings)` of them, 61 by
+default) for every entry it judges; reading them afresh for every batch costs more than the append itself.
+So this process remembers them, and inside the appending transaction (which holds the tenant's ledger
+head, so no one appends meanwhile) reads only what was appended since, by any process. It is exact, not a
+cache with a staleness bound: what is remembered is updated only after the transaction that appended it
+committed.
 """
 
 from __future__ import annotations

@@ -188,6 +188,38 @@ anomaly_rules = sa.Table(
     sa.Column("created_at", Micros(), nullable=False),
 )
 
+# Per-tenant anomaly settings: the built-in burst detector's threshold, or none (off). No row: defaults.
+anomaly_settings = sa.Table(
+    "anomaly_settings",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.tenant_id"), primary_key=True),
+    sa.Column("burst_max_actions", sa.Integer(), nullable=True),  # NULL: the burst detector is off
+    sa.Column("burst_window_seconds", sa.Integer(), nullable=False),
+    sa.Column("updated_at", Micros(), nullable=False),
+)
+
+# Operator-set limits of a tenant; NULL: no limit of that kind. No row: unlimited.
+tenant_quotas = sa.Table(
+    "tenant_quotas",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.tenant_id"), primary_key=True),
+    sa.Column("actions_per_month", sa.BigInteger(), nullable=True),
+    sa.Column("agents", sa.Integer(), nullable=True),
+    sa.Column("requests_per_second", sa.Integer(), nullable=True),
+    sa.Column("updated_at", Micros(), nullable=False),
+)
+
+# The requests-per-second window of each limited tenant: requests leased to processes in the current
+# second (`used`), and the size of the last lease (`granted`, so a lease learns what it got).
+tenant_rates = sa.Table(
+    "tenant_rates",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.tenant_id"), primary_key=True),
+    sa.Column("window", sa.BigInteger(), nullable=False),  # whole seconds since the epoch
+    sa.Column("used", sa.Integer(), nullable=False),
+    sa.Column("granted", sa.Integer(), nullable=False),
+)
+
 # The outbox: events recorded in the transaction that caused them, delivered (to webhooks) afterwards.
 events = sa.Table(
     "events",

@@ -28,6 +28,7 @@ from haldir.store.evidence import SqlEvidence
 from haldir.store.group import Batch, GroupTransactions, writer_lock_path
 from haldir.store.inline import InlineConnection
 from haldir.store.ledger import SqlLedger
+from haldir.store.limits import SqlLimits
 from haldir.store.outbox import Outbox, record_event
 from haldir.store.proxy import SqlProxy
 from haldir.store.retention import SqlRetention
@@ -55,6 +56,7 @@ class SqlStore:
         self.evidence = SqlEvidence(self)
         self.usage = SqlUsage(self)
         self.retention = SqlRetention(self)
+        self.limits = SqlLimits(self)
         self.outbox = Outbox()  # wakes this process's webhook delivery worker when events commit
         self.batch_listeners: list[Callable[[int], None]] = []  # told each group commit's size
         # SQLite: every write transaction of this process is a turn in one group commit.

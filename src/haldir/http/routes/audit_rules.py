@@ -17,7 +17,7 @@ class RuleCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: str = Field(
         max_length=32,
-        description="`cost_over`, `rate_over` or `tool_match`.",
+        description="`cost_over`, `rate_over`, `tool_match` or `outside_hours`.",
         json_schema_extra=documented_enum(RULE_TYPES),
     )
     max_usd: Money | None = Field(default=None, description="cost_over: flag entries that cost more.")
@@ -28,6 +28,19 @@ class RuleCreate(BaseModel):
     pattern: str | None = Field(
         default=None, max_length=200, description="tool_match: a tool name or a glob such as `delete_*`."
     )
+    timezone: str | None = Field(
+        default=None, max_length=64, description="outside_hours: an IANA time zone, e.g. `Europe/Berlin`."
+    )
+    start: str | None = Field(default=None, description="outside_hours: normal hours begin, local `HH:MM`.")
+    end: str | None = Field(
+        default=None, description="outside_hours: normal hours end, local `HH:MM` (before start: overnight)."
+    )
+    days: list[str] | None = Field(
+        default=None, description="outside_hours: the days with normal hours, `mon`..`sun` (default all)."
+    )
+    tools: str | None = Field(
+        default=None, max_length=200, description="outside_hours: judge only tools matching this glob."
+    )
 
 
 class RuleOut(BaseModel):
@@ -37,6 +50,11 @@ class RuleOut(BaseModel):
     max_calls: int | None = None
     window_seconds: int | None = None
     pattern: str | None = None
+    timezone: str | None = None
+    start: str | None = None
+    end: str | None = None
+    days: list[str] | None = None
+    tools: str | None = None
     created_at: Timestamp
 
     @classmethod

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from haldir.core.money import format_micros
+from haldir.core.quotas import UNLIMITED, QuotaUsage
 from haldir.core.usage import Overview, Tally, UsageReport
 from haldir.http.auth import GovernorDep, PrincipalDep
 from haldir.http.errors import ERROR_RESPONSES
@@ -46,12 +47,34 @@ class AgentOut(CountsOut):
     agent_id: str
 
 
+class QuotaOut(BaseModel):
+    """The tenant's quota, set by the operator (null: no limit), beside what it used now."""
+
+    actions_this_month: int = Field(description="Ledger entries this UTC month, whatever the window.")
+    actions_per_month: int | None
+    agents_active: int = Field(description="Distinct agents with a session in force.")
+    agents: int | None
+    requests_per_second: int | None
+
+    @classmethod
+    def of(cls, found: QuotaUsage | None) -> QuotaOut:
+        found = found or QuotaUsage(UNLIMITED, 0, 0)
+        return cls(
+            actions_this_month=found.actions_this_month,
+            actions_per_month=found.quota.actions_per_month,
+            agents_active=found.agents_active,
+            agents=found.quota.agents,
+            requests_per_second=found.quota.requests_per_second,
+        )
+
+
 class UsageOut(BaseModel):
     since: date
     until: date
     total: CountsOut
     by_day: list[DayOut]
     by_agent: list[AgentOut]
+    quota: QuotaOut
 
     @classmethod
     def of(cls, report: UsageReport) -> UsageOut:
@@ -63,6 +86,7 @@ class UsageOut(BaseModel):
             by_agent=[
                 AgentOut(agent_id=a.agent_id, **CountsOut.of(a.counts).model_dump()) for a in report.agents
             ],
+            quota=QuotaOut.of(report.quota),
         )
 
 
@@ -74,10 +98,12 @@ class MetricsOut(BaseModel):
     status: Literal["ok", "degraded"]
     problems: list[str]
     actions_this_month: int
-    actions_quota: int | None
+    actions_quota: int | None = Field(description="The operator's limit on actions a month; null: none.")
     spend_this_month_usd: str
     sessions_active: int
     agents_active: int
+    agents_quota: int | None = Field(description="The limit on agents with sessions in force; null: none.")
+    requests_per_second_quota: int | None
     secrets: int
     secret_accesses_this_month: int
     audit_entries: int
@@ -101,6 +127,8 @@ class MetricsOut(BaseModel):
             spend_this_month_usd=format_micros(o.month.total.charged),
             sessions_active=o.tenant.sessions_active,
             agents_active=o.tenant.agents_active,
+            agents_quota=o.agents_quota,
+            requests_per_second_quota=o.requests_per_second_quota,
             secrets=o.tenant.secrets,
             secret_accesses_this_month=o.secret_accesses_this_month,
             audit_entries=o.tenant.audit_entries,
