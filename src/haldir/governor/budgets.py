@@ -327,25 +327,8 @@ class Budgets:
             captured = _captured(payment, status=status, final=final)
             settled = await tx.settle_payment(payment_id, status=status, captured_micros=captured, now=now)
             assert settled is not None  # locked and authorized above
-            release = settled.charged_micros - payment.amount_micros
-            session = await (
-                tx.charge(payment.session_id, release, now=now) if release else tx.session(payment.session_id)
-            )
-            assert session is not None  # payments keep their session
-            tx.append(
-                self._ledger.spend_entry(
-                    session,
-                    charged_micros=release,
-                    tool=PAYMENTS_TOOL,
-                    action=f"payment.{'capture' if status == CAPTURED else 'void'}",
-                    status="ok",
-                    cost_usd=format_micros(settled.charged_micros),
-                    details={
-                        "authorization_id": payment_id,
-                        "amount_usd": format_micros(payment.amount_micros),
-                    },
-                )
-            )
+            action = f"payment.{'capture' if status == CAPTURED else 'void'}"
+            await record_settlement(tx, self._ledger, payment, settled, action=action, now=now)
         return settled
 
     async def get_payment(self, principal: Principal, payment_id: str) -> Payment:
@@ -490,3 +473,37 @@ def _captured(payment: Payment, *, status: str, final: int | None) -> int | None
             field="amount",
         )
     return final
+
+
+async def record_settlement(
+    tx: SpendTransaction,
+    ledger: Ledger,
+    payment: Payment,
+    settled: Payment,
+    *,
+    action: str,
+    now: datetime,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """In `tx`, where `payment` was just settled as `settled`: give what it held beyond its charge back to
+    the session's budget, and append the settlement's ledger entry (`action`, its charge as the cost)."""
+    release = settled.charged_micros - payment.amount_micros
+    session = await (
+        tx.charge(payment.session_id, release, now=now) if release else tx.session(payment.session_id)
+    )
+    assert session is not None  # payments keep their session
+    tx.append(
+        ledger.spend_entry(
+            session,
+            charged_micros=release,
+            tool=PAYMENTS_TOOL,
+            action=action,
+            status="ok",
+            cost_usd=format_micros(settled.charged_micros),
+            details={
+                "authorization_id": payment.payment_id,
+                "amount_usd": format_micros(payment.amount_micros),
+                **(details or {}),
+            },
+        )
+    )

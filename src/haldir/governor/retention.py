@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from haldir.core.clock import Clock
-from haldir.core.money import format_micros
-from haldir.core.payments import EXPIRED, PAYMENTS_TOOL, Payment
+from haldir.core.payments import EXPIRED, Payment
+from haldir.governor.budgets import record_settlement
 from haldir.governor.ledger import Ledger
 from haldir.governor.sessions import Sessions
 from haldir.store.ports import PaymentStore, RetentionStore
@@ -105,25 +105,16 @@ class Retention:
             )
             if settled is None:
                 return False
-            release = kept - payment.amount_micros
-            session = await (
-                tx.charge(payment.session_id, release, now=now) if release else tx.session(payment.session_id)
-            )
-            assert session is not None  # payments keep their session
-            tx.append(
-                self._ledger.spend_entry(
-                    session,
-                    charged_micros=release,
-                    tool=PAYMENTS_TOOL,
-                    action="payment.expire",
-                    status="ok",
-                    cost_usd=format_micros(kept),
-                    details={
-                        "authorization_id": payment.payment_id,
-                        "amount_usd": format_micros(payment.amount_micros),
-                        "authorized_at": payment.created_at.isoformat(),
-                        "ttl_seconds": int(ttl.total_seconds()),
-                    },
-                )
+            await record_settlement(
+                tx,
+                self._ledger,
+                payment,
+                settled,
+                action="payment.expire",
+                now=now,
+                details={
+                    "authorized_at": payment.created_at.isoformat(),
+                    "ttl_seconds": int(ttl.total_seconds()),
+                },
             )
         return True
