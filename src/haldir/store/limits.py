@@ -4,7 +4,7 @@ from, and the anomaly settings of the built-in detectors."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -46,14 +46,7 @@ class SqlLimits:
             "requests_per_second": quota.requests_per_second,
             "updated_at": at,
         }
-        async with self._store.write_transaction() as tx:
-            await self._store.ensure_tenant(tx, tenant_id, at=at)
-            await tx.execute(
-                self._store.insert(tenant_quotas)
-                .values(tenant_id=tenant_id, **values)
-                .on_conflict_do_update(index_elements=["tenant_id"], set_=values)
-            )
-            tx.append(entry)
+        await self._replace(tenant_quotas, tenant_id, values, at=at, entry=entry)
 
     async def actions(self, tenant_id: str, *, first: int, last: int) -> int:
         """Ledger entries the tenant appended on days `first`..`last` (day numbers), from the counters."""
@@ -133,10 +126,16 @@ class SqlLimits:
             "burst_window_seconds": settings.burst_window_seconds,
             "updated_at": at,
         }
+        await self._replace(anomaly_settings, tenant_id, values, at=at, entry=entry)
+
+    async def _replace(
+        self, table: sa.Table, tenant_id: str, values: dict[str, Any], *, at: datetime, entry: EntryDraft
+    ) -> None:
+        """Replace the tenant's row of `table` (creating the tenant), recorded by `entry` in its commit."""
         async with self._store.write_transaction() as tx:
             await self._store.ensure_tenant(tx, tenant_id, at=at)
             await tx.execute(
-                self._store.insert(anomaly_settings)
+                self._store.insert(table)
                 .values(tenant_id=tenant_id, **values)
                 .on_conflict_do_update(index_elements=["tenant_id"], set_=values)
             )
