@@ -70,7 +70,7 @@ def run(
         print(f"kill {kill + 1}/{args.kills} after {delay:.2f} s: {dict(acknowledged)}", file=sys.stderr)
     assert history is not None
     with serve(env, data_dir) as server:
-        found = crashload.check(server.url, history, history.rounds)
+        found = crashload.check(server.url, history, history.rounds, every_version=True)
     problems += found.problems
     problems += [error for r in history.rounds for error in r.errors]
     return found, history, problems
@@ -99,6 +99,7 @@ def report(
     print(
         f"\n- signed checkpoints seen during load, each consistent with the final head: {found.checkpoints}"
     )
+    print(f"- secret versions stored (acknowledged or not), each opening to a value sent: {found.versions}")
     print(f"- sessions whose `spent` equals the sum of their entries: {found.sessions}")
     print(
         f"- admitted calls whose finish a kill swallowed, finished after the restart: {found.reopened_calls}"

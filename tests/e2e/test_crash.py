@@ -46,7 +46,7 @@ def test_every_acknowledged_write_survives_sigkill_whole(
             assert server.process.wait(timeout=30) == -9
     assert history is not None
     with serve(env, tmp_path) as server:
-        found = crashload.check(server.url, history, history.rounds)
+        found = crashload.check(server.url, history, history.rounds, every_version=True)
 
     acknowledged = sum((r.acknowledged() for r in history.rounds), start=Counter())
     assert found.problems == [], f"seed {seed}"
