@@ -104,6 +104,10 @@ def report(
     print(
         f"- admitted calls whose finish a kill swallowed, finished after the restart: {found.reopened_calls}"
     )
+    print(
+        "- proxied calls admitted whose outcome entry a kill lost (recorded after the answer; the sweep "
+        f"closes them as unknown after 5 minutes): {found.outcomes_pending}"
+    )
     print(f"- problems: {len(problems)}")
     for problem in problems[:20]:
         print(f"  - {problem}")

@@ -1,8 +1,9 @@
 """Write load on a real server that is killed with SIGKILL mid-write, and the checks that every write it
 acknowledged survived whole. Shared by tests/e2e/test_crash.py (a few kills) and bench/crash.py (many).
 
-Four writers run at once, one per kind (audit entries, payments, secret versions, governed local tool
-calls with an injected secret), with a fifth thread reading signed tree heads. After each restart:
+Five writers run at once, one per kind (audit entries, payments, secret versions, governed local tool
+calls with an injected secret, and proxied calls of a real stdio MCP server, `mcp-server-time`, at a
+policy's cost), with a sixth thread reading signed tree heads. After each restart:
 
 1. the server verifies its whole ledger;
 2. every checkpoint seen before the kill verifies, and a consistency proof from it to the new head
@@ -10,7 +11,8 @@ calls with an injected secret), with a fifth thread reading signed tree heads. A
 3. every acknowledged write is there, with the hash, amount or value acknowledged;
 4. nothing unacknowledged is half there: each payment row has its ledger entry and the reverse; every
    secret version opens to a value that was sent; every admitted call in the ledger has its open call
-   (finishing it succeeds) and each call is finished at most once;
+   (finishing it succeeds) and each call is finished at most once; every proxied call answered has its
+   outcome entry, and at most the one call in flight at the kill was admitted without one;
 5. each session's `spent` equals the sum of its entries' `charged_usd`.
 """
 
@@ -25,15 +27,19 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from haldir.core.checkpoints import Verifier, parse_checkpoint
 from haldir.core.merkle import verify_consistency
+from tests.e2e.server import HALDIR
 
-KINDS = ("audit", "payment", "secret", "tool")
+KINDS = ("audit", "payment", "secret", "tool", "proxy")
 TOOL_SECRET = "crash-tool-key"
+TIME_COMMAND = str(Path(HALDIR).with_name("mcp-server-time"))
+PROXIED = "get_current_time"
 _TIMEOUT = 30.0
 
 
@@ -47,6 +53,7 @@ class Round:
     secrets: list[tuple[str, int, str]] = field(default_factory=list)  # (name, version, value)
     begun: dict[str, str] = field(default_factory=dict)  # call id -> admission entry id
     finished: dict[str, str] = field(default_factory=dict)  # call id -> outcome entry id
+    proxied: int = 0  # proxied calls answered (their answer carries no id)
     heads: list[tuple[int, bytes]] = field(default_factory=list)  # signed (tree size, root) seen
     errors: list[str] = field(default_factory=list)  # answers that were neither 2xx nor a dead server
 
@@ -56,6 +63,7 @@ class Round:
             payment=len(self.payments),
             secret=len(self.secrets),
             tool=len(self.begun) + len(self.finished),
+            proxy=self.proxied,
         )
 
 
@@ -80,6 +88,10 @@ def prepare(url: str, key: str) -> History:
     with httpx.Client(base_url=url, headers=auth(key), timeout=_TIMEOUT) as client:
         vkey = _ok(client.get("/v1/audit/log-key"))["vkey"]
         _ok(client.post("/v1/secrets", json={"name": TOOL_SECRET, "value": "tool-" + secrets.token_hex(8)}))
+        _ok(client.post("/v1/proxy/upstreams", json={"name": "clock", "command": TIME_COMMAND}))
+        _ok(
+            client.post("/v1/proxy/policies", json={"type": "tool_cost", "tool": PROXIED, "cost_usd": "0.03"})
+        )
     return History(key=key, verifier=Verifier.from_vkey(vkey))
 
 
@@ -116,7 +128,14 @@ def load_until_killed(url: str, history: History, kill: Any, *, delay: float) ->
 
 def _write(url: str, history: History, current: Round, kind: str, stop: threading.Event) -> None:
     session_id = next((s for s, k in current.sessions.items() if k == kind), "")
-    step = {"audit": _audit, "payment": _payment, "secret": _secret, "tool": _tool, "heads": _head}[kind]
+    step = {
+        "audit": _audit,
+        "payment": _payment,
+        "secret": _secret,
+        "tool": _tool,
+        "proxy": _proxy,
+        "heads": _head,
+    }[kind]
     with httpx.Client(base_url=url, headers=auth(history.key), timeout=_TIMEOUT) as client:
         n = 0
         while not stop.is_set():
@@ -189,6 +208,14 @@ def _tool(client: httpx.Client, _h: History, current: Round, session_id: str, n:
     current.finished[begun["call_id"]] = finished["entry_id"]
 
 
+def _proxy(client: httpx.Client, _h: History, current: Round, session_id: str, _n: int) -> None:
+    call = {"session_id": session_id, "tool": PROXIED, "arguments": {"timezone": "UTC"}}
+    answered = _ok(client.post("/v1/proxy/call", json=call))
+    if answered.get("isError"):
+        raise _Refused(f"the upstream failed: {answered}")
+    current.proxied += 1
+
+
 def _head(client: httpx.Client, history: History, current: Round, _s: str, _n: int) -> None:
     head = _ok(client.get("/v1/audit/tree-head"))
     checkpoint = parse_checkpoint(head["checkpoint"], history.verifier)
@@ -205,7 +232,8 @@ class Found:
     checkpoints: int = 0
     sessions: int = 0
     versions: int = 0  # secret versions opened (acknowledged or not), each to a value that was sent
-    reopened_calls: int = 0  # admitted calls whose finish the kill swallowed, finished after the restart
+    reopened_calls: int = 0  # admitted local calls whose finish a kill swallowed, finished after the restart
+    outcomes_pending: int = 0  # proxied calls admitted whose outcome a kill lost (the sweep's to record)
     problems: list[str] = field(default_factory=list)
 
 
@@ -226,9 +254,8 @@ def check(url: str, history: History, rounds: list[Round], *, every_version: boo
             _consistent(client, size, root, head.tree_size, head.root_hash, found.problems)
         for current in rounds:
             _check_round(client, history, current, found)
-        _check_versions(
-            client, history, next(s for s, k in rounds[-1].sessions.items() if k == "secret"), found
-        )
+        reader = next(s for s, k in rounds[-1].sessions.items() if k == "secret")
+        _check_versions(client, history, reader, found, every_version=every_version)
     return found
 
 
@@ -314,12 +341,27 @@ def _check_round(client: httpx.Client, history: History, current: Round, found: 
                 problems.append(f"payments and their entries disagree: {sorted(in_ledger ^ rows)}")
         if kind == "tool":
             entries += _finish_open_calls(client, session_id, entries, found)
+        if kind == "proxy":
+            _check_proxied(current.proxied, entries, found)
         # Check 5: the budget is the sum of the entries.
         charged = sum((Decimal(e.get("charged_usd", "0")) for e in entries), Decimal(0))
         spent = Decimal(_ok(client.get(f"/v1/sessions/{session_id}"))["spent"])
         found.sessions += 1
         if spent != charged:
             problems.append(f"session {session_id} ({kind}) spent {spent}, its entries charged {charged}")
+
+
+def _check_proxied(answered: int, entries: list[dict[str, Any]], found: Found) -> None:
+    """Each answered call was admitted first (its admission, with its charge, commits before the call is
+    forwarded); one writer, so at most one more call was in flight at the kill. The outcome is recorded
+    after the answer, off the caller's path (`ProxyService.call_tool`): a kill can lose it, and then the
+    stale-call sweep records it as unknown, its cost kept. Those are counted, not failed."""
+    phases = Counter(str((e.get("details") or {}).get("phase")) for e in entries if e["tool"] == PROXIED)
+    if answered <= phases["admit"] <= answered + 1 and phases["finish"] <= phases["admit"]:
+        found.found["proxy"] += answered
+        found.outcomes_pending += phases["admit"] - phases["finish"]
+    else:
+        found.problems.append(f"{answered} proxied calls answered, but the ledger holds {dict(phases)}")
 
 
 def _finish_open_calls(
