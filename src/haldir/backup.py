@@ -5,23 +5,19 @@ Vault's ciphertext without the master key that opens it, and checkpoints without
 from __future__ import annotations
 
 import hashlib
-import io
-import json
 import os
 import secrets
 import sqlite3
-import tarfile
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import anyio
 
 from haldir import __version__, logkey, vaultkey
+from haldir import archive as archives
 from haldir.core.checkpoints import CheckpointError, Signer, Verifier
 from haldir.core.vault import parse_keyring
 from haldir.errors import ConfigurationError, Conflict, InvalidRequest, LedgerTampered
@@ -32,7 +28,8 @@ from haldir.store.snapshot import LogHead, copy_sqlite, log_heads, pinned_log_ke
 from haldir.store.sql import SqlStore
 
 FORMAT, KEYS_FORMAT, FORMAT_VERSION = "haldir-backup", "haldir-keys", 1
-MANIFEST, DATABASE = "manifest.json", "haldir.db"
+DATABASE = "haldir.db"
+MANIFEST = archives.MANIFEST
 KEY_FILES = (vaultkey.KEY_FILE, logkey.KEY_FILE)
 POSTGRES = (
     "this deployment's store is PostgreSQL, which `haldir backup` does not copy: take "
@@ -40,6 +37,10 @@ POSTGRES = (
     "or HALDIR_ENCRYPTION_KEY and HALDIR_LOG_SIGNING_KEY) apart from the dump; see docs/operations.md"
 )
 _SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
+_KIND = {
+    FORMAT: "Haldir backup (haldir backup --out)",
+    KEYS_FORMAT: "Haldir keys file (haldir backup --keys-out)",
+}
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,9 @@ async def create_backup(settings: Settings, *, out: Path, keys_out: Path | None,
             master_keys = await store.vault.master_keys() if revision else {}
         finally:
             await store.close()
-        digest, size = await anyio.to_thread.run_sync(_digest, copy)
+        if revision is None:
+            raise ConfigurationError(f"{database} is not a migrated Haldir store: run 'haldir migrate up'")
+        digest, size = await anyio.to_thread.run_sync(archives.digest, copy)
         manifest = Manifest(
             created_at=now.isoformat(),
             haldir_version=__version__,
@@ -156,7 +159,7 @@ async def create_backup(settings: Settings, *, out: Path, keys_out: Path | None,
             database_sha256=digest,
             database_bytes=size,
         )
-        await anyio.to_thread.run_sync(_write_archive, out, manifest.to_json(), [(DATABASE, copy)])
+        await anyio.to_thread.run_sync(archives.write_archive, out, manifest.to_json(), [(DATABASE, copy)])
     if keys_out is not None:
         keys_manifest = {
             "format": KEYS_FORMAT,
@@ -164,7 +167,7 @@ async def create_backup(settings: Settings, *, out: Path, keys_out: Path | None,
             "created_at": now.isoformat(),
         }
         files = [(name, settings.data_dir / name) for name in keys]
-        await anyio.to_thread.run_sync(_write_archive, keys_out, keys_manifest, files)
+        await anyio.to_thread.run_sync(archives.write_archive, keys_out, keys_manifest, files)
     return Backup(out, manifest, keys_out, keys)
 
 
@@ -213,11 +216,11 @@ async def restore_backup(
         _check_keys(key_texts, manifest, needed)
         # Step 5: in place.
         for name, text in sorted(key_texts.items()):
-            _place_key(settings.data_dir / name, text, force=force)
+            archives.place_file(settings.data_dir / name, text, force=force)
         for suffix in _SQLITE_SIDE_FILES:  # a stale WAL beside the new file would be replayed into it
             database.with_name(database.name + suffix).unlink(missing_ok=True)
         os.replace(staged, database)
-        _sync_dir(database.parent)
+        archives.sync_dir(database.parent)
     finally:
         for leftover in (
             staged,
@@ -229,6 +232,12 @@ async def restore_backup(
     notes = []
     if settings.log_origin != manifest.log_origin:
         notes.append(f"set HALDIR_LOG_ORIGIN={manifest.log_origin}: the restored logs are named so")
+    signing = _configured_log_key(settings)
+    if manifest.log_key is not None and signing is not None and signing != manifest.log_key:
+        notes.append(
+            f"the log signing key configured ({signing}) is not the one the restored checkpoints are signed "
+            f"with ({manifest.log_key}): the server refuses to start until it is (restore it with --keys)"
+        )
     if vault == "sealed":
         notes.append(
             f"the Vault stays sealed until its master key version(s) {list(missing)} are configured: restore "
@@ -305,6 +314,20 @@ def _check_keys(key_texts: dict[str, str], manifest: Manifest, needed: set[int])
             )
 
 
+def _configured_log_key(settings: Settings) -> str | None:
+    """The verifier key of the configured signing key, if one is configured; never generates one."""
+    if settings.log_signing_key is not None:
+        text = settings.log_signing_key.get_secret_value()
+    elif (settings.data_dir / logkey.KEY_FILE).is_file():
+        text = (settings.data_dir / logkey.KEY_FILE).read_text()
+    else:
+        return None
+    try:
+        return Signer.from_skey(text.strip()).vkey
+    except CheckpointError:
+        return None  # the server's own start-up check says what is wrong with it
+
+
 def _missing_master_keys(settings: Settings, manifest: Manifest, needed: set[int]) -> tuple[int, ...]:
     try:
         keyring, _ = vaultkey.load_master_keys(settings, generate=False)
@@ -324,74 +347,13 @@ def _require_dir(directory: Path) -> None:
         raise InvalidRequest(f"{directory} is not a directory: cannot write a backup there")
 
 
-def _digest(path: Path) -> tuple[str, int]:
-    digest, size = hashlib.sha256(), 0
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
-
-
-def _write_archive(path: Path, manifest: dict[str, Any], files: list[tuple[str, Path]]) -> None:
-    """A tar file (0600) of the manifest and `files`, which takes `path`'s place only once complete."""
-    partial = path.with_name(f"{path.name}.partial")
-    partial.unlink(missing_ok=True)
-    try:
-        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except OSError as exc:
-        raise InvalidRequest(f"cannot write {partial}: {exc.strerror}") from None
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            with tarfile.open(fileobj=handle, mode="w") as tar:
-                text = json.dumps(manifest, indent=2).encode()
-                _add(tar, MANIFEST, io.BytesIO(text), len(text))
-                for name, source in files:
-                    with source.open("rb") as data:
-                        _add(tar, name, data, source.stat().st_size)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, path)
-        _sync_dir(path.parent)
-    finally:
-        partial.unlink(missing_ok=True)
-
-
-def _add(tar: tarfile.TarFile, name: str, data: IO[bytes], size: int) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = size
-    info.mode = 0o600
-    tar.addfile(info, data)
-
-
-@contextmanager
-def _members(archive: Path, expected: str) -> Iterator[tuple[dict[str, Any], tarfile.TarFile]]:
-    """The archive's manifest (checked to be of the `expected` format) and the open archive."""
-    try:
-        tar = tarfile.open(archive, mode="r:")  # noqa: SIM115 - closed by the `with tar` below
-    except (OSError, tarfile.TarError) as exc:
-        raise InvalidRequest(f"{archive} is not a Haldir {expected} file: {exc}") from None
-    with tar:
-        try:
-            first = tar.next()
-            handle = tar.extractfile(first) if first is not None and first.name == MANIFEST else None
-            manifest = json.loads(handle.read(1 << 20)) if handle is not None else None
-        except (tarfile.TarError, ValueError):
-            manifest = None
-        if not isinstance(manifest, dict) or manifest.get("format") != expected:
-            raise InvalidRequest(
-                f"{archive} is not a Haldir {expected} file: it starts with no {expected} manifest"
-            )
-        yield manifest, tar
-
-
 def _unpack(archive: Path, target: Path) -> Manifest:
-    with _members(archive, FORMAT) as (data, tar):
+    with archives.members(archive, FORMAT, _KIND[FORMAT]) as (data, tar):
         manifest = Manifest.from_json(data, archive)
-        member = _member(tar, DATABASE, archive)
+        member = archives.member(tar, DATABASE, archive)
         digest, size = hashlib.sha256(), 0
         descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "wb") as out, _extract(tar, member, archive) as source:
+        with os.fdopen(descriptor, "wb") as out, archives.extract(tar, member, archive) as source:
             while chunk := source.read(1 << 20):
                 digest.update(chunk)
                 size += len(chunk)
@@ -408,54 +370,15 @@ def _unpack(archive: Path, target: Path) -> Manifest:
 
 def _read_keys(archive: Path) -> dict[str, str]:
     texts = {}
-    with _members(archive, KEYS_FORMAT) as (_, tar):
+    with archives.members(archive, KEYS_FORMAT, _KIND[KEYS_FORMAT]) as (_, tar):
         for member in tar:
             if member.name == MANIFEST:
                 continue
             if member.name not in KEY_FILES or not member.isfile():
                 raise InvalidRequest(f"{archive} holds {member.name!r}, which is not a Haldir key file")
-            with _extract(tar, member, archive) as source:
+            with archives.extract(tar, member, archive) as source:
                 texts[member.name] = source.read(1 << 20).decode()
     return texts
-
-
-def _member(tar: tarfile.TarFile, name: str, archive: Path) -> tarfile.TarInfo:
-    try:
-        member = tar.getmember(name)
-    except KeyError:
-        raise InvalidRequest(f"{archive} is not a Haldir backup: it holds no {name}") from None
-    if not member.isfile():
-        raise InvalidRequest(f"{archive} is not a Haldir backup: its {name} is not a file")
-    return member
-
-
-@contextmanager
-def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, archive: Path) -> Iterator[IO[bytes]]:
-    handle = tar.extractfile(member)
-    if handle is None:
-        raise InvalidRequest(f"{archive}: {member.name} is not a file")
-    with handle:
-        try:
-            yield handle
-        except tarfile.TarError as exc:
-            raise InvalidRequest(f"{archive} is damaged: {exc}") from None
-
-
-def _place_key(path: Path, text: str, *, force: bool) -> None:
-    """Write a key file (0600) atomically; an existing different one only with `force`."""
-    if path.exists():
-        if path.read_text() == text:
-            return
-        if not force:
-            raise Conflict(f"{path} exists and holds another key: pass --force to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    partial = path.with_name(f".{path.name}.restoring-{secrets.token_hex(4)}")
-    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(partial, path)
 
 
 def _refuse_existing(database: Path, *, force: bool) -> None:
@@ -483,11 +406,3 @@ def _require_unused(database: Path) -> None:
         ) from None
     if mode is None or str(mode[0]).lower() != "delete":
         raise Conflict(f"{database} is in use: stop every server on it before restoring over it")
-
-
-def _sync_dir(directory: Path) -> None:
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

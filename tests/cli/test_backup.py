@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from haldir.backup import DATABASE, MANIFEST
 from haldir.cli.app import app
+from haldir.core.checkpoints import generate_signer
 from haldir.core.keys import Principal
 from haldir.logkey import load_log_signer
 from haldir.runtime import open_runtime
@@ -214,7 +215,7 @@ def test_a_file_that_is_not_a_backup_is_refused_cleanly(tmp_path: Path) -> None:
 
     refused = _invoke("restore", str(tmp_path / "notes.txt"), "--data-dir", str(tmp_path / "r"), "--json")
 
-    assert "not a Haldir haldir-backup file" in _error(refused, "invalid_request", 2)
+    assert "is not a Haldir backup (haldir backup --out)" in _error(refused, "invalid_request", 2)
 
 
 def test_postgresql_is_backed_up_with_pg_dump_and_the_command_says_so(tmp_path: Path) -> None:
@@ -233,3 +234,29 @@ def test_the_keys_never_go_into_the_backup_file_itself(live: Path, tmp_path: Pat
     )
 
     assert "apart" in _error(refused, "invalid_request", 2)
+
+
+def test_a_restore_beside_another_deployments_signing_key_says_the_server_will_refuse(
+    live: Path, tmp_path: Path
+) -> None:
+    _backup(tmp_path, keys=False)
+    target = tmp_path / "r"
+    target.mkdir()
+    (target / "log-signing.key").write_text(generate_signer("haldir.local").skey + "\n")
+
+    restored = _ok("restore", str(tmp_path / "backup.tar"), "--data-dir", str(target), "--json")
+
+    assert any("refuses to start" in note for note in restored["notes"])
+
+
+def test_a_store_that_was_never_migrated_is_not_backed_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HALDIR_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("HALDIR_DATABASE_URL", raising=False)
+    sqlite3.connect(tmp_path / DATABASE).close()
+
+    refused = _invoke("backup", "--out", str(tmp_path / "b.tar"), "--json")
+
+    assert "haldir migrate up" in _error(refused, "configuration_error", 8)
+    assert not (tmp_path / "b.tar").exists()
