@@ -111,6 +111,10 @@ def load_until_killed(url: str, history: History, kill: Any, *, delay: float) ->
                 },
             )
             current.sessions[_ok(made)["session_id"]] = kind
+        # Each server process starts its stdio upstream at its first call, which takes longer than many
+        # kill delays: start it before the clock runs, so that proxied calls are in flight at the kill.
+        proxy_session = next(s for s, k in current.sessions.items() if k == "proxy")
+        _proxy(client, history, current, proxy_session, 0)
     stop = threading.Event()
     writers = [
         threading.Thread(target=_write, args=(url, history, current, kind, stop), daemon=True)
