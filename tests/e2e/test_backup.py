@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -25,6 +26,7 @@ def _write_until(
             made = client.post("/v1/audit", json={"session_id": session_id, "tool": "t", "action": "a"})
             assert made.status_code == 201, made.text
             acked.append(made.json()["entry_id"])
+            time.sleep(0.02)  # a steady writer, not one that starves the backup command of CPU
 
 
 def test_a_backup_taken_while_serving_restores_into_a_new_data_dir_that_verifies_and_opens(
