@@ -101,13 +101,17 @@ def extract(tar: tarfile.TarFile, member: tarfile.TarInfo, archive: Path) -> Ite
             raise InvalidRequest(f"{archive} is damaged: {exc}") from None
 
 
+def require_replaceable(path: Path, text: str, *, force: bool) -> None:
+    """Refuse to replace an existing file that holds something else than `text`, unless `force`."""
+    if not force and path.exists() and path.read_text() != text:
+        raise Conflict(f"{path} exists and holds another key: pass --force to replace it")
+
+
 def place_file(path: Path, text: str, *, force: bool) -> None:
-    """Write a key file (0600) atomically; an existing different one only with `force`."""
-    if path.exists():
-        if path.read_text() == text:
-            return
-        if not force:
-            raise Conflict(f"{path} exists and holds another key: pass --force to replace it")
+    """Write `path` (0600) atomically; an existing different one only with `force`."""
+    require_replaceable(path, text, force=force)
+    if path.exists() and path.read_text() == text:
+        return
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     partial = path.with_name(f".{path.name}.restoring-{secrets.token_hex(4)}")
     descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

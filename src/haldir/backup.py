@@ -214,7 +214,9 @@ async def restore_backup(
         needed = await _verify_copy(staged, manifest)
         # Step 4: the keys belong to this backup.
         _check_keys(key_texts, manifest, needed)
-        # Step 5: in place.
+        # Step 5: in place, once no key file is in the way.
+        for name, text in sorted(key_texts.items()):
+            archives.require_replaceable(settings.data_dir / name, text, force=force)
         for name, text in sorted(key_texts.items()):
             archives.place_file(settings.data_dir / name, text, force=force)
         for suffix in _SQLITE_SIDE_FILES:  # a stale WAL beside the new file would be replayed into it

@@ -21,6 +21,7 @@ from haldir.backup import DATABASE, MANIFEST
 from haldir.cli.app import app
 from haldir.core.checkpoints import generate_signer
 from haldir.core.keys import Principal
+from haldir.core.vault import generate_master_key
 from haldir.logkey import load_log_signer
 from haldir.runtime import open_runtime
 from haldir.settings import Settings
@@ -260,3 +261,25 @@ def test_a_store_that_was_never_migrated_is_not_backed_up(
 
     assert "haldir migrate up" in _error(refused, "configuration_error", 8)
     assert not (tmp_path / "b.tar").exists()
+
+
+def test_a_key_file_in_the_way_stops_the_restore_before_anything_is_placed(
+    live: Path, tmp_path: Path
+) -> None:
+    _backup(tmp_path)
+    target = tmp_path / "r"
+    target.mkdir()
+    (target / "vault-master.key").write_text(generate_master_key().encode() + "\n")
+
+    refused = _invoke(
+        "restore",
+        str(tmp_path / "backup.tar"),
+        "--data-dir",
+        str(target),
+        "--keys",
+        str(tmp_path / "keys.tar"),
+        "--json",
+    )
+
+    assert "--force" in _error(refused, "conflict", 6)
+    assert sorted(p.name for p in target.iterdir()) == ["vault-master.key"]
