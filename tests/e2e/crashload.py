@@ -24,7 +24,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -95,7 +95,7 @@ def prepare(url: str, key: str) -> History:
     return History(key=key, verifier=Verifier.from_vkey(vkey))
 
 
-def load_until_killed(url: str, history: History, kill: Any, *, delay: float) -> Round:
+def load_until_killed(url: str, history: History, kill: Callable[[], None], *, delay: float) -> Round:
     """Run the writers against `url`, call `kill()` after `delay` seconds, and return what was
     acknowledged once every writer has seen the server die."""
     current = Round()
