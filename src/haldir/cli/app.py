@@ -14,6 +14,7 @@ from typer._click.core import Context  # Typer vendors click; its Group.invoke i
 from haldir.cli import (
     approvals,
     audit,
+    backup,
     compliance,
     health,
     keys,
@@ -66,6 +67,8 @@ app.command("logout")(login.logout)
 app.command("overview")(overview.overview)
 app.command("status")(health.status)
 app.command("ready")(health.ready)
+app.command("backup")(backup.backup)
+app.command("restore")(backup.restore)
 app.add_typer(migrate.app, name="migrate")
 app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
