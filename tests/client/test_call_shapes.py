@@ -19,7 +19,7 @@ BASE = "http://haldir.test"
 
 # Each method's positional-or-keyword parameters, then its keyword-only ones.
 SHAPES = {
-    "__init__": (["api_key", "base_url"], ["url", "timeout", "transport"]),
+    "__init__": (["api_key", "base_url"], ["url", "timeout", "transport", "background_finish"]),
     "create_session": (["agent_id", "scopes", "ttl", "spend_limit"], ["idempotency_key"]),
     "store_secret": (["name", "value", "scope_required"], ["idempotency_key"]),
     "get_secret": (["name", "session_id"], ["version"]),
