@@ -12,8 +12,9 @@ import sqlalchemy as sa
 from sqlalchemy.exc import OperationalError
 
 from haldir.core import merkle
-from haldir.store.schema import tenants
+from haldir.store.schema import events, tenants, webhooks
 from haldir.store.sql import SqlStore
+from haldir.store.webhooks import _pairs_in
 
 pytestmark = pytest.mark.anyio
 
@@ -136,3 +137,28 @@ async def test_merkle_nodes_are_fetched_by_primary_key_not_by_scanning_the_tenan
             for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)  # type: ignore[arg-type]
         )
     assert "tenant_id=? AND level=? AND idx=?" in plan, plan
+
+
+async def test_the_webhook_fan_out_finds_its_events_by_key_not_by_scanning_them(store: SqlStore) -> None:
+    """The fan-out marks up to 200 events of several tenants a transaction; the events table grows with the
+    ledger, so a scan per fan-out made a long-running server slower minute by minute (bench/soak.py)."""
+    pairs = [("t1", "evt_a"), ("t1", "evt_b"), ("t2", "evt_c")]
+    statements = {
+        "events": sa.update(events)
+        .where(_pairs_in(events.c.tenant_id, events.c.event_id, pairs))
+        .values(delivered_at=T0),
+        "webhooks": sa.select(webhooks).where(_pairs_in(webhooks.c.tenant_id, webhooks.c.webhook_id, pairs)),
+    }
+    _, read = _engines(store)
+    with read.connect() as conn:
+        for table, statement in statements.items():
+            compiled = statement.compile(conn, compile_kwargs={"literal_binds": True})
+            plan = " | ".join(row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}"))
+            assert f"SCAN {table}" not in plan, plan
+            assert f"SEARCH {table} USING" in plan, plan
+    # The row-value IN it replaces is the scan this test guards against.
+    row_value = sa.select(events).where(sa.tuple_(events.c.tenant_id, events.c.event_id).in_(pairs))
+    with read.connect() as conn:
+        compiled = row_value.compile(conn, compile_kwargs={"literal_binds": True})
+        plan = " | ".join(row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}"))
+    assert "SCAN events" in plan, plan

@@ -242,9 +242,7 @@ class SqlWebhooks:
                 )
             await conn.execute(
                 sa.update(events)
-                .where(
-                    sa.tuple_(e.tenant_id, e.event_id).in_([(row.tenant_id, row.event_id) for row in found])
-                )
+                .where(_pairs_in(e.tenant_id, e.event_id, [(row.tenant_id, row.event_id) for row in found]))
                 .values(delivered_at=now)
             )
         return len(found)
@@ -286,9 +284,7 @@ class SqlWebhooks:
         if not keys:
             return {}
         async with self._store.read_connection() as conn:
-            rows = await conn.execute(
-                sa.select(webhooks).where(sa.tuple_(_W.tenant_id, _W.webhook_id).in_(sorted(set(keys))))
-            )
+            rows = await conn.execute(sa.select(webhooks).where(_pairs_in(_W.tenant_id, _W.webhook_id, keys)))
             return {(row.tenant_id, row.webhook_id): _target(row) for row in rows}
 
     async def record_attempt(
@@ -563,4 +559,17 @@ def _target(row: Any) -> Target:
         current=SealedSecret(bytes(row.secret_sealed), int(row.secret_version), int(row.data_key_version)),
         previous=previous,
         previous_expires_at=row.previous_expires_at,
+    )
+
+
+def _pairs_in(
+    tenant: sa.ColumnElement[str], key: sa.ColumnElement[str], pairs: Sequence[tuple[str, str]]
+) -> sa.ColumnElement[bool]:
+    """Rows whose (tenant, key) is one of `pairs`, as `tenant = t AND key IN (…)` per tenant: SQLite scans
+    the whole table for a row-value `IN` of two pairs or more, and the events table grows with the log."""
+    by_tenant: dict[str, set[str]] = {}
+    for tenant_id, key_id in pairs:
+        by_tenant.setdefault(tenant_id, set()).add(key_id)
+    return sa.or_(
+        *(sa.and_(tenant == tenant_id, key.in_(sorted(ids))) for tenant_id, ids in sorted(by_tenant.items()))
     )
