@@ -104,6 +104,21 @@ export class RateLimited extends CallDenied {
     return typeof value === "number" ? value : undefined;
   }
 }
+/** A quota the operator set for the tenant is used up: nothing was recorded. */
+export class QuotaExceeded extends HaldirError {
+  static override readonly code = "quota_exceeded";
+
+  /** Seconds until the quota resets (the next UTC month, or the next second). */
+  get retryAfter(): number | undefined {
+    const value = this.body["retry_after"];
+    return typeof value === "number" ? value : undefined;
+  }
+
+  /** Which quota: `actions_per_month`, `agents` or `requests_per_second`. */
+  get quota(): string | undefined {
+    return stringField(this.body, "quota");
+  }
+}
 export class ToolDefinitionChanged extends CallDenied {
   static override readonly code = "tool_definition_changed";
 }
@@ -168,6 +183,7 @@ const CLASSES: readonly ErrorClass[] = [
   ArgumentRejected,
   OutsideTimeWindow,
   RateLimited,
+  QuotaExceeded,
   ToolDefinitionChanged,
   ApprovalRequired,
   ApprovalDenied,

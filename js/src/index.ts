@@ -29,6 +29,7 @@ export {
   NotFound,
   OutsideTimeWindow,
   PolicyDenied,
+  QuotaExceeded,
   RateLimited,
   ScopeDenied,
   SelfApproval,

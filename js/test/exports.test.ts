@@ -27,6 +27,7 @@ test("the package exports exactly its public names, through its exports map", ()
     "NotFound",
     "OutsideTimeWindow",
     "PolicyDenied",
+    "QuotaExceeded",
     "RateLimited",
     "ScopeDenied",
     "SelfApproval",
