@@ -139,10 +139,7 @@ def _finish(client: HaldirClient, begun: Json, error: str | None, started: float
     failure to record it is logged, not raised: the tool has run, and the server's sweep records a
     call left open as outcome unknown."""
     outcome = _outcome(error, started)
-    if client.background_finish:
-        client.finish_tool_call_soon(begun["call_id"], **outcome).add_done_callback(
-            lambda done: _sent(begun, done)
-        )
+    if _handed_off(client, begun, outcome):
         return
     try:
         client.finish_tool_call(begun["call_id"], **outcome)
@@ -152,15 +149,22 @@ def _finish(client: HaldirClient, begun: Json, error: str | None, started: float
 
 async def _afinish(client: AsyncHaldirClient, begun: Json, error: str | None, started: float) -> None:
     outcome = _outcome(error, started)
-    if client.background_finish:
-        client.finish_tool_call_soon(begun["call_id"], **outcome).add_done_callback(
-            lambda done: _sent(begun, done)
-        )
+    if _handed_off(client, begun, outcome):
         return
     try:
         await client.finish_tool_call(begun["call_id"], **outcome)
     except HaldirError as exc:
         _unrecorded(begun, exc)
+
+
+def _handed_off(client: HaldirClient | AsyncHaldirClient, begun: Json, outcome: dict[str, Any]) -> bool:
+    """With `background_finish`, hand the outcome to the client's background sender; whether it did."""
+    if not client.background_finish:
+        return False
+    client.finish_tool_call_soon(begun["call_id"], **outcome).add_done_callback(
+        lambda done: _sent(begun, done)
+    )
+    return True
 
 
 def _sent(begun: Json, done: Future[Json] | asyncio.Task[Json]) -> None:
